@@ -1,0 +1,11 @@
+//! sam-cobot: Segment Anything in Rust, with parameter-efficient fine-tuning.
+//!
+//! - [`checkpoint`]: reading PyTorch `.pth` and `.safetensors` state dicts (never executing pickles).
+//! - [`sam`]: the model (image encoder, prompt encoder, mask decoder) and its pre/post-processing.
+//! - [`output`]: what `predict` writes: mask PNGs, overlays, `.npy` logits.
+//! - [`cli`]: the command-line front end.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod output;
+pub mod sam;
