@@ -1,1 +1,11 @@
-//! Outputs.
+//! Outputs of `predict`: binary mask PNGs, overlays and `.npy` logits, all written atomically.
+
+pub mod atomic;
+pub mod mask_png;
+pub mod npy;
+pub mod overlay;
+
+pub use atomic::write_atomic;
+pub use mask_png::{numbered_paths, write_mask_png};
+pub use npy::{read_npy_f32, write_npy_f32};
+pub use overlay::{OverlayPrompts, write_overlay};

@@ -1,0 +1,187 @@
+//! `sam-cobot predict`: masks for box and point prompts on one image.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+
+use crate::checkpoint::load_state_dict;
+use crate::output::mask_png::{numbered_paths, write_mask_png};
+use crate::output::npy::write_npy_f32;
+use crate::output::overlay::{OverlayPrompts, write_overlay};
+use crate::sam::Sam;
+use crate::sam::predictor::{Predictor, UserPrompts};
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// SAM checkpoint: Meta's .pth (e.g. sam_vit_b_01ec64.pth) or a .safetensors with the same keys.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Input image (PNG, JPEG); grey images are used as RGB.
+    #[arg(long)]
+    image: PathBuf,
+    /// Box prompt `x1,y1,x2,y2` in image pixels; one mask per box (repeatable).
+    #[arg(long = "box", value_name = "X1,Y1,X2,Y2")]
+    boxes: Vec<BoxArg>,
+    /// Point prompt `x,y[,label]`, label 1 = foreground (default), 0 = background (repeatable).
+    /// Points join every box; without a box, all points make one mask.
+    #[arg(long = "point", value_name = "X,Y[,LABEL]")]
+    points: Vec<PointArg>,
+    /// Binary mask PNG at the image's resolution; several masks are numbered (mask_0.png, ...).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the image with the masks and prompts drawn on it.
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Low-resolution mask logits as float32 .npy, `N x 1 x S/4 x S/4`.
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
+    /// Input size S the model runs at (a multiple of 16); default: the checkpoint's own (1024).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BoxArg([f32; 4]);
+
+impl FromStr for BoxArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = parse_numbers(s)?;
+        let [x1, y1, x2, y2] = v[..] else {
+            return Err(format!("'{s}': a box is four numbers x1,y1,x2,y2"));
+        };
+        if x2 <= x1 || y2 <= y1 {
+            return Err(format!(
+                "'{s}': the box has no area (need x1 < x2 and y1 < y2)"
+            ));
+        }
+        Ok(Self([x1, y1, x2, y2]))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PointArg((f32, f32, i32));
+
+impl FromStr for PointArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let v = parse_numbers(s)?;
+        let label = match v[..] {
+            [_, _] => 1,
+            [_, _, l] if l == 0.0 || l == 1.0 => l as i32,
+            [_, _, _] => {
+                return Err(format!(
+                    "'{s}': the label must be 1 (foreground) or 0 (background)"
+                ));
+            }
+            _ => return Err(format!("'{s}': a point is x,y or x,y,label")),
+        };
+        Ok(Self((v[0], v[1], label)))
+    }
+}
+
+fn parse_numbers(s: &str) -> Result<Vec<f32>, String> {
+    s.split(',')
+        .map(|part| match part.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(format!("'{s}': '{part}' is not a number")),
+        })
+        .collect()
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    ensure!(
+        !args.boxes.is_empty() || !args.points.is_empty(),
+        "give at least one --box or --point"
+    );
+    let device = super::device::parse(&args.device)?;
+    let image = image::open(&args.image)
+        .with_context(|| format!("cannot read image {}", args.image.display()))?
+        .to_rgb8();
+    let (h, w) = (image.height() as usize, image.width() as usize);
+    check_inside(&args, w, h)?;
+
+    let started = Instant::now();
+    let sam = load_sam(&args.checkpoint, args.image_size, &device)?;
+    eprintln!(
+        "loaded {} ({}) at {} px in {:.1}s",
+        args.checkpoint.display(),
+        sam.config.variant(),
+        sam.image_size,
+        started.elapsed().as_secs_f32()
+    );
+    let prompts = UserPrompts {
+        boxes: args.boxes.iter().map(|b| b.0).collect(),
+        points: args.points.iter().map(|p| p.0).collect(),
+    };
+    let predictor = Predictor::new(&sam);
+    let started = Instant::now();
+    let embedding = predictor.set_image(&image);
+    let prediction = predictor.predict(&embedding, &prompts, false);
+    eprintln!("predicted in {:.1}s", started.elapsed().as_secs_f32());
+
+    let paths = numbered_paths(&args.out, prediction.masks.len());
+    for (i, (mask, path)) in prediction.masks.iter().zip(&paths).enumerate() {
+        write_mask_png(path, mask, h, w)?;
+        println!(
+            "mask {i}: predicted IoU {:.4} -> {}",
+            prediction.iou[i],
+            path.display()
+        );
+    }
+    if let Some(path) = &args.overlay {
+        let masks: Vec<&[f32]> = prediction.masks.iter().map(Vec::as_slice).collect();
+        let drawn = OverlayPrompts {
+            boxes: prompts.boxes.clone(),
+            points: prompts.points.clone(),
+        };
+        write_overlay(path, &image, &masks, &drawn)?;
+        println!("overlay -> {}", path.display());
+    }
+    if let Some(path) = &args.logits_out {
+        let dims = prediction.low_res_logits.dims();
+        let data: Vec<f32> = prediction
+            .low_res_logits
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+        write_npy_f32(path, &dims, &data)?;
+        println!("low-res logits {dims:?} -> {}", path.display());
+    }
+    Ok(())
+}
+
+/// Prompts must touch the image; SAM accepts anything, but a box off the image is a typo.
+fn check_inside(args: &PredictArgs, w: usize, h: usize) -> Result<()> {
+    let (w, h) = (w as f32, h as f32);
+    for b in &args.boxes {
+        let [x1, y1, x2, y2] = b.0;
+        if x2 <= 0.0 || y2 <= 0.0 || x1 >= w || y1 >= h {
+            bail!("--box {x1},{y1},{x2},{y2} lies outside the {w}x{h} image");
+        }
+    }
+    for p in &args.points {
+        let (x, y, _) = p.0;
+        if !(0.0..=w).contains(&x) || !(0.0..=h).contains(&y) {
+            bail!("--point {x},{y} lies outside the {w}x{h} image");
+        }
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint and builds SAM; errors name the file.
+pub fn load_sam(
+    path: &Path,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    let dict = load_state_dict(path)?;
+    Sam::from_state_dict(dict, image_size, device)
+        .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))
+}

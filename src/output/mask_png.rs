@@ -1,0 +1,97 @@
+//! Binary masks as 8-bit grey PNGs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, ensure};
+use image::ExtendedColorType;
+use image::ImageEncoder;
+use image::codecs::png::PngEncoder;
+
+use super::atomic::write_atomic;
+
+/// Writes the `h × w` logits of one mask as a PNG: `logit > 0` → 255, else 0 (SAM's threshold).
+pub fn write_mask_png(path: &Path, logits: &[f32], h: usize, w: usize) -> Result<()> {
+    ensure!(
+        logits.len() == h * w,
+        "mask has {} values, expected {h}x{w}",
+        logits.len()
+    );
+    let pixels: Vec<u8> = logits
+        .iter()
+        .map(|&v| if v > 0.0 { 255 } else { 0 })
+        .collect();
+    write_png(path, &pixels, w, h, ExtendedColorType::L8)
+}
+
+/// Encodes raw pixels as a PNG, atomically. `color` is `L8` or `Rgb8`.
+pub(crate) fn write_png(
+    path: &Path,
+    pixels: &[u8],
+    w: usize,
+    h: usize,
+    color: ExtendedColorType,
+) -> Result<()> {
+    let (w, h) = (u32::try_from(w)?, u32::try_from(h)?);
+    write_atomic(path, |out: &mut dyn Write| {
+        PngEncoder::new(out).write_image(pixels, w, h, color)?;
+        Ok(())
+    })
+}
+
+/// File names for `n` outputs: the path itself when `n == 1`, else `stem_0.ext`, `stem_1.ext`, …
+/// in the same directory (`mask.png` → `mask_0.png`, `mask_1.png`).
+pub fn numbered_paths(path: &Path, n: usize) -> Vec<PathBuf> {
+    if n == 1 {
+        return vec![path.to_path_buf()];
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
+    (0..n)
+        .map(|i| {
+            let name = match &ext {
+                Some(ext) => format!("{stem}_{i}.{ext}"),
+                None => format!("{stem}_{i}"),
+            };
+            path.with_file_name(name)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_paths_single_and_many() {
+        let p = Path::new("out/mask.png");
+        assert_eq!(numbered_paths(p, 1), vec![PathBuf::from("out/mask.png")]);
+        assert_eq!(
+            numbered_paths(p, 3),
+            ["out/mask_0.png", "out/mask_1.png", "out/mask_2.png"].map(PathBuf::from)
+        );
+        assert_eq!(
+            numbered_paths(Path::new("logits"), 2),
+            ["logits_0", "logits_1"].map(PathBuf::from)
+        );
+        assert!(numbered_paths(p, 0).is_empty());
+    }
+
+    #[test]
+    fn mask_png_thresholds_at_zero() {
+        let dir = std::env::temp_dir().join(format!("sam-cobot-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mask.png");
+        let logits = [-1.0, 0.0, 0.5, 3.0, -0.0, 1e-7];
+        write_mask_png(&path, &logits, 2, 3).unwrap();
+        let img = image::open(&path).unwrap();
+        assert_eq!(img.color(), image::ColorType::L8);
+        assert_eq!((img.width(), img.height()), (3, 2));
+        assert_eq!(img.into_luma8().into_raw(), vec![0, 0, 255, 255, 0, 255]);
+        assert!(write_mask_png(&path, &logits, 2, 2).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

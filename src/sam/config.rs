@@ -1,0 +1,181 @@
+//! SAM's configuration, read off a checkpoint's tensor shapes (SPEC §1.7).
+//!
+//! Nothing is assumed about the variant: vit_b/l/h, a small test model or a distilled one all
+//! describe themselves through their shapes. Only the decoder's head count (8) is fixed, as in SAM,
+//! because no tensor shape encodes it.
+
+use super::weights::{ModelLoadError, Weights};
+
+/// Attention heads in the mask decoder's two-way transformer (not recoverable from shapes).
+pub const DECODER_HEADS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageEncoderConfig {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub patch_size: usize,
+    /// The input size the checkpoint was made for (`pos_embed` grid × patch).
+    pub native_image_size: usize,
+    pub window_size: usize,
+    pub global_attn_indexes: Vec<usize>,
+    pub mlp_dim: usize,
+    pub out_chans: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptEncoderConfig {
+    pub embed_dim: usize,
+    pub mask_in_chans: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskDecoderConfig {
+    pub dim: usize,
+    pub depth: usize,
+    pub mlp_dim: usize,
+    /// Width of the cross-attentions (`dim / attention_downsample_rate`).
+    pub cross_attn_dim: usize,
+    pub num_mask_tokens: usize,
+    pub iou_head_depth: usize,
+    pub iou_head_hidden: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamConfig {
+    pub encoder: ImageEncoderConfig,
+    pub prompt: PromptEncoderConfig,
+    pub decoder: MaskDecoderConfig,
+}
+
+impl SamConfig {
+    pub fn infer(w: &Weights) -> Result<Self, ModelLoadError> {
+        let encoder = infer_encoder(w)?;
+        let prompt_dim = w.shape("prompt_encoder.no_mask_embed.weight")?[1];
+        let prompt = PromptEncoderConfig {
+            embed_dim: prompt_dim,
+            mask_in_chans: w.shape("prompt_encoder.mask_downscaling.3.weight")?[0],
+        };
+        if prompt_dim != encoder.out_chans {
+            return Err(ModelLoadError::NotSam(format!(
+                "prompt embedding width {prompt_dim} differs from the image encoder's output {}",
+                encoder.out_chans
+            )));
+        }
+        let t = "mask_decoder.transformer";
+        let decoder = MaskDecoderConfig {
+            dim: prompt_dim,
+            depth: count_indexed(w, &format!("{t}.layers."), ".norm1.weight"),
+            mlp_dim: w.shape(&format!("{t}.layers.0.mlp.lin1.weight"))?[0],
+            cross_attn_dim: w.shape(&format!("{t}.final_attn_token_to_image.q_proj.weight"))?[0],
+            num_mask_tokens: w.shape("mask_decoder.mask_tokens.weight")?[0],
+            iou_head_depth: count_indexed(w, "mask_decoder.iou_prediction_head.layers.", ".weight"),
+            iou_head_hidden: w.shape("mask_decoder.iou_prediction_head.layers.0.weight")?[0],
+        };
+        if decoder.depth == 0 || decoder.iou_head_depth == 0 {
+            return Err(ModelLoadError::NotSam(
+                "the mask decoder has no transformer layers or no IoU head".into(),
+            ));
+        }
+        if decoder.cross_attn_dim % DECODER_HEADS != 0 || decoder.dim % DECODER_HEADS != 0 {
+            return Err(ModelLoadError::NotSam(format!(
+                "decoder attention widths {} / {} are not divisible by {DECODER_HEADS} heads",
+                decoder.dim, decoder.cross_attn_dim
+            )));
+        }
+        Ok(Self {
+            encoder,
+            prompt,
+            decoder,
+        })
+    }
+
+    /// The official variant this configuration is, if any.
+    pub fn variant(&self) -> &'static str {
+        let e = &self.encoder;
+        match (e.embed_dim, e.depth, e.num_heads) {
+            (768, 12, 12) => "vit_b",
+            (1024, 24, 16) => "vit_l",
+            (1280, 32, 16) => "vit_h",
+            _ => "custom",
+        }
+    }
+}
+
+fn infer_encoder(w: &Weights) -> Result<ImageEncoderConfig, ModelLoadError> {
+    let patch = w.shape("image_encoder.patch_embed.proj.weight")?;
+    let [embed_dim, 3, patch_size, patch_w] = *patch else {
+        return Err(ModelLoadError::WrongShape {
+            key: "image_encoder.patch_embed.proj.weight".into(),
+            found: patch.to_vec(),
+            expected: "[C, 3, p, p]".into(),
+        });
+    };
+    if patch_size != patch_w || patch_size == 0 {
+        return Err(ModelLoadError::NotSam(format!(
+            "patch embedding kernel {patch_size}x{patch_w} is not square"
+        )));
+    }
+    let pos = w.shape("image_encoder.pos_embed")?;
+    let grid = match *pos {
+        [1, gh, gw, c] if gh == gw && c == embed_dim && gh > 0 => gh,
+        _ => {
+            return Err(ModelLoadError::WrongShape {
+                key: "image_encoder.pos_embed".into(),
+                found: pos.to_vec(),
+                expected: format!("[1, g, g, {embed_dim}]"),
+            });
+        }
+    };
+    let depth = count_indexed(w, "image_encoder.blocks.", ".norm1.weight");
+    if depth == 0 {
+        return Err(ModelLoadError::MissingKey(
+            "image_encoder.blocks.0.norm1.weight".into(),
+        ));
+    }
+    let head_dim = w.shape("image_encoder.blocks.0.attn.rel_pos_h")?[1];
+    if head_dim == 0 || embed_dim % head_dim != 0 {
+        return Err(ModelLoadError::NotSam(format!(
+            "relative-position width {head_dim} does not divide the embedding width {embed_dim}"
+        )));
+    }
+    // Global blocks have tables for the whole grid (2g−1 rows); windowed ones for a window.
+    let mut global_attn_indexes = Vec::new();
+    let mut window_size = None;
+    for i in 0..depth {
+        let rows = w.shape(&format!("image_encoder.blocks.{i}.attn.rel_pos_h"))?[0];
+        if rows == 2 * grid - 1 {
+            global_attn_indexes.push(i);
+        } else if rows % 2 == 1 {
+            let ws = rows.div_ceil(2);
+            if window_size.is_some_and(|s| s != ws) {
+                return Err(ModelLoadError::NotSam(format!(
+                    "block {i} has a {rows}-row relative-position table, unlike the other windowed blocks"
+                )));
+            }
+            window_size = Some(ws);
+        } else {
+            return Err(ModelLoadError::NotSam(format!(
+                "block {i}'s relative-position table has an even number of rows ({rows})"
+            )));
+        }
+    }
+    Ok(ImageEncoderConfig {
+        embed_dim,
+        depth,
+        num_heads: embed_dim / head_dim,
+        patch_size,
+        native_image_size: grid * patch_size,
+        window_size: window_size.unwrap_or(0),
+        global_attn_indexes,
+        mlp_dim: w.shape("image_encoder.blocks.0.mlp.lin1.weight")?[0],
+        out_chans: w.shape("image_encoder.neck.0.weight")?[0],
+    })
+}
+
+/// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}`.
+fn count_indexed(w: &Weights, prefix: &str, suffix: &str) -> usize {
+    (0..)
+        .take_while(|i| w.contains(&format!("{prefix}{i}{suffix}")))
+        .count()
+}

@@ -1,0 +1,289 @@
+//! SAM's ViT image encoder (SPEC §1.2): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::config::ImageEncoderConfig;
+use super::layers::{Conv2d, LayerNorm, Linear};
+use super::weights::{ModelLoadError, Weights};
+
+const EPS: f64 = 1e-6;
+
+#[derive(Module, Debug)]
+pub struct ImageEncoder {
+    pub patch_embed: Conv2d,
+    /// `[1, G, G, C]` for the checkpoint's native grid G; resized on the fly for other sizes.
+    pub pos_embed: Param<Tensor<4>>,
+    pub blocks: Vec<Block>,
+    pub neck_conv1: Conv2d,
+    pub neck_norm1: LayerNorm,
+    pub neck_conv2: Conv2d,
+    pub neck_norm2: LayerNorm,
+}
+
+impl ImageEncoder {
+    pub fn load(w: &mut Weights, cfg: &ImageEncoderConfig) -> Result<Self, ModelLoadError> {
+        let c = cfg.embed_dim;
+        let p = cfg.patch_size;
+        let grid = cfg.native_image_size / p;
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                let window = if cfg.global_attn_indexes.contains(&i) {
+                    0
+                } else {
+                    cfg.window_size
+                };
+                Block::load(w, &format!("image_encoder.blocks.{i}"), cfg, window)
+            })
+            .collect::<Result<_, _>>()?;
+        let out = cfg.out_chans;
+        Ok(Self {
+            patch_embed: Conv2d::load(w, "image_encoder.patch_embed.proj", [c, 3, p], p, 0, true)?,
+            pos_embed: w.param("image_encoder.pos_embed", [1, grid, grid, c])?,
+            blocks,
+            neck_conv1: Conv2d::load(w, "image_encoder.neck.0", [out, c, 1], 1, 0, false)?,
+            neck_norm1: LayerNorm::load(w, "image_encoder.neck.1", out, EPS)?,
+            neck_conv2: Conv2d::load(w, "image_encoder.neck.2", [out, out, 3], 1, 1, false)?,
+            neck_norm2: LayerNorm::load(w, "image_encoder.neck.3", out, EPS)?,
+        })
+    }
+
+    /// `x`: `[B, 3, S, S]`, S a multiple of the patch size.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.patch_embed.forward(x).permute([0, 2, 3, 1]); // [B, g, g, C]
+        let [_, g, _, _] = x.dims();
+        let mut x = x + self.pos_embed_for_grid(g);
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = x.permute([0, 3, 1, 2]); // [B, C, g, g]
+        let x = self
+            .neck_norm1
+            .forward_channels_first(self.neck_conv1.forward(x));
+        self.neck_norm2
+            .forward_channels_first(self.neck_conv2.forward(x))
+    }
+
+    /// The position embedding bilinearly resized to a `g × g` grid (SPEC §1.9).
+    fn pos_embed_for_grid(&self, g: usize) -> Tensor<4> {
+        let pos = self.pos_embed.val();
+        if pos.dims()[1] == g {
+            return pos;
+        }
+        let resized = interpolate(
+            pos.permute([0, 3, 1, 2]),
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(false)
+                .with_output_size([g, g]),
+        );
+        resized.permute([0, 2, 3, 1])
+    }
+}
+
+/// A pre-norm transformer block, windowed (`window_size > 0`) or global.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub lin1: Linear,
+    pub lin2: Linear,
+    pub window_size: usize,
+}
+
+impl Block {
+    fn load(
+        w: &mut Weights,
+        prefix: &str,
+        cfg: &ImageEncoderConfig,
+        window_size: usize,
+    ) -> Result<Self, ModelLoadError> {
+        let c = cfg.embed_dim;
+        Ok(Self {
+            norm1: LayerNorm::load(w, &format!("{prefix}.norm1"), c, EPS)?,
+            attn: Attention::load(w, &format!("{prefix}.attn"), cfg)?,
+            norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), c, EPS)?,
+            lin1: Linear::load(w, &format!("{prefix}.mlp.lin1"), c, cfg.mlp_dim, true)?,
+            lin2: Linear::load(w, &format!("{prefix}.mlp.lin2"), cfg.mlp_dim, c, true)?,
+            window_size,
+        })
+    }
+
+    /// `x`: `[B, H, W, C]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shortcut = x.clone();
+        let x = self.norm1.forward(x);
+        let x = if self.window_size > 0 {
+            let [_, h, w, _] = x.dims();
+            let windows = window_partition(x, self.window_size);
+            window_unpartition(self.attn.forward(windows), self.window_size, h, w)
+        } else {
+            self.attn.forward(x)
+        };
+        let x = shortcut + x;
+        let mlp = self
+            .lin2
+            .forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
+        x + mlp
+    }
+}
+
+/// `[B, H, W, C]` → `[B·nW, ws, ws, C]`, zero-padding H and W at the end to multiples of `ws`.
+fn window_partition(x: Tensor<4>, ws: usize) -> Tensor<4> {
+    let [b, h, w, c] = x.dims();
+    let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
+    let device = x.device();
+    let mut x = x;
+    if hp > h {
+        x = Tensor::cat(vec![x, Tensor::zeros([b, hp - h, w, c], &device)], 1);
+    }
+    if wp > w {
+        x = Tensor::cat(vec![x, Tensor::zeros([b, hp, wp - w, c], &device)], 2);
+    }
+    x.reshape([b, hp / ws, ws, wp / ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b * (hp / ws) * (wp / ws), ws, ws, c])
+}
+
+/// Inverse of [`window_partition`], cropping the padding back to `h × w`.
+fn window_unpartition(windows: Tensor<4>, ws: usize, h: usize, w: usize) -> Tensor<4> {
+    let [n, _, _, c] = windows.dims();
+    let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
+    let b = n / ((hp / ws) * (wp / ws));
+    let x = windows
+        .reshape([b, hp / ws, wp / ws, ws, ws, c])
+        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([b, hp, wp, c]);
+    if hp > h || wp > w {
+        x.slice([0..b, 0..h, 0..w, 0..c])
+    } else {
+        x
+    }
+}
+
+/// Multi-head self-attention with decomposed relative positions.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    /// `[2·S−1, head_dim]` tables along height and width.
+    pub rel_pos_h: Param<Tensor<2>>,
+    pub rel_pos_w: Param<Tensor<2>>,
+    pub num_heads: usize,
+}
+
+impl Attention {
+    fn load(
+        w: &mut Weights,
+        prefix: &str,
+        cfg: &ImageEncoderConfig,
+    ) -> Result<Self, ModelLoadError> {
+        let c = cfg.embed_dim;
+        let head_dim = c / cfg.num_heads;
+        let mut table = |axis: &str| -> Result<Param<Tensor<2>>, ModelLoadError> {
+            let key = format!("{prefix}.rel_pos_{axis}");
+            let rows = w.shape(&key)?[0];
+            w.param(&key, [rows, head_dim])
+        };
+        let rel_pos_h = table("h")?;
+        let rel_pos_w = table("w")?;
+        Ok(Self {
+            qkv: Linear::load(w, &format!("{prefix}.qkv"), c, 3 * c, true)?,
+            proj: Linear::load(w, &format!("{prefix}.proj"), c, c, true)?,
+            rel_pos_h,
+            rel_pos_w,
+            num_heads: cfg.num_heads,
+        })
+    }
+
+    /// `x`: `[B, h, w, C]` → `[B, h, w, C]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, c] = x.dims();
+        let nh = self.num_heads;
+        let hd = c / nh;
+        // Channels of qkv are laid out [3][heads][head_dim].
+        let qkv = self
+            .qkv
+            .forward(x.reshape([b, h * w, c]))
+            .reshape([b, h * w, 3, nh, hd])
+            .permute([2, 0, 3, 1, 4])
+            .reshape([3, b * nh, h * w, hd]);
+        let part = |i: usize| {
+            qkv.clone()
+                .slice([i..i + 1, 0..b * nh, 0..h * w, 0..hd])
+                .reshape([b * nh, h * w, hd])
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let scale = (hd as f64).powf(-0.5);
+        let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
+        let attn = self.add_rel_pos(attn, q, h, w);
+        let out = softmax(attn, 2)
+            .matmul(v)
+            .reshape([b, nh, h, w, hd])
+            .permute([0, 2, 3, 1, 4])
+            .reshape([b, h, w, c]);
+        self.proj.forward(out)
+    }
+
+    /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q`.
+    fn add_rel_pos(&self, attn: Tensor<3>, q: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+        let [bn, _, hd] = q.dims();
+        let r_h = rel_pos_for(self.rel_pos_h.val(), h, h); // [h, h, hd]
+        let r_w = rel_pos_for(self.rel_pos_w.val(), w, w); // [w, w, hd]
+        let r_q = q.reshape([bn, h, w, hd]);
+        // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
+        let rel_h = r_q
+            .clone()
+            .permute([1, 0, 2, 3])
+            .reshape([h, bn * w, hd])
+            .matmul(r_h.swap_dims(1, 2))
+            .reshape([h, bn, w, h])
+            .permute([1, 0, 2, 3]);
+        // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
+        let rel_w = r_q
+            .permute([2, 0, 1, 3])
+            .reshape([w, bn * h, hd])
+            .matmul(r_w.swap_dims(1, 2))
+            .reshape([w, bn, h, w])
+            .permute([1, 2, 0, 3]);
+        let attn = attn.reshape([bn, h, w, h, w])
+            + rel_h.reshape([bn, h, w, h, 1])
+            + rel_w.reshape([bn, h, w, 1, w]);
+        attn.reshape([bn, h * w, h * w])
+    }
+}
+
+/// SAM's `get_rel_pos`: the `[q, k, hd]` table of relative embeddings for query/key sizes
+/// `q` and `k`, linearly resizing the stored table when its length is not `2·max(q,k)−1`.
+pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
+    let [rows, hd] = table.dims();
+    let needed = 2 * q.max(k) - 1;
+    let table = if rows == needed {
+        table
+    } else {
+        // Linear interpolation along the rows = bilinear on a [1, hd, 1, rows] image.
+        let resized = interpolate(
+            table.transpose().reshape([1, hd, 1, rows]),
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(false)
+                .with_output_size([1, needed]),
+        );
+        resized.reshape([hd, needed]).transpose()
+    };
+    // Computed in f32 like the reference, then truncated.
+    let q_scale = (k as f32 / q as f32).max(1.0);
+    let k_scale = (q as f32 / k as f32).max(1.0);
+    let index: Vec<i64> = (0..q)
+        .flat_map(|a| {
+            (0..k).map(move |b| {
+                (a as f32 * q_scale - b as f32 * k_scale + (k as f32 - 1.0) * k_scale) as i64
+            })
+        })
+        .collect();
+    let device = table.device();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [q * k]), &device);
+    table.select(0, index).reshape([q, k, hd])
+}

@@ -1,0 +1,160 @@
+//! The few building blocks SAM needs, holding weights in PyTorch's key layout.
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+
+use super::weights::{ModelLoadError, Weights};
+
+/// `y = x·Wᵀ + b`. The weight is kept transposed (`[in, out]`) so the forward needs no transpose.
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self, ModelLoadError> {
+        let weight = w.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let bias = if bias {
+            Some(w.param(&format!("{prefix}.bias"), [d_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight: Param::from_tensor(weight.transpose()),
+            bias,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+    }
+
+    /// Output width.
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+/// LayerNorm over the last axis (affine).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        dim: usize,
+        eps: f64,
+    ) -> Result<Self, ModelLoadError> {
+        Ok(Self {
+            weight: w.param(&format!("{prefix}.weight"), [dim])?,
+            bias: w.param(&format!("{prefix}.bias"), [dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+    }
+
+    /// SAM's LayerNorm2d: normalises `[B, C, H, W]` over C.
+    pub fn forward_channels_first(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
+    }
+}
+
+/// A square 2-D convolution with symmetric padding.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// Loads `{prefix}.weight` of shape `[c_out, c_in, k, k]` and, if `bias`, `{prefix}.bias`.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        [c_out, c_in, k]: [usize; 3],
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self, ModelLoadError> {
+        Ok(Self {
+            weight: w.param(&format!("{prefix}.weight"), [c_out, c_in, k, k])?,
+            bias: if bias {
+                Some(w.param(&format!("{prefix}.bias"), [c_out])?)
+            } else {
+                None
+            },
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let (s, p) = (self.stride, self.padding);
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+            ConvOptions::new([s, s], [p, p], [1, 1], 1),
+        )
+    }
+}
+
+/// SAM's `MLP`: linear layers with ReLU between them and none after the last.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// Loads `{prefix}.layers.{0..depth}`; `d_out` is read from the last layer's shape.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        depth: usize,
+        d_in: usize,
+        d_hidden: usize,
+    ) -> Result<Self, ModelLoadError> {
+        let last = format!("{prefix}.layers.{}.weight", depth - 1);
+        let d_out = w.shape(&last)?[0];
+        let layers = (0..depth)
+            .map(|i| {
+                let a = if i == 0 { d_in } else { d_hidden };
+                let b = if i + 1 == depth { d_out } else { d_hidden };
+                Linear::load(w, &format!("{prefix}.layers.{i}"), a, b, true)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { layers })
+    }
+
+    pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}

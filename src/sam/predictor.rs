@@ -1,0 +1,123 @@
+//! SAM's predictor path: an image and prompts in its own pixel coordinates in, mask logits at
+//! the image's resolution out (SPEC §1.8).
+
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+
+use super::transforms::{Normalization, ResizeLongestSide, postprocess_logits, preprocess};
+use super::{Prompts, Sam};
+
+/// An image after the encoder, with the sizes needed to map prompts and masks.
+pub struct ImageEmbedding {
+    /// `[1, E, g, g]`.
+    pub embedding: Tensor<4>,
+    /// Original `(h, w)`.
+    pub original_size: (usize, usize),
+}
+
+/// Masks for N prompts.
+pub struct Prediction {
+    /// `[N, K, S/4, S/4]` low-resolution logits.
+    pub low_res_logits: Tensor<4>,
+    /// `N × K` predicted IoU, row-major.
+    pub iou: Vec<f32>,
+    /// `N × K` logit planes at the original resolution (`h·w` values each), row-major.
+    pub masks: Vec<Vec<f32>>,
+}
+
+/// User prompts in original image pixels: each box is one mask, and the points join every box
+/// (all points form a single mask when there is no box).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPrompts {
+    pub boxes: Vec<[f32; 4]>,
+    pub points: Vec<(f32, f32, i32)>,
+}
+
+pub struct Predictor<'a> {
+    sam: &'a Sam,
+    normalization: Normalization,
+    resize: ResizeLongestSide,
+}
+
+impl<'a> Predictor<'a> {
+    pub fn new(sam: &'a Sam) -> Self {
+        Self {
+            sam,
+            normalization: Normalization::SAM,
+            resize: ResizeLongestSide::new(sam.image_size),
+        }
+    }
+
+    /// The preprocessed `[1, 3, S, S]` input tensor.
+    pub fn input_tensor(&self, image: &RgbImage) -> Tensor<4> {
+        let (h, w) = (image.height() as usize, image.width() as usize);
+        let s = self.sam.image_size;
+        let data = preprocess(image.as_raw(), h, w, s, &self.normalization);
+        let device = self.sam.prompt_encoder.no_mask_embed.device();
+        Tensor::from_data(TensorData::new(data, [1, 3, s, s]), &device)
+    }
+
+    pub fn set_image(&self, image: &RgbImage) -> ImageEmbedding {
+        ImageEmbedding {
+            embedding: self.sam.embed_image(self.input_tensor(image)),
+            original_size: (image.height() as usize, image.width() as usize),
+        }
+    }
+
+    /// The prompts mapped into the model's S×S input frame.
+    pub fn model_prompts(&self, prompts: &UserPrompts, original_size: (usize, usize)) -> Prompts {
+        let to_f64 = |b: &[f32; 4]| b.map(f64::from);
+        let boxes: Vec<[f32; 4]> = prompts
+            .boxes
+            .iter()
+            .map(|b| self.resize.apply_box(to_f64(b), original_size))
+            .collect();
+        let points: Vec<(f32, f32, i32)> = prompts
+            .points
+            .iter()
+            .map(|&(x, y, label)| {
+                let (x, y) = self
+                    .resize
+                    .apply_coords(f64::from(x), f64::from(y), original_size);
+                (x, y, label)
+            })
+            .collect();
+        let points = if points.is_empty() {
+            Vec::new()
+        } else {
+            vec![points; boxes.len().max(1)]
+        };
+        Prompts { points, boxes }
+    }
+
+    pub fn predict(
+        &self,
+        image: &ImageEmbedding,
+        prompts: &UserPrompts,
+        multimask: bool,
+    ) -> Prediction {
+        let prompts = self.model_prompts(prompts, image.original_size);
+        let out = self
+            .sam
+            .predict_masks(image.embedding.clone(), &prompts, multimask);
+        let [n, k, g4, _] = out.low_res_logits.dims();
+        let low_res: Vec<f32> = out
+            .low_res_logits
+            .clone()
+            .into_data()
+            .try_to_vec()
+            .expect("f32 logits");
+        let (h, w) = image.original_size;
+        let new_size = self.resize.new_size(h, w);
+        let masks = low_res
+            .chunks(g4 * g4)
+            .map(|plane| postprocess_logits(plane, g4, self.sam.image_size, new_size, (h, w)))
+            .collect();
+        debug_assert_eq!(n * k, low_res.len() / (g4 * g4));
+        Prediction {
+            low_res_logits: out.low_res_logits,
+            iou: out.iou.into_data().try_to_vec().expect("f32 iou"),
+            masks,
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Taking SAM's tensors out of a state dict by their official names, with shape checks.
+//!
+//! Every tensor is taken at most once; whatever is left over at the end is an unexpected key.
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::checkpoint::{RawTensor, StateDict};
+
+/// Why a state dict could not become a SAM model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelLoadError {
+    #[error("missing key '{0}': not a SAM checkpoint, or a truncated one")]
+    MissingKey(String),
+    #[error("key '{key}' has shape {found:?}, expected {expected}")]
+    WrongShape {
+        key: String,
+        found: Vec<usize>,
+        expected: String,
+    },
+    #[error("unexpected keys (not part of SAM): {}", .0.join(", "))]
+    UnexpectedKeys(Vec<String>),
+    #[error("not a SAM checkpoint: {0}")]
+    NotSam(String),
+    #[error("image size {0} is not a positive multiple of the patch size {1}")]
+    BadImageSize(usize, usize),
+}
+
+/// A state dict being consumed into modules.
+pub struct Weights<'a> {
+    dict: StateDict,
+    device: &'a Device,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(dict: StateDict, device: &'a Device) -> Self {
+        Self { dict, device }
+    }
+
+    /// The shape of a key, without taking it (for inferring the configuration).
+    pub fn shape(&self, key: &str) -> Result<&[usize], ModelLoadError> {
+        self.dict
+            .get(key)
+            .map(|t| t.shape.as_slice())
+            .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.dict.contains(key)
+    }
+
+    pub fn device(&self) -> &Device {
+        self.device
+    }
+
+    /// Takes `key`, which must have exactly `shape`.
+    pub fn tensor<const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<D>, ModelLoadError> {
+        let raw = self.take(key)?;
+        if raw.shape != shape {
+            return Err(ModelLoadError::WrongShape {
+                key: key.to_string(),
+                found: raw.shape,
+                expected: format!("{shape:?}"),
+            });
+        }
+        Ok(to_tensor(raw, shape, self.device))
+    }
+
+    /// Takes `key` as a trainable parameter.
+    pub fn param<const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>, ModelLoadError> {
+        self.tensor(key, shape).map(Param::from_tensor)
+    }
+
+    /// Takes `key` whose shape is checked by the caller (tables of variable length).
+    pub fn tensor_any<const D: usize>(&mut self, key: &str) -> Result<Tensor<D>, ModelLoadError> {
+        let raw = self.take(key)?;
+        let shape: [usize; D] =
+            raw.shape
+                .clone()
+                .try_into()
+                .map_err(|found| ModelLoadError::WrongShape {
+                    key: key.to_string(),
+                    found,
+                    expected: format!("{D} dimensions"),
+                })?;
+        Ok(to_tensor(raw, shape, self.device))
+    }
+
+    fn take(&mut self, key: &str) -> Result<RawTensor, ModelLoadError> {
+        self.dict
+            .remove(key)
+            .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
+    }
+
+    /// Fails if any key was not used.
+    pub fn finish(self) -> Result<(), ModelLoadError> {
+        if self.dict.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelLoadError::UnexpectedKeys(
+                self.dict.keys().map(|k| k.to_string()).collect(),
+            ))
+        }
+    }
+}
+
+fn to_tensor<const D: usize>(raw: RawTensor, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(raw.data, shape), device)
+}

@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests: fixture paths and tensor comparisons.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+
+use burn::tensor::Tensor;
+use sam_cobot::checkpoint::{StateDict, load_state_dict};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The reference tensors of a fixture case.
+pub fn reference(case: &str) -> StateDict {
+    let path = fixtures().join(case).join("reference.safetensors");
+    load_state_dict(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Largest absolute difference between `actual` and the reference tensor `key`, after checking
+/// that the shapes agree.
+pub fn max_abs_diff<const D: usize>(actual: Tensor<D>, reference: &StateDict, key: &str) -> f32 {
+    let expected = reference
+        .get(key)
+        .unwrap_or_else(|| panic!("reference has no '{key}'"));
+    assert_eq!(
+        actual.dims().as_slice(),
+        expected.shape.as_slice(),
+        "shape of '{key}'"
+    );
+    let actual: Vec<f32> = actual.into_data().try_to_vec().unwrap();
+    max_abs_diff_slices(&actual, &expected.data)
+}
+
+pub fn max_abs_diff_slices(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

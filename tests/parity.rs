@@ -1,0 +1,169 @@
+//! SAM against the PyTorch reference: fixtures written by `scripts/make_fixtures.py` with
+//! Meta's `segment_anything` package, loaded through the same path users use.
+
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{fixtures, max_abs_diff, max_abs_diff_slices, reference};
+use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::sam::Sam;
+use sam_cobot::sam::image_encoder::rel_pos_for;
+use sam_cobot::sam::predictor::{Predictor, UserPrompts};
+use serde_json::Value;
+
+const TOL: f32 = 1e-4;
+
+fn user_prompts(set: &Value) -> UserPrompts {
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let boxes = set["boxes"]
+        .as_array()
+        .map(|b| b.iter().map(|b| floats(b).try_into().unwrap()).collect())
+        .unwrap_or_default();
+    // Points are stored per batch row; the fixtures use the same points for every row.
+    let points = set["points"]
+        .as_array()
+        .and_then(|rows| rows.first())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let p = floats(p);
+                    (p[0], p[1], p[2] as i32)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    UserPrompts { boxes, points }
+}
+
+/// Runs one fixture case end to end and compares every stored intermediate.
+fn check_case(case: &str, checkpoint: &str) {
+    let dir = fixtures().join(case);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json")).unwrap()).unwrap();
+    let reference = reference(case);
+    let device = Device::flex();
+    let dict = load_state_dict(&fixtures().join(checkpoint)).unwrap();
+    let run_size = meta["run_size"].as_u64().unwrap() as usize;
+    let sam = Sam::from_state_dict(dict, Some(run_size), &device).unwrap();
+    let image = image::open(fixtures().join(meta["image"].as_str().unwrap()))
+        .unwrap()
+        .to_rgb8();
+    let predictor = Predictor::new(&sam);
+
+    let mut report = Vec::new();
+    let mut check = |what: String, diff: f32| {
+        report.push(format!("{what}: {diff:.2e}"));
+        assert!(
+            diff <= TOL,
+            "{case} {what}: max abs diff {diff:e} > {TOL:e}"
+        );
+    };
+    if reference.contains("input_image") {
+        let input = predictor.input_tensor(&image);
+        check(
+            "input_image".into(),
+            max_abs_diff(input, &reference, "input_image"),
+        );
+    }
+    let embedded = predictor.set_image(&image);
+    check(
+        "image_embedding".into(),
+        max_abs_diff(embedded.embedding.clone(), &reference, "image_embedding"),
+    );
+    for (name, set) in meta["prompt_sets"].as_object().unwrap() {
+        let prompts = user_prompts(set);
+        let model_prompts = predictor.model_prompts(&prompts, embedded.original_size);
+        let (sparse, dense) = sam.prompt_encoder.forward(&model_prompts);
+        check(
+            format!("{name}.sparse"),
+            max_abs_diff(sparse, &reference, &format!("{name}.sparse")),
+        );
+        if reference.contains(&format!("{name}.dense")) {
+            check(
+                format!("{name}.dense"),
+                max_abs_diff(dense, &reference, &format!("{name}.dense")),
+            );
+        }
+        let out = predictor.predict(&embedded, &prompts, false);
+        let key = format!("{name}.low_res_logits");
+        check(
+            key.clone(),
+            max_abs_diff(out.low_res_logits, &reference, &key),
+        );
+        let iou = &reference.get(&format!("{name}.iou")).unwrap().data;
+        check(format!("{name}.iou"), max_abs_diff_slices(&out.iou, iou));
+        let masks: Vec<f32> = out.masks.concat();
+        let expected = &reference.get(&format!("{name}.masks_logits")).unwrap().data;
+        check(
+            format!("{name}.masks_logits"),
+            max_abs_diff_slices(&masks, expected),
+        );
+        if reference.contains(&format!("{name}.multi_iou")) {
+            let out = predictor.predict(&embedded, &prompts, true);
+            let key = format!("{name}.multi_low_res_logits");
+            check(
+                key.clone(),
+                max_abs_diff(out.low_res_logits, &reference, &key),
+            );
+            let iou = &reference.get(&format!("{name}.multi_iou")).unwrap().data;
+            check(
+                format!("{name}.multi_iou"),
+                max_abs_diff_slices(&out.iou, iou),
+            );
+        }
+    }
+    eprintln!("{case}:\n  {}", report.join("\n  "));
+}
+
+#[test]
+fn tiny256_at_native_size() {
+    check_case("tiny256_at256", "tiny256.pth");
+}
+
+#[test]
+fn tiny1024_at_native_size() {
+    check_case("tiny1024_at1024", "tiny1024.pth");
+}
+
+#[test]
+fn tiny1024_checkpoint_run_at_256() {
+    check_case("tiny1024_at256", "tiny1024.pth");
+}
+
+#[test]
+fn safetensors_checkpoint_predicts_like_pth() {
+    check_case("tiny256_at256", "tiny256.safetensors");
+}
+
+#[test]
+fn rel_pos_tables_resize_like_get_rel_pos() {
+    let unit = reference("unit");
+    let device = Device::flex();
+    let table = |key: &str| {
+        let t = unit.get(key).unwrap();
+        Tensor::<2>::from_data(
+            TensorData::new(t.data.clone(), [t.shape[0], t.shape[1]]),
+            &device,
+        )
+    };
+    let diff = max_abs_diff(
+        rel_pos_for(table("rel_pos_27"), 32, 32),
+        &unit,
+        "get_rel_pos_27_q32_k32",
+    );
+    assert!(diff <= 1e-6, "27 → 63 rows: {diff:e}");
+    let diff = max_abs_diff(
+        rel_pos_for(table("rel_pos_127"), 16, 16),
+        &unit,
+        "get_rel_pos_127_q16_k16",
+    );
+    assert!(diff <= 1e-6, "127 → 31 rows: {diff:e}");
+}
