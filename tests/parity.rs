@@ -4,11 +4,12 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{fixtures, max_abs_diff, max_abs_diff_slices, reference};
+use common::{fixtures, max_abs_diff, max_abs_diff_slices, reference, reference_tensor};
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::sam::Sam;
-use sam_cobot::sam::image_encoder::rel_pos_for;
+use sam_cobot::sam::image_encoder::{rel_pos_for, resize_pos_embed};
 use sam_cobot::sam::predictor::{Predictor, UserPrompts};
+use sam_cobot::sam::transforms::{ResizeLongestSide, resize_bilinear_antialias};
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
@@ -143,27 +144,52 @@ fn safetensors_checkpoint_predicts_like_pth() {
     check_case("tiny256_at256", "tiny256.safetensors");
 }
 
+fn unit_tensor<const D: usize>(key: &str) -> Tensor<D> {
+    let (shape, data) = reference_tensor("unit", key);
+    let shape: [usize; D] = shape.try_into().unwrap();
+    Tensor::from_data(TensorData::new(data, shape), &Device::flex())
+}
+
+fn unit_diff<const D: usize>(actual: Tensor<D>, key: &str) -> f32 {
+    let (shape, expected) = reference_tensor("unit", key);
+    assert_eq!(actual.dims().as_slice(), shape.as_slice(), "shape of {key}");
+    max_abs_diff_slices(&actual.into_data().try_to_vec::<f32>().unwrap(), &expected)
+}
+
 #[test]
 fn rel_pos_tables_resize_like_get_rel_pos() {
-    let unit = reference("unit");
-    let device = Device::flex();
-    let table = |key: &str| {
-        let t = unit.get(key).unwrap();
-        Tensor::<2>::from_data(
-            TensorData::new(t.data.clone(), [t.shape[0], t.shape[1]]),
-            &device,
-        )
-    };
-    let diff = max_abs_diff(
-        rel_pos_for(table("rel_pos_27"), 32, 32),
-        &unit,
+    let diff = unit_diff(
+        rel_pos_for(unit_tensor("rel_pos_27"), 32, 32),
         "get_rel_pos_27_q32_k32",
     );
     assert!(diff <= 1e-6, "27 → 63 rows: {diff:e}");
-    let diff = max_abs_diff(
-        rel_pos_for(table("rel_pos_127"), 16, 16),
-        &unit,
+    let diff = unit_diff(
+        rel_pos_for(unit_tensor("rel_pos_127"), 16, 16),
         "get_rel_pos_127_q16_k16",
     );
     assert!(diff <= 1e-6, "127 → 31 rows: {diff:e}");
+}
+
+#[test]
+fn pos_embed_resizes_like_interpolate() {
+    let resized = resize_pos_embed(unit_tensor("pos_embed_64"), 16);
+    let diff = unit_diff(resized, "pos_embed_64_to_16");
+    assert!(diff <= 1e-6, "64 → 16 grid: {diff:e}");
+}
+
+#[test]
+fn image_resize_matches_pil() {
+    for (file, key) in [
+        ("image_300x200.png", "resize_256_u8"),
+        ("gray_150x220.png", "gray_resize_256_u8"),
+    ] {
+        let image = image::open(fixtures().join(file)).unwrap().to_rgb8();
+        let (h, w) = (image.height() as usize, image.width() as usize);
+        let (nh, nw) = ResizeLongestSide::new(256).new_size(h, w);
+        let ours = resize_bilinear_antialias(image.as_raw(), h, w, 3, nh, nw);
+        let (shape, expected) = reference_tensor("unit", key);
+        assert_eq!(shape, [nh, nw, 3], "{file}");
+        let ours: Vec<f32> = ours.into_iter().map(f32::from).collect();
+        assert_eq!(max_abs_diff_slices(&ours, &expected), 0.0, "{file}");
+    }
 }

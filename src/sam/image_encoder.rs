@@ -8,6 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::ImageEncoderConfig;
 use super::layers::{Conv2d, LayerNorm, Linear};
+use super::transforms::linear_interpolation_matrix;
 use super::weights::{ModelLoadError, Weights};
 
 const EPS: f64 = 1e-6;
@@ -67,20 +68,24 @@ impl ImageEncoder {
             .forward_channels_first(self.neck_conv2.forward(x))
     }
 
-    /// The position embedding bilinearly resized to a `g × g` grid (SPEC §1.9).
     fn pos_embed_for_grid(&self, g: usize) -> Tensor<4> {
-        let pos = self.pos_embed.val();
-        if pos.dims()[1] == g {
-            return pos;
-        }
-        let resized = interpolate(
-            pos.permute([0, 3, 1, 2]),
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(false)
-                .with_output_size([g, g]),
-        );
-        resized.permute([0, 2, 3, 1])
+        resize_pos_embed(self.pos_embed.val(), g)
     }
+}
+
+/// A `[1, G, G, C]` position embedding bilinearly resized to a `g × g` grid
+/// (`align_corners = false`, no antialias; SPEC §1.9).
+pub fn resize_pos_embed(pos: Tensor<4>, g: usize) -> Tensor<4> {
+    if pos.dims()[1] == g {
+        return pos;
+    }
+    let resized = interpolate(
+        pos.permute([0, 3, 1, 2]),
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_align_corners(false)
+            .with_output_size([g, g]),
+    );
+    resized.permute([0, 2, 3, 1])
 }
 
 /// A pre-norm transformer block, windowed (`window_size > 0`) or global.
@@ -261,17 +266,12 @@ impl Attention {
 pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
     let [rows, hd] = table.dims();
     let needed = 2 * q.max(k) - 1;
+    let device = table.device();
     let table = if rows == needed {
         table
     } else {
-        // Linear interpolation along the rows = bilinear on a [1, hd, 1, rows] image.
-        let resized = interpolate(
-            table.transpose().reshape([1, hd, 1, rows]),
-            InterpolateOptions::new(InterpolateMode::Bilinear)
-                .with_align_corners(false)
-                .with_output_size([1, needed]),
-        );
-        resized.reshape([hd, needed]).transpose()
+        let m = linear_interpolation_matrix(rows, needed);
+        Tensor::<2>::from_data(TensorData::new(m, [needed, rows]), &device).matmul(table)
     };
     // Computed in f32 like the reference, then truncated.
     let q_scale = (k as f32 / q as f32).max(1.0);
@@ -283,7 +283,6 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
             })
         })
         .collect();
-    let device = table.device();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [q * k]), &device);
     table.select(0, index).reshape([q, k, hd])
 }

@@ -241,6 +241,18 @@ struct Lerp {
     w1: f32,
 }
 
+/// The `[out, in]` matrix of 1-D linear interpolation (`align_corners = false`), row-major:
+/// multiplying a signal by it resizes it exactly as PyTorch's `interpolate` does, and keeps the
+/// resize differentiable when the signal is a trained tensor.
+pub fn linear_interpolation_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
+    let mut m = vec![0f32; out_size * in_size];
+    for (row, l) in m.chunks_mut(in_size).zip(lerp_table(in_size, out_size)) {
+        row[l.i0] += l.w0;
+        row[l.i1] += l.w1;
+    }
+    m
+}
+
 /// PyTorch's `compute_source_index_and_lambda` (align_corners=False, no scale factor), in f32:
 /// `scale = in / out`, `src = max(scale * (dst + 0.5) - 0.5, 0)`.
 fn lerp_table(in_size: usize, out_size: usize) -> Vec<Lerp> {

@@ -16,6 +16,24 @@ pub fn reference(case: &str) -> StateDict {
     load_state_dict(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A tensor of a reference file as f32, including the uint8 images the fixtures store.
+pub fn reference_tensor(case: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
+    let path = fixtures().join(case).join("reference.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = file.tensor(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let data = match view.dtype() {
+        safetensors::Dtype::U8 => view.data().iter().map(|&v| f32::from(v)).collect(),
+        safetensors::Dtype::F32 => view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        other => panic!("{key}: unexpected dtype {other:?}"),
+    };
+    (view.shape().to_vec(), data)
+}
+
 /// Largest absolute difference between `actual` and the reference tensor `key`, after checking
 /// that the shapes agree.
 pub fn max_abs_diff<const D: usize>(actual: Tensor<D>, reference: &StateDict, key: &str) -> f32 {
