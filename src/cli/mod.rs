@@ -22,9 +22,27 @@ enum Command {
     Predict(predict::PredictArgs),
 }
 
-/// Parses the arguments and runs the command.
+/// Parses the arguments and runs the command. A failure comes back as one message: the error and
+/// its causes, each cause only once.
 pub fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Predict(args) => predict::run(args),
+    };
+    result.map_err(|e| anyhow::Error::msg(message(&e)))
+}
+
+/// `outer: cause: ...`, leaving out causes whose text is already in the message: errors that
+/// print their own source (`thiserror`'s `{source}`, `image`'s errors) would otherwise say it twice.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
     }
+    out
 }

@@ -11,8 +11,8 @@ use crate::checkpoint::load_state_dict;
 use crate::output::mask_png::{numbered_paths, write_mask_png};
 use crate::output::npy::write_npy_f32;
 use crate::output::overlay::{OverlayPrompts, write_overlay};
-use crate::sam::Sam;
 use crate::sam::predictor::{Predictor, UserPrompts};
+use crate::sam::{ModelLoadError, Sam};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -23,11 +23,11 @@ pub struct PredictArgs {
     #[arg(long)]
     image: PathBuf,
     /// Box prompt `x1,y1,x2,y2` in image pixels; one mask per box (repeatable).
-    #[arg(long = "box", value_name = "X1,Y1,X2,Y2")]
+    #[arg(long = "box", value_name = "X1,Y1,X2,Y2", allow_hyphen_values = true)]
     boxes: Vec<BoxArg>,
     /// Point prompt `x,y[,label]`, label 1 = foreground (default), 0 = background (repeatable).
     /// Points join every box; without a box, all points make one mask.
-    #[arg(long = "point", value_name = "X,Y[,LABEL]")]
+    #[arg(long = "point", value_name = "X,Y[,LABEL]", allow_hyphen_values = true)]
     points: Vec<PointArg>,
     /// Binary mask PNG at the image's resolution; several masks are numbered (mask_0.png, ...).
     #[arg(long)]
@@ -182,6 +182,15 @@ pub fn load_sam(
     device: &burn::tensor::Device,
 ) -> Result<Sam> {
     let dict = load_state_dict(path)?;
-    Sam::from_state_dict(dict, image_size, device)
-        .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))
+    match Sam::from_state_dict(dict, image_size, device) {
+        // The checkpoint is fine; the requested size is not.
+        Err(ModelLoadError::BadImageSize(size, patch)) => {
+            bail!(
+                "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
+            )
+        }
+        result => {
+            result.with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))
+        }
+    }
 }

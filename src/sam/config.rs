@@ -77,7 +77,9 @@ impl SamConfig {
                 "the mask decoder has no transformer layers or no IoU head".into(),
             ));
         }
-        if decoder.cross_attn_dim % DECODER_HEADS != 0 || decoder.dim % DECODER_HEADS != 0 {
+        if !decoder.cross_attn_dim.is_multiple_of(DECODER_HEADS)
+            || !decoder.dim.is_multiple_of(DECODER_HEADS)
+        {
             return Err(ModelLoadError::NotSam(format!(
                 "decoder attention widths {} / {} are not divisible by {DECODER_HEADS} heads",
                 decoder.dim, decoder.cross_attn_dim
@@ -134,7 +136,7 @@ fn infer_encoder(w: &Weights) -> Result<ImageEncoderConfig, ModelLoadError> {
         ));
     }
     let head_dim = w.shape("image_encoder.blocks.0.attn.rel_pos_h")?[1];
-    if head_dim == 0 || embed_dim % head_dim != 0 {
+    if head_dim == 0 || !embed_dim.is_multiple_of(head_dim) {
         return Err(ModelLoadError::NotSam(format!(
             "relative-position width {head_dim} does not divide the embedding width {embed_dim}"
         )));

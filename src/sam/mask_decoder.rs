@@ -250,7 +250,6 @@ impl MaskDecoder {
             .norm_final_attn
             .forward(queries + self.final_attn_token_to_image.forward(q, k, keys.clone()));
 
-        let [_, t, _] = queries.dims();
         let iou_token_out = queries.clone().slice([0..n, 0..1, 0..e]).reshape([n, e]);
         let upscaled = self.upscale(keys.swap_dims(1, 2).reshape([n, e, g, g])); // [N, E/8, 4g, 4g]
         let [_, c8, h4, w4] = upscaled.dims();
@@ -262,7 +261,6 @@ impl MaskDecoder {
                 .collect(),
             1,
         ); // [N, M, E/8]
-        debug_assert!(t >= 1 + m);
         let masks = hyper_in
             .matmul(upscaled.reshape([n, c8, h4 * w4]))
             .reshape([n, m, h4, w4]);

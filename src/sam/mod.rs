@@ -57,7 +57,7 @@ impl Sam {
         let config = SamConfig::infer(&w)?;
         let patch = config.encoder.patch_size;
         let image_size = image_size.unwrap_or(config.encoder.native_image_size);
-        if image_size == 0 || image_size % patch != 0 {
+        if image_size == 0 || !image_size.is_multiple_of(patch) {
             return Err(ModelLoadError::BadImageSize(image_size, patch));
         }
         let grid = image_size / patch;
