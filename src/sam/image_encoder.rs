@@ -10,6 +10,9 @@ use super::config::ImageEncoderConfig;
 use super::layers::{Conv2d, LayerNorm, Linear};
 use super::transforms::linear_interpolation_matrix;
 use super::weights::{ModelLoadError, Weights};
+use crate::peft::adapter::Adapter;
+use crate::peft::cobot::CobotShared;
+use crate::peft::lora::LoraQv;
 
 const EPS: f64 = 1e-6;
 
@@ -23,6 +26,8 @@ pub struct ImageEncoder {
     pub neck_norm1: LayerNorm,
     pub neck_conv2: Conv2d,
     pub neck_norm2: LayerNorm,
+    /// COBOT's tensors shared by all blocks, when attached.
+    pub cobot: Option<CobotShared>,
 }
 
 impl ImageEncoder {
@@ -49,6 +54,7 @@ impl ImageEncoder {
             neck_norm1: LayerNorm::load(w, "image_encoder.neck.1", out, EPS)?,
             neck_conv2: Conv2d::load(w, "image_encoder.neck.2", [out, out, 3], 1, 1, false)?,
             neck_norm2: LayerNorm::load(w, "image_encoder.neck.3", out, EPS)?,
+            cobot: None,
         })
     }
 
@@ -57,8 +63,10 @@ impl ImageEncoder {
         let x = self.patch_embed.forward(x).permute([0, 2, 3, 1]); // [B, g, g, C]
         let [_, g, _, _] = x.dims();
         let mut x = x + self.pos_embed_for_grid(g);
-        for block in &self.blocks {
-            x = block.forward(x);
+        // [k, T]: one column of cross-block coefficients per COBOT module.
+        let cross_block = self.cobot.as_ref().map(CobotShared::module_coefficients);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, i, cross_block.as_ref());
         }
         let x = x.permute([0, 3, 1, 2]); // [B, C, g, g]
         let x = self
@@ -96,6 +104,8 @@ pub struct Block {
     pub norm2: LayerNorm,
     pub lin1: Linear,
     pub lin2: Linear,
+    /// AdaptFormer branch beside the MLP, when attached.
+    pub adapter: Option<Adapter>,
     pub window_size: usize,
 }
 
@@ -113,25 +123,50 @@ impl Block {
             norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), c, EPS)?,
             lin1: Linear::load(w, &format!("{prefix}.mlp.lin1"), c, cfg.mlp_dim, true)?,
             lin2: Linear::load(w, &format!("{prefix}.mlp.lin2"), cfg.mlp_dim, c, true)?,
+            adapter: None,
             window_size,
         })
     }
 
-    /// `x`: `[B, H, W, C]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `x`: `[B, H, W, C]`; `index`: this block's position; `cross_block`: COBOT's `[k, T]`
+    /// coefficients, one column per module.
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        index: usize,
+        cross_block: Option<&Tensor<2>>,
+    ) -> Tensor<4> {
+        // LoRA block i owns modules 2i (q) and 2i + 1 (v); an adapter block i owns module i.
+        let column = |t: usize| {
+            cross_block.map(|m| {
+                let k = m.dims()[0];
+                m.clone().slice([0..k, t..t + 1]).reshape([k])
+            })
+        };
+        let lora_columns = if self.attn.lora.is_some() {
+            column(2 * index).zip(column(2 * index + 1))
+        } else {
+            None
+        };
+
         let shortcut = x.clone();
         let x = self.norm1.forward(x);
         let x = if self.window_size > 0 {
             let [_, h, w, _] = x.dims();
             let windows = window_partition(x, self.window_size);
-            window_unpartition(self.attn.forward(windows), self.window_size, h, w)
+            let out = self.attn.forward(windows, lora_columns);
+            window_unpartition(out, self.window_size, h, w)
         } else {
-            self.attn.forward(x)
+            self.attn.forward(x, lora_columns)
         };
         let x = shortcut + x;
-        let mlp = self
-            .lin2
-            .forward(gelu(self.lin1.forward(self.norm2.forward(x.clone()))));
+        let n = self.norm2.forward(x.clone());
+        let mut mlp = self.lin2.forward(gelu(self.lin1.forward(n.clone())));
+        if let Some(adapter) = &self.adapter {
+            let dims = n.dims();
+            let delta = adapter.forward(n.flatten::<2>(0, 2), column(index));
+            mlp = mlp + delta.reshape(dims);
+        }
         x + mlp
     }
 }
@@ -177,6 +212,8 @@ pub struct Attention {
     /// `[2·S−1, head_dim]` tables along height and width.
     pub rel_pos_h: Param<Tensor<2>>,
     pub rel_pos_w: Param<Tensor<2>>,
+    /// LoRA on q and v, when attached.
+    pub lora: Option<LoraQv>,
     pub num_heads: usize,
 }
 
@@ -200,19 +237,25 @@ impl Attention {
             proj: Linear::load(w, &format!("{prefix}.proj"), c, c, true)?,
             rel_pos_h,
             rel_pos_w,
+            lora: None,
             num_heads: cfg.num_heads,
         })
     }
 
-    /// `x`: `[B, h, w, C]` → `[B, h, w, C]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `x`: `[B, h, w, C]` → `[B, h, w, C]`. `lora_columns`: COBOT's (q, v) coefficient columns.
+    pub fn forward(&self, x: Tensor<4>, lora_columns: Option<(Tensor<1>, Tensor<1>)>) -> Tensor<4> {
         let [b, h, w, c] = x.dims();
         let nh = self.num_heads;
         let hd = c / nh;
+        let x = x.reshape([b * h * w, c]);
+        let mut qkv = self.qkv.forward(x.clone()); // [n, 3C]
+        if let Some(lora) = &self.lora {
+            let (dq, dv) = lora.deltas(x, lora_columns);
+            let dk = dq.zeros_like();
+            qkv = qkv + Tensor::cat(vec![dq, dk, dv], 1);
+        }
         // Channels of qkv are laid out [3][heads][head_dim].
-        let qkv = self
-            .qkv
-            .forward(x.reshape([b, h * w, c]))
+        let qkv = qkv
             .reshape([b, h * w, 3, nh, hd])
             .permute([2, 0, 3, 1, 4])
             .reshape([3, b * nh, h * w, hd]);

@@ -8,7 +8,8 @@ use burn::tensor::ops::ConvOptions;
 
 use super::weights::{ModelLoadError, Weights};
 
-/// `y = x·Wᵀ + b`. The weight is kept transposed (`[in, out]`) so the forward needs no transpose.
+/// `y = x·Wᵀ + b`, with `W` in PyTorch's `[out, in]` layout (the matmul reads the transposed
+/// view without a copy).
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
@@ -24,25 +25,22 @@ impl Linear {
         d_out: usize,
         bias: bool,
     ) -> Result<Self, ModelLoadError> {
-        let weight = w.tensor(&format!("{prefix}.weight"), [d_out, d_in])?;
-        let bias = if bias {
-            Some(w.param(&format!("{prefix}.bias"), [d_out])?)
-        } else {
-            None
-        };
         Ok(Self {
-            weight: Param::from_tensor(weight.transpose()),
-            bias,
+            weight: w.param(&format!("{prefix}.weight"), [d_out, d_in])?,
+            bias: if bias {
+                Some(w.param(&format!("{prefix}.bias"), [d_out])?)
+            } else {
+                None
+            },
         })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
-    }
-
-    /// Output width.
-    pub fn d_out(&self) -> usize {
-        self.weight.dims()[1]
+        linear(
+            x,
+            self.weight.val().transpose(),
+            self.bias.as_ref().map(Param::val),
+        )
     }
 }
 

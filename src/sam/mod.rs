@@ -8,6 +8,7 @@ pub mod config;
 pub mod image_encoder;
 pub mod layers;
 pub mod mask_decoder;
+pub mod params;
 pub mod predictor;
 pub mod prompt_encoder;
 pub mod transforms;
@@ -17,9 +18,14 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::StateDict;
+use crate::peft::PeftConfig;
+use crate::peft::adapter::Adapter;
+use crate::peft::cobot::CobotShared;
+use crate::peft::lora::LoraQv;
 pub use config::SamConfig;
 use image_encoder::ImageEncoder;
 use mask_decoder::MaskDecoder;
+use params::{Origin, ParamNames};
 use prompt_encoder::PromptEncoder;
 pub use prompt_encoder::Prompts;
 pub use weights::ModelLoadError;
@@ -35,6 +41,12 @@ pub struct Sam {
     pub config: SamConfig,
     /// Input side S the model runs at (a multiple of the patch size).
     pub image_size: usize,
+    /// The official key of every parameter, base and PEFT.
+    #[module(skip)]
+    pub names: ParamNames,
+    /// The PEFT modules attached, if any.
+    #[module(skip)]
+    pub peft: Option<PeftConfig>,
 }
 
 /// What the decoder predicts for a batch of N prompts.
@@ -53,7 +65,7 @@ impl Sam {
         image_size: Option<usize>,
         device: &Device,
     ) -> Result<Self, ModelLoadError> {
-        let mut w = Weights::new(dict, device);
+        let mut w = Weights::new(dict, device, Origin::Base);
         let config = SamConfig::infer(&w)?;
         let patch = config.encoder.patch_size;
         let image_size = image_size.unwrap_or(config.encoder.native_image_size);
@@ -61,15 +73,76 @@ impl Sam {
             return Err(ModelLoadError::BadImageSize(image_size, patch));
         }
         let grid = image_size / patch;
-        let sam = Self {
-            image_encoder: ImageEncoder::load(&mut w, &config.encoder)?,
-            prompt_encoder: PromptEncoder::load(&mut w, &config.prompt, image_size, grid)?,
-            mask_decoder: MaskDecoder::load(&mut w, &config.decoder)?,
+        let image_encoder = ImageEncoder::load(&mut w, &config.encoder)?;
+        let prompt_encoder = PromptEncoder::load(&mut w, &config.prompt, image_size, grid)?;
+        let mask_decoder = MaskDecoder::load(&mut w, &config.decoder)?;
+        Ok(Self {
+            image_encoder,
+            prompt_encoder,
+            mask_decoder,
             config,
             image_size,
-        };
-        w.finish()?;
-        Ok(sam)
+            names: w.finish()?,
+            peft: None,
+        })
+    }
+
+    /// Inserts the PEFT modules of `cfg` into the image encoder, with the tensors of `state`
+    /// (official PEFT key names, SPEC §2.4 / §3.2; every key must be used).
+    pub fn attach_peft(
+        mut self,
+        cfg: PeftConfig,
+        state: StateDict,
+    ) -> Result<Self, ModelLoadError> {
+        cfg.validate().map_err(ModelLoadError::BadPeft)?;
+        if self.peft.is_some() {
+            return Err(ModelLoadError::BadPeft(
+                "PEFT modules are already attached".into(),
+            ));
+        }
+        let device = self.device();
+        let mut w = Weights::new(state, &device, Origin::Peft);
+        let c = self.config.encoder.embed_dim;
+        let depth = self.config.encoder.depth;
+        if cfg.has_shared() {
+            let site = if cfg.method.lora() { "attn.qkv" } else { "mlp" };
+            let prefix = format!("image_encoder.blocks.0.{site}");
+            let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
+            self.image_encoder.cobot = Some(CobotShared {
+                coefficients: w.param(&format!("{prefix}.FacT_c"), [1, k, t])?,
+                relation: w.param(&format!("{prefix}.FacT_p"), [t, t])?,
+            });
+        }
+        for (i, block) in self.image_encoder.blocks.iter_mut().enumerate() {
+            if cfg.method.lora() {
+                block.attn.lora = Some(LoraQv::load(&mut w, i, c, &cfg)?);
+            }
+            if cfg.method.adapter() {
+                block.adapter = Some(Adapter::load(&mut w, i, c, &cfg)?);
+            }
+        }
+        self.names.extend(w.finish()?);
+        self.peft = Some(cfg);
+        Ok(self)
+    }
+
+    /// Marks the tensors that train under the attached configuration (nothing without one).
+    pub fn with_trainable_set(self) -> Self {
+        let names = self.names.clone();
+        let cfg = self.peft.clone();
+        params::set_trainable(self, &names, |key, origin| {
+            cfg.as_ref()
+                .is_some_and(|c| c.is_trainable(key, origin == Origin::Peft))
+        })
+    }
+
+    /// Every tensor under its official key (SAM's and the PEFT modules').
+    pub fn state_dict(&self) -> StateDict {
+        params::export(self, &self.names, |_, _| true)
+    }
+
+    pub fn device(&self) -> Device {
+        self.prompt_encoder.no_mask_embed.device()
     }
 
     /// `[B, 3, S, S]` preprocessed images → `[B, E, S/16, S/16]` embeddings.

@@ -5,6 +5,7 @@
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::params::{Origin, ParamNames};
 use crate::checkpoint::{RawTensor, StateDict};
 
 /// Why a state dict could not become a SAM model.
@@ -24,17 +25,27 @@ pub enum ModelLoadError {
     NotSam(String),
     #[error("image size {0} is not a positive multiple of the patch size {1}")]
     BadImageSize(usize, usize),
+    #[error("PEFT configuration: {0}")]
+    BadPeft(String),
 }
 
-/// A state dict being consumed into modules.
+/// A state dict being consumed into modules; every parameter made is named by its key.
 pub struct Weights<'a> {
     dict: StateDict,
     device: &'a Device,
+    origin: Origin,
+    names: ParamNames,
 }
 
 impl<'a> Weights<'a> {
-    pub fn new(dict: StateDict, device: &'a Device) -> Self {
-        Self { dict, device }
+    /// `origin` tells whether the tensors are SAM's own or those of PEFT modules.
+    pub fn new(dict: StateDict, device: &'a Device, origin: Origin) -> Self {
+        Self {
+            dict,
+            device,
+            origin,
+            names: ParamNames::default(),
+        }
     }
 
     /// The shape of a key, without taking it (for inferring the configuration).
@@ -76,22 +87,9 @@ impl<'a> Weights<'a> {
         key: &str,
         shape: [usize; D],
     ) -> Result<Param<Tensor<D>>, ModelLoadError> {
-        self.tensor(key, shape).map(Param::from_tensor)
-    }
-
-    /// Takes `key` whose shape is checked by the caller (tables of variable length).
-    pub fn tensor_any<const D: usize>(&mut self, key: &str) -> Result<Tensor<D>, ModelLoadError> {
-        let raw = self.take(key)?;
-        let shape: [usize; D] =
-            raw.shape
-                .clone()
-                .try_into()
-                .map_err(|found| ModelLoadError::WrongShape {
-                    key: key.to_string(),
-                    found,
-                    expected: format!("{D} dimensions"),
-                })?;
-        Ok(to_tensor(raw, shape, self.device))
+        let param = Param::from_tensor(self.tensor(key, shape)?);
+        self.names.insert(param.id, key.to_string(), self.origin);
+        Ok(param)
     }
 
     fn take(&mut self, key: &str) -> Result<RawTensor, ModelLoadError> {
@@ -100,10 +98,10 @@ impl<'a> Weights<'a> {
             .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
     }
 
-    /// Fails if any key was not used.
-    pub fn finish(self) -> Result<(), ModelLoadError> {
+    /// The names of the parameters made; fails if any key was not used.
+    pub fn finish(self) -> Result<ParamNames, ModelLoadError> {
         if self.dict.is_empty() {
-            Ok(())
+            Ok(self.names)
         } else {
             Err(ModelLoadError::UnexpectedKeys(
                 self.dict.keys().map(|k| k.to_string()).collect(),

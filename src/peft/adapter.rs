@@ -1,0 +1,67 @@
+//! AdaptFormer as the authors' code computes it (SPEC §2.2): a bottleneck branch parallel to the
+//! block's MLP, reading the norm2 output, optionally with COBOT (§3.5).
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use super::cobot::{Head, scale};
+use super::{PeftConfig, load_head};
+use crate::sam::layers::{LayerNorm, Linear};
+use crate::sam::weights::{ModelLoadError, Weights};
+
+/// Per-block COBOT tensors of an adapter: `gamma` `[V]` and the head `FacT_d1`.
+#[derive(Module, Debug)]
+pub struct AdapterCobot {
+    pub gamma: Param<Tensor<1>>,
+    pub head: Head,
+}
+
+#[derive(Module, Debug)]
+pub struct Adapter {
+    pub norm: LayerNorm,
+    pub down: Linear,
+    pub up: Linear,
+    pub cobot: Option<AdapterCobot>,
+    /// After the ReLU; active only on an autodiff device (training), as `nn.Dropout` in train mode.
+    pub dropout: Dropout,
+}
+
+impl Adapter {
+    /// Loads the adapter of `image_encoder.blocks.{block}.mlp`.
+    pub fn load(
+        w: &mut Weights,
+        block: usize,
+        c: usize,
+        cfg: &PeftConfig,
+    ) -> Result<Self, ModelLoadError> {
+        let p = format!("image_encoder.blocks.{block}.mlp");
+        let v = cfg.bottleneck;
+        let cobot = if cfg.method.cobot() {
+            Some(AdapterCobot {
+                gamma: w.param(&format!("{p}.gamma"), [v])?,
+                head: load_head(w, &format!("{p}.FacT_d1"), v, cfg)?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            norm: LayerNorm::load(w, &format!("{p}.adapter_layer_norm_before"), c, 1e-5)?,
+            down: Linear::load(w, &format!("{p}.down_proj"), c, v, true)?,
+            up: Linear::load(w, &format!("{p}.up_proj"), v, c, true)?,
+            cobot,
+            dropout: DropoutConfig::new(cfg.adapter_dropout).init(),
+        })
+    }
+
+    /// The branch output for the norm2 output `n` `[n, C]`, to be added to the MLP's.
+    pub fn forward(&self, n: Tensor<2>, cross_block: Option<Tensor<1>>) -> Tensor<2> {
+        let h = self.down.forward(self.norm.forward(n));
+        let h = match &self.cobot {
+            None => h,
+            Some(cobot) => cobot.head.forward(scale(h, cross_block, cobot.gamma.val())),
+        };
+        self.up.forward(self.dropout.forward(relu(h)))
+    }
+}

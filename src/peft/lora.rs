@@ -1,0 +1,82 @@
+//! LoRA on the fused qkv projection, for q and v only (SPEC §2.1), optionally with COBOT (§3.4).
+
+use burn::module::{Module, Param};
+use burn::tensor::Tensor;
+
+use super::cobot::{Head, scale};
+use super::{PeftConfig, load_head};
+use crate::sam::weights::{ModelLoadError, Weights};
+
+/// Per-block COBOT tensors of a LoRA wrapper: `gamma` `[2r]` (q uses `[0, r)`, v `[r, 2r)`).
+#[derive(Module, Debug)]
+pub struct LoraCobot {
+    pub gamma: Param<Tensor<1>>,
+    pub head_q: Head,
+    pub head_v: Head,
+}
+
+/// `Δq = B_q·head(scale(A_q·x))`, same for v; no α/r scaling, as the authors' code.
+#[derive(Module, Debug)]
+pub struct LoraQv {
+    /// `[r, C]`, `[C, r]`, `[r, C]`, `[C, r]` (PyTorch Linear layout).
+    pub a_q: Param<Tensor<2>>,
+    pub b_q: Param<Tensor<2>>,
+    pub a_v: Param<Tensor<2>>,
+    pub b_v: Param<Tensor<2>>,
+    pub cobot: Option<LoraCobot>,
+}
+
+impl LoraQv {
+    /// Loads the wrapper of `image_encoder.blocks.{block}.attn.qkv`.
+    pub fn load(
+        w: &mut Weights,
+        block: usize,
+        c: usize,
+        cfg: &PeftConfig,
+    ) -> Result<Self, ModelLoadError> {
+        let p = format!("image_encoder.blocks.{block}.attn.qkv");
+        let r = cfg.rank;
+        let cobot = if cfg.method.cobot() {
+            Some(LoraCobot {
+                gamma: w.param(&format!("{p}.gamma"), [2 * r])?,
+                head_q: load_head(w, &format!("{p}.FacT_d1"), r, cfg)?,
+                head_v: load_head(w, &format!("{p}.FacT_d2"), r, cfg)?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            a_q: w.param(&format!("{p}.linear_a_q.weight"), [r, c])?,
+            b_q: w.param(&format!("{p}.linear_b_q.weight"), [c, r])?,
+            a_v: w.param(&format!("{p}.linear_a_v.weight"), [r, c])?,
+            b_v: w.param(&format!("{p}.linear_b_v.weight"), [c, r])?,
+            cobot,
+        })
+    }
+
+    /// The q and v deltas `[n, C]` for the qkv input `x` `[n, C]`; `cross_block` holds the
+    /// modules' (q, v) columns of `FacT_c @ FacT_p` when COBOT uses them.
+    pub fn deltas(
+        &self,
+        x: Tensor<2>,
+        cross_block: Option<(Tensor<1>, Tensor<1>)>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let h_q = x.clone().matmul(self.a_q.val().transpose());
+        let h_v = x.matmul(self.a_v.val().transpose());
+        let (z_q, z_v) = match &self.cobot {
+            None => (h_q, h_v),
+            Some(cobot) => {
+                let r = self.a_q.dims()[0];
+                let gamma = cobot.gamma.val();
+                let (m_q, m_v) = cross_block.unzip();
+                let u_q = scale(h_q, m_q, gamma.clone().slice([0..r]));
+                let u_v = scale(h_v, m_v, gamma.slice([r..2 * r]));
+                (cobot.head_q.forward(u_q), cobot.head_v.forward(u_v))
+            }
+        };
+        (
+            z_q.matmul(self.b_q.val().transpose()),
+            z_v.matmul(self.b_v.val().transpose()),
+        )
+    }
+}

@@ -1,0 +1,3 @@
+//! Training: losses (the loop, optimisers and schedules build on these).
+
+pub mod loss;
