@@ -1,6 +1,8 @@
 //! The command-line front end: argument parsing and reporting over the library.
 
 mod device;
+mod params;
+mod peft_args;
 mod predict;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Segment objects in an image from box and point prompts.
     Predict(predict::PredictArgs),
+    /// Count the trainable parameters of a fine-tuning method.
+    Params(params::ParamsArgs),
 }
 
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
@@ -27,6 +31,7 @@ enum Command {
 pub fn run() -> anyhow::Result<()> {
     let result = match Cli::parse().command {
         Command::Predict(args) => predict::run(args),
+        Command::Params(args) => params::run(args),
     };
     result.map_err(|e| anyhow::Error::msg(message(&e)))
 }

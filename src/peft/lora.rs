@@ -69,8 +69,8 @@ impl LoraQv {
                 let r = self.a_q.dims()[0];
                 let gamma = cobot.gamma.val();
                 let (m_q, m_v) = cross_block.unzip();
-                let u_q = scale(h_q, m_q, gamma.clone().slice([0..r]));
-                let u_v = scale(h_v, m_v, gamma.slice([r..2 * r]));
+                let u_q = scale(h_q, m_q, gamma.clone().slice(0..r));
+                let u_v = scale(h_v, m_v, gamma.slice(r..2 * r));
                 (cobot.head_q.forward(u_q), cobot.head_v.forward(u_v))
             }
         };

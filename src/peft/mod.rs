@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod cobot;
+pub mod count;
 pub mod init;
 pub mod lora;
 pub mod quaternion;
@@ -190,7 +191,7 @@ impl PeftConfig {
         if self.method.adapter() && self.bottleneck == 0 {
             return Err("the adapter bottleneck must be at least 1".into());
         }
-        if self.method.cobot() && self.head == HeadKind::Quaternion && k % 4 != 0 {
+        if self.method.cobot() && self.head == HeadKind::Quaternion && !k.is_multiple_of(4) {
             return Err(format!(
                 "the quaternion head needs a width divisible by 4, got {k} (rank or bottleneck)"
             ));

@@ -49,6 +49,42 @@ pub struct SamConfig {
 }
 
 impl SamConfig {
+    /// The official variants `vit_b`, `vit_l`, `vit_h` (SPEC §1.1).
+    pub fn named(name: &str) -> Option<Self> {
+        let (embed_dim, depth, num_heads, global_attn_indexes) = match name {
+            "vit_b" => (768, 12, 12, vec![2, 5, 8, 11]),
+            "vit_l" => (1024, 24, 16, vec![5, 11, 17, 23]),
+            "vit_h" => (1280, 32, 16, vec![7, 15, 23, 31]),
+            _ => return None,
+        };
+        Some(Self {
+            encoder: ImageEncoderConfig {
+                embed_dim,
+                depth,
+                num_heads,
+                patch_size: 16,
+                native_image_size: 1024,
+                window_size: 14,
+                global_attn_indexes,
+                mlp_dim: 4 * embed_dim,
+                out_chans: 256,
+            },
+            prompt: PromptEncoderConfig {
+                embed_dim: 256,
+                mask_in_chans: 16,
+            },
+            decoder: MaskDecoderConfig {
+                dim: 256,
+                depth: 2,
+                mlp_dim: 2048,
+                cross_attn_dim: 128,
+                num_mask_tokens: 4,
+                iou_head_depth: 3,
+                iou_head_hidden: 256,
+            },
+        })
+    }
+
     pub fn infer(w: &Weights) -> Result<Self, ModelLoadError> {
         let encoder = infer_encoder(w)?;
         let prompt_dim = w.shape("prompt_encoder.no_mask_embed.weight")?[1];

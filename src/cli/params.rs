@@ -1,0 +1,64 @@
+//! `sam-cobot params`: trainable parameter counts of a method on a model.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::peft_args::PeftArgs;
+use crate::checkpoint::load_state_dict;
+use crate::peft::count::trainable_counts;
+use crate::sam::config::SamConfig;
+use crate::sam::weights::Weights;
+
+#[derive(Args, Debug)]
+pub struct ParamsArgs {
+    /// vit_b, vit_l or vit_h.
+    #[arg(
+        long,
+        conflicts_with = "checkpoint",
+        required_unless_present = "checkpoint"
+    )]
+    model: Option<String>,
+    /// Read the model's configuration from a checkpoint instead.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    peft: PeftArgs,
+    /// Print `{"encoder": N, "total": M}`.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: ParamsArgs) -> Result<()> {
+    let sam = match (&args.model, &args.checkpoint) {
+        (Some(name), _) => match SamConfig::named(name) {
+            Some(cfg) => cfg,
+            None => bail!("--model {name}: unknown model (expected vit_b, vit_l or vit_h)"),
+        },
+        (None, Some(path)) => {
+            let dict = load_state_dict(path)?;
+            let device = burn::tensor::Device::flex();
+            let weights = Weights::new(dict, &device, crate::sam::params::Origin::Base);
+            SamConfig::infer(&weights)
+                .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?
+        }
+        (None, None) => bail!("give --model or --checkpoint"),
+    };
+    let peft = args.peft.config()?;
+    let counts = trainable_counts(&sam, &peft);
+    if args.json {
+        println!("{}", serde_json::to_string(&counts)?);
+    } else {
+        println!("model {} with {}:", sam.variant(), peft.method);
+        println!(
+            "  trainable parameters added in the image encoder: {}",
+            counts.encoder
+        );
+        println!(
+            "  trainable parameters in total:                   {}",
+            counts.total
+        );
+    }
+    Ok(())
+}
