@@ -3,12 +3,16 @@
 //! - [`checkpoint`]: reading PyTorch `.pth` and `.safetensors` state dicts (never executing pickles).
 //! - [`peft`]: LoRA, AdaptFormer and COBOT inside the image encoder.
 //! - [`sam`]: the model (image encoder, prompt encoder, mask decoder) and its pre/post-processing.
+//! - [`data`]: data-set readers (marine-debris, COCO, image/mask folders), augmentation, pre-processing.
 //! - [`train`]: losses and training.
+//! - [`eval`]: the paper's metrics and reports.
 //! - [`output`]: what `predict` writes: mask PNGs, overlays, `.npy` logits.
 //! - [`cli`]: the command-line front end.
 
 pub mod checkpoint;
 pub mod cli;
+pub mod data;
+pub mod eval;
 pub mod output;
 pub mod peft;
 pub mod sam;

@@ -11,7 +11,7 @@ use sam_cobot::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Rela
 use sam_cobot::sam::params::gradients;
 use sam_cobot::sam::predictor::Predictor;
 use sam_cobot::sam::{Prompts, Sam};
-use sam_cobot::train::loss::{bce_soft_dice, upsample_logits};
+use sam_cobot::train::loss::{DiceKind, segmentation_loss, upsample_logits};
 use serde_json::Value;
 
 fn config(meta: &Value) -> PeftConfig {
@@ -94,7 +94,7 @@ fn check_case(case: &str) {
         TensorData::new(targets.data.clone(), [2, 1, 256, 256]),
         &device,
     );
-    let loss = bce_soft_dice(upsample_logits(low_res, 256), targets);
+    let loss = segmentation_loss(upsample_logits(low_res, 256), targets, DiceKind::Soft);
     let loss_value: f32 = loss.clone().into_data().try_to_vec::<f32>().unwrap()[0];
     let expected_loss = reference.get("loss").unwrap().data[0];
     assert!(

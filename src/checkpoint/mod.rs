@@ -3,8 +3,10 @@
 //! Pickles are interpreted, never executed: only the handful of globals that `torch.save` emits for a
 //! state dict are understood, everything else becomes an inert "unsupported object" value.
 
+pub mod adapter;
 mod pickle;
 mod pth;
+mod pth_writer;
 mod safetensors;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use self::pth::read_pth;
+pub use self::pth_writer::write_pth;
 pub use self::safetensors::{read_safetensors, read_safetensors_metadata, write_safetensors};
 
 /// One tensor of a checkpoint, always converted to f32 (f16, bf16 and f64 sources are converted).

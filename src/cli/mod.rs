@@ -1,6 +1,9 @@
 //! The command-line front end: argument parsing and reporting over the library.
 
+mod data_args;
 mod device;
+mod eval;
+mod merge;
 mod params;
 mod peft_args;
 mod predict;
@@ -22,8 +25,12 @@ pub struct Cli {
 enum Command {
     /// Segment objects in an image from box and point prompts.
     Predict(predict::PredictArgs),
+    /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
+    Eval(eval::EvalArgs),
     /// Count the trainable parameters of a fine-tuning method.
     Params(params::ParamsArgs),
+    /// Fold an adapter into its base checkpoint: a stock SAM .pth or .safetensors.
+    Merge(merge::MergeArgs),
 }
 
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
@@ -32,6 +39,8 @@ pub fn run() -> anyhow::Result<()> {
     let result = match Cli::parse().command {
         Command::Predict(args) => predict::run(args),
         Command::Params(args) => params::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     result.map_err(|e| anyhow::Error::msg(message(&e)))
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+use crate::checkpoint::adapter::{AdapterError, load_with_adapter};
 use crate::checkpoint::load_state_dict;
 use crate::output::mask_png::{numbered_paths, write_mask_png};
 use crate::output::npy::write_npy_f32;
@@ -19,6 +20,10 @@ pub struct PredictArgs {
     /// SAM checkpoint: Meta's .pth (e.g. sam_vit_b_01ec64.pth) or a .safetensors with the same keys.
     #[arg(long)]
     checkpoint: PathBuf,
+    /// Adapter trained on --checkpoint (.safetensors from training): its PEFT modules and
+    /// trained tensors are applied; the default --image-size becomes the adapter's.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Input image (PNG, JPEG); grey images are used as RGB.
     #[arg(long)]
     image: PathBuf,
@@ -38,7 +43,8 @@ pub struct PredictArgs {
     /// Low-resolution mask logits as float32 .npy, `N x 1 x S/4 x S/4`.
     #[arg(long)]
     logits_out: Option<PathBuf>,
-    /// Input size S the model runs at (a multiple of 16); default: the checkpoint's own (1024).
+    /// Input size S the model runs at (a multiple of 16); default: the checkpoint's own (1024),
+    /// or the size the adapter was trained at.
     #[arg(long)]
     image_size: Option<usize>,
     /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
@@ -108,9 +114,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
     check_inside(&args, w, h)?;
 
     let started = Instant::now();
-    let sam = load_sam(&args.checkpoint, args.image_size, &device)?;
+    let sam = match &args.adapter {
+        None => load_sam(&args.checkpoint, args.image_size, &device)?,
+        Some(adapter) => {
+            load_sam_with_adapter(&args.checkpoint, adapter, args.image_size, &device)?
+        }
+    };
+    let adapter = match (&args.adapter, &sam.peft) {
+        (Some(path), Some(cfg)) => format!(" + {} ({})", path.display(), cfg.method),
+        _ => String::new(),
+    };
     eprintln!(
-        "loaded {} ({}) at {} px in {:.1}s",
+        "loaded {}{adapter} ({}) at {} px in {:.1}s",
         args.checkpoint.display(),
         sam.config.variant(),
         sam.image_size,
@@ -173,6 +188,24 @@ fn check_inside(args: &PredictArgs, w: usize, h: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Builds SAM from a base checkpoint and an adapter trained on it; errors name the files.
+pub fn load_sam_with_adapter(
+    base: &Path,
+    adapter: &Path,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    match load_with_adapter(base, adapter, image_size, device) {
+        Err(AdapterError::Model {
+            source: ModelLoadError::BadImageSize(size, patch),
+            ..
+        }) => bail!(
+            "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
+        ),
+        result => Ok(result?),
+    }
 }
 
 /// Reads a checkpoint and builds SAM; errors name the file.

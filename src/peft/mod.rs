@@ -6,6 +6,7 @@ pub mod cobot;
 pub mod count;
 pub mod init;
 pub mod lora;
+pub mod merge;
 pub mod quaternion;
 
 use std::fmt;

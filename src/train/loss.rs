@@ -17,16 +17,31 @@ pub fn upsample_logits(low_res: Tensor<4>, size: usize) -> Tensor<4> {
     )
 }
 
-/// Σ over the N objects of `BCEWithLogits` (mean over pixels) + `1 − Dice`, with the soft Dice
-/// `(2·Σp·g + 1) / (Σp + Σg + 1)`, `p = sigmoid(logit)`. `logits`, `targets`: `[N, 1, H, W]`.
-pub fn bce_soft_dice(logits: Tensor<4>, targets: Tensor<4>) -> Tensor<1> {
+/// The Dice term of the loss.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiceKind {
+    /// `p = sigmoid(logit)`: differentiable (the paper's BCE + Dice).
+    Soft,
+    /// `p = sigmoid(logit) > 0.5`, as the authors' code: it gives no gradient, only BCE trains.
+    Hard,
+}
+
+/// Σ over the N objects of `BCEWithLogits` (mean over pixels) + `1 − Dice`, with
+/// `Dice = (2·Σp·g + 1) / (Σp + Σg + 1)`. `logits`, `targets`: `[N, 1, H, W]`.
+pub fn segmentation_loss(logits: Tensor<4>, targets: Tensor<4>, dice: DiceKind) -> Tensor<1> {
     let [_, _, h, w] = logits.dims();
     let x = logits;
     let t = targets;
     // Stable BCE with logits: max(x, 0) − x·t + log(1 + e^−|x|).
     let bce = relu(x.clone()) - x.clone() * t.clone() + x.clone().abs().neg().exp().log1p();
     let bce = pixel_sum(bce) / (h * w) as f64;
-    let p = sigmoid(x);
+    let p = match dice {
+        DiceKind::Soft => sigmoid(x),
+        DiceKind::Hard => sigmoid(x.detach()).greater_elem(0.5).float(),
+    };
     let intersection = pixel_sum(p.clone() * t.clone());
     let dice = (intersection * 2.0 + 1.0) / (pixel_sum(p) + pixel_sum(t) + 1.0);
     (bce - dice + 1.0).sum()

@@ -1,3 +1,5 @@
 //! Training: losses (the loop, optimisers and schedules build on these).
 
 pub mod loss;
+pub mod optim;
+pub mod schedule;

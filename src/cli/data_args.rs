@@ -1,0 +1,80 @@
+//! The flags that name a data set and its preprocessing, shared by `eval`, `train` and `stats`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use crate::data::preprocess::{Preprocessing, SONAR_MEAN, SONAR_STD};
+use crate::data::{DataSource, Dataset, Format};
+
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Data set: a folder (marine-debris layout, or images/ + masks/) or a COCO annotations file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// auto, marine-debris, coco or mask-folder.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// COCO image folder (default: images/ beside or above the annotations file).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// A list of image names to use (one per line).
+    #[arg(long)]
+    pub split: Option<PathBuf>,
+    /// Stop at the first unreadable item instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreprocessingKind {
+    /// SAM's: longest side to S, bottom/right padding, SAM's pixel statistics.
+    Sam,
+    /// The paper's sonar one: centred square padding, the data set's own mean/std.
+    Sonar,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PreprocessArgs {
+    #[arg(long, value_enum, default_value = "sam")]
+    pub preprocessing: PreprocessingKind,
+    /// Data-set mean for `--preprocessing sonar` (0–1 scale; `sam-cobot stats` computes it).
+    #[arg(long, default_value_t = SONAR_MEAN)]
+    pub mean: f32,
+    /// Data-set standard deviation for `--preprocessing sonar`.
+    #[arg(long, default_value_t = SONAR_STD)]
+    pub std: f32,
+}
+
+impl DataArgs {
+    pub fn source(&self, split: Option<PathBuf>) -> Result<DataSource> {
+        let format = match self.format.as_str() {
+            "auto" => None,
+            name => Some(
+                name.parse::<Format>()
+                    .map_err(|e| anyhow::anyhow!("--format {name}: {e}"))?,
+            ),
+        };
+        Ok(DataSource {
+            path: self.data.clone(),
+            format,
+            images: self.images.clone(),
+            split,
+            ..DataSource::default()
+        })
+    }
+
+    pub fn open(&self) -> Result<Dataset> {
+        Ok(Dataset::open(&self.source(self.split.clone())?)?)
+    }
+}
+
+impl PreprocessArgs {
+    pub fn preprocessing(&self) -> Preprocessing {
+        match self.preprocessing {
+            PreprocessingKind::Sam => Preprocessing::Sam,
+            PreprocessingKind::Sonar => Preprocessing::sonar(self.mean, self.std),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `sam-cobot eval`: the paper's per-object metrics on a data set, as JSON and Markdown reports.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::data_args::{DataArgs, PreprocessArgs};
+use super::predict::{load_sam, load_sam_with_adapter};
+use crate::eval::report::write_reports;
+use crate::eval::{EvalOptions, Scorer, evaluate};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// Each box itself as the mask.
+    Boxfill,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
+    /// SAM checkpoint (not needed with --baseline).
+    #[arg(long, required_unless_present = "baseline")]
+    checkpoint: Option<PathBuf>,
+    /// Adapter file trained on the checkpoint.
+    #[arg(long, requires = "checkpoint")]
+    adapter: Option<PathBuf>,
+    /// Input size S (default: the adapter's, else the checkpoint's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Score a baseline instead of a model.
+    #[arg(long, value_enum, conflicts_with = "checkpoint")]
+    baseline: Option<Baseline>,
+    /// Report folder: metrics.json, metrics.md (and overlays with --overlays).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write an overlay PNG per image into the report folder.
+    #[arg(long)]
+    overlays: bool,
+    /// cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let dataset = args.data.open()?;
+    if dataset.is_empty() {
+        bail!("{}: no images to evaluate", args.data.data.display());
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    let device = super::device::parse(&args.device)?;
+    let sam = match (&args.checkpoint, &args.adapter) {
+        (Some(c), Some(a)) => Some(load_sam_with_adapter(c, a, args.image_size, &device)?),
+        (Some(c), None) => Some(load_sam(c, args.image_size, &device)?),
+        (None, _) => None,
+    };
+    let scorer = match &sam {
+        Some(sam) => Scorer::Model(sam),
+        None => Scorer::BoxFill,
+    };
+    let opts = EvalOptions {
+        preprocessing: args.preprocess.preprocessing(),
+        image_size: sam.as_ref().map_or(1024, |s| s.image_size),
+        overlays: args.overlays.then(|| args.out.clone()),
+        strict: args.data.strict,
+    };
+    let indices: Vec<usize> = (0..dataset.len()).collect();
+    let bar = ProgressBar::new(indices.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    let outcome = evaluate(&dataset, &indices, &scorer, &opts, || bar.inc(1))?;
+    bar.finish_and_clear();
+    let what = match &args.checkpoint {
+        Some(c) => c.display().to_string(),
+        None => "box-filled baseline".to_string(),
+    };
+    let title = format!("{} on {}", what, args.data.data.display());
+    write_reports(&args.out, &outcome.summary, &title)?;
+    println!(
+        "{} images, {} objects: mean Dice {:.2}%, mean IoU {:.2}% (object classes present)",
+        outcome.images,
+        outcome.summary.objects,
+        outcome.summary.mean_dice,
+        outcome.summary.mean_iou
+    );
+    for message in &outcome.skipped {
+        eprintln!("skipped: {message}");
+    }
+    if !outcome.skipped.is_empty() {
+        eprintln!(
+            "{} item(s) skipped (use --strict to stop at the first)",
+            outcome.skipped.len()
+        );
+    }
+    println!("report -> {}", args.out.join("metrics.md").display());
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! Data-set readers: sonar (marine-debris FLS), COCO instances, and image / mask folder pairs.
+//!
+//! Every reader turns an item into a [`Sample`]: an RGB image (grey images become three identical
+//! channels) and its objects, each with a box `[x1, y1, x2, y2]` (end-exclusive: pixels
+//! `x1 <= x < x2`, `y1 <= y < y2`), a class index into [`Dataset::classes`], and a binary
+//! per-object target mask (0 / 255) at the image's own size.
+//!
+//! [`Dataset::open`] only reads the index (folder listings, the annotation JSON, the split list);
+//! [`Dataset::load`] reads the image and masks of one item. Broken data never panics: `load`
+//! returns a [`DataError`] naming the file (and the object or value) so the caller can skip the
+//! item and count it, or stop.
+//!
+//! Formats ([`Format`]):
+//! - `marine-debris` ([`marine_debris`]): `Images/<id>.png`, `Masks/<id>.png` (class ids),
+//!   `BoxAnnotations/<id>.xml` (x, y, w, h boxes); target = `(mask == class)` inside the box
+//!   (SPEC §4.2).
+//! - `coco` ([`coco`]): a COCO instances JSON; polygons and RLE decoded as pycocotools does
+//!   ([`rle`], SPEC §4.7); target = the decoded object mask; crowd annotations are skipped.
+//! - `mask-folder` ([`mask_folder`]): `images/` and `masks/` paired by file stem; one object per
+//!   8-connected component of the thresholded mask.
+//!
+//! Also here, used on loaded samples: [`augment`] (training augmentation), [`preprocess`]
+//! (model input) and [`stats`] (data-set statistics).
+//!
+//! Detection (`DataSource::format == None`): a `.json` file → coco; a folder with `Images/`,
+//! `Masks/` and `BoxAnnotations/` → marine-debris; a folder with `images/` and `masks/` →
+//! mask-folder.
+//!
+//! Split lists (`DataSource::split`): one image name per line, with or without extension
+//! (`<id>`, `<id>.png`, or a COCO `file_name`); blank lines and lines starting with `#` are
+//! ignored; surrounding white space is trimmed. Only the listed items are used, in the listed
+//! order (a name listed twice is used twice). A split file that does not exist is an `open`
+//! error; a listed name that is not in the data set is an error of that item's `load`
+//! ([`DataError::NotInDataset`]), so a run can skip it.
+
+pub mod augment;
+pub mod coco;
+pub mod marine_debris;
+pub mod mask_folder;
+pub mod preprocess;
+pub mod rle;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One object of a sample: its box prompt, class and binary target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// `[x1, y1, x2, y2]`: the box covers pixels `x1 <= x < x2`, `y1 <= y < y2`.
+    pub bbox: [u32; 4],
+    /// Index into [`Dataset::classes`].
+    pub class: usize,
+    /// Per-object binary target at the image's own size: 0 or 255.
+    pub mask: image::GrayImage,
+}
+
+/// One loaded item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The item's name (as [`Dataset::name`]).
+    pub name: String,
+    /// The image; grey images become three identical channels.
+    pub image: image::RgbImage,
+    pub objects: Vec<Object>,
+}
+
+/// The on-disk layout of a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `Images/`, `Masks/`, `BoxAnnotations/` (+ optional `train.txt` / `val.txt` / `test.txt`).
+    MarineDebris,
+    /// A COCO instances JSON file plus an image folder.
+    Coco,
+    /// `images/` and `masks/` folders paired by file stem.
+    MaskFolder,
+}
+
+impl Format {
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::MarineDebris => "marine-debris",
+            Format::Coco => "coco",
+            Format::MaskFolder => "mask-folder",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "marine-debris" => Ok(Format::MarineDebris),
+            "coco" => Ok(Format::Coco),
+            "mask-folder" => Ok(Format::MaskFolder),
+            other => Err(DataError::UnknownFormat(other.to_string())),
+        }
+    }
+}
+
+/// Where and how to read a data set. Build it with `..Default::default()`:
+/// `DataSource { path: "data/ssdd/annotations/instances_train.json".into(), ..Default::default() }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSource {
+    /// The data-set folder (marine-debris, mask-folder) or the annotation JSON file (coco).
+    pub path: PathBuf,
+    /// `None`: detect from `path` (see the module documentation).
+    pub format: Option<Format>,
+    /// COCO image folder. `None`: see [`coco`] for the default search rule.
+    pub images: Option<PathBuf>,
+    /// A list of image names to use, in that order.
+    pub split: Option<PathBuf>,
+    /// mask-folder: a mask pixel is foreground when its grey value is `>= mask_threshold`
+    /// (default 128).
+    pub mask_threshold: u8,
+    /// mask-folder: connected components with fewer pixels than this are dropped as noise
+    /// (JPEG masks have speckles). Default 16; 0 or 1 keeps every component.
+    pub min_object_area: u32,
+}
+
+impl Default for DataSource {
+    fn default() -> Self {
+        DataSource {
+            path: PathBuf::new(),
+            format: None,
+            images: None,
+            split: None,
+            mask_threshold: 128,
+            min_object_area: 16,
+        }
+    }
+}
+
+impl DataSource {
+    /// A source with defaults for everything but the path.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DataSource {
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Everything that can go wrong reading a data set. Every message names the file, and the
+/// object or value where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("unknown data-set format {0:?} (expected marine-debris, coco or mask-folder)")]
+    UnknownFormat(String),
+    #[error("data set {}: not found", path.display())]
+    NotFound { path: PathBuf },
+    #[error("cannot detect the data-set format of {}: {reason}", path.display())]
+    Detect { path: PathBuf, reason: String },
+    #[error("{}: {message}", path.display())]
+    Layout { path: PathBuf, message: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot decode image {}: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    /// A malformed annotation file or field.
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("split file {} does not exist", path.display())]
+    SplitFileMissing { path: PathBuf },
+    #[error("{name:?}, listed in split file {}, is not in the data set ({looked_in})", split.display())]
+    NotInDataset {
+        name: String,
+        split: PathBuf,
+        looked_in: String,
+    },
+    #[error("missing {what}: {}", path.display())]
+    MissingFile { path: PathBuf, what: String },
+    #[error(
+        "mask {} is {mask_w}x{mask_h} but its image {} is {image_w}x{image_h}",
+        mask.display(),
+        image.display()
+    )]
+    MaskSize {
+        mask: PathBuf,
+        mask_w: u32,
+        mask_h: u32,
+        image: PathBuf,
+        image_w: u32,
+        image_h: u32,
+    },
+    #[error("{}: {object}: box {bbox} lies outside the {width}x{height} image", path.display())]
+    BoxOutside {
+        path: PathBuf,
+        object: String,
+        bbox: String,
+        width: u32,
+        height: u32,
+    },
+    #[error("{}: {object}: box {bbox} has zero area", path.display())]
+    EmptyBox {
+        path: PathBuf,
+        object: String,
+        bbox: String,
+    },
+    #[error("{}: {object}: empty target mask ({detail})", path.display())]
+    EmptyMask {
+        path: PathBuf,
+        object: String,
+        detail: String,
+    },
+    #[error("{}: {object}: unknown class {class} (known: {known})", path.display())]
+    UnknownClass {
+        path: PathBuf,
+        object: String,
+        class: String,
+        known: String,
+    },
+    #[error("item {index} out of range: the data set has {len} items")]
+    IndexOutOfRange { index: usize, len: usize },
+}
+
+/// The readers behind a [`Dataset`].
+#[derive(Debug, Clone)]
+enum Reader {
+    MarineDebris(marine_debris::MarineDebris),
+    Coco(coco::Coco),
+    MaskFolder(mask_folder::MaskFolder),
+}
+
+impl Reader {
+    fn items(&self) -> Vec<ItemKey<'_>> {
+        match self {
+            Reader::MarineDebris(r) => r.items(),
+            Reader::Coco(r) => r.items(),
+            Reader::MaskFolder(r) => r.items(),
+        }
+    }
+    fn load(&self, i: usize) -> Result<Sample, DataError> {
+        match self {
+            Reader::MarineDebris(r) => r.load(i),
+            Reader::Coco(r) => r.load(i),
+            Reader::MaskFolder(r) => r.load(i),
+        }
+    }
+    fn looked_in(&self) -> String {
+        match self {
+            Reader::MarineDebris(r) => r.looked_in(),
+            Reader::Coco(r) => r.looked_in(),
+            Reader::MaskFolder(r) => r.looked_in(),
+        }
+    }
+}
+
+/// How a reader's item can be named in a split list.
+pub(crate) struct ItemKey<'a> {
+    /// The item's name ([`Dataset::name`]).
+    pub name: &'a str,
+    /// The image file name relative to its folder (with extension).
+    pub file: &'a str,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Item(usize),
+    Missing(String),
+}
+
+/// An opened data set: its index, ready to [`load`](Dataset::load) items.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub format: Format,
+    /// Class names; index 0 is the background where the format has one (all three do).
+    pub classes: Vec<String>,
+    split: Option<PathBuf>,
+    entries: Vec<Entry>,
+    names: Vec<String>,
+    reader: Reader,
+}
+
+impl Dataset {
+    /// Reads the index of a data set (listings, annotation JSON, split list), not the images.
+    pub fn open(src: &DataSource) -> Result<Dataset, DataError> {
+        if !src.path.exists() {
+            return Err(DataError::NotFound {
+                path: src.path.clone(),
+            });
+        }
+        let format = match src.format {
+            Some(f) => f,
+            None => detect(&src.path)?,
+        };
+        // Read the split list before the (possibly large) index, so a wrong path fails fast.
+        let split_names = match &src.split {
+            Some(p) => Some(read_split(p)?),
+            None => None,
+        };
+        let (reader, classes) = match format {
+            Format::MarineDebris => {
+                let r = marine_debris::MarineDebris::open(&src.path)?;
+                (Reader::MarineDebris(r), marine_debris::class_names())
+            }
+            Format::Coco => {
+                let r = coco::Coco::open(&src.path, src.images.as_deref())?;
+                let classes = r.classes();
+                (Reader::Coco(r), classes)
+            }
+            Format::MaskFolder => {
+                let r = mask_folder::MaskFolder::open(
+                    &src.path,
+                    src.mask_threshold,
+                    src.min_object_area,
+                )?;
+                (Reader::MaskFolder(r), mask_folder::class_names())
+            }
+        };
+        let keys = reader.items();
+        let entries: Vec<Entry> = match &split_names {
+            None => (0..keys.len()).map(Entry::Item).collect(),
+            Some(list) => {
+                let mut index: HashMap<&str, usize> = HashMap::new();
+                for (i, k) in keys.iter().enumerate() {
+                    for key in [
+                        k.name,
+                        k.file,
+                        strip_image_ext(k.file),
+                        strip_image_ext(k.name),
+                    ] {
+                        index.entry(key).or_insert(i);
+                    }
+                }
+                list.iter()
+                    .map(|n| {
+                        index
+                            .get(n.as_str())
+                            .or_else(|| index.get(strip_image_ext(n)))
+                            .map(|&i| Entry::Item(i))
+                            .unwrap_or_else(|| Entry::Missing(n.clone()))
+                    })
+                    .collect()
+            }
+        };
+        let names = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Item(i) => keys[*i].name.to_string(),
+                Entry::Missing(n) => n.clone(),
+            })
+            .collect();
+        drop(keys);
+        Ok(Dataset {
+            format,
+            classes,
+            split: src.split.clone(),
+            entries,
+            names,
+            reader,
+        })
+    }
+
+    /// Number of items (the split's length when a split is given).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The name of item `i` (marine-debris and mask-folder: the file stem; coco: `file_name`).
+    /// Panics if `i >= len()`, like slice indexing.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+
+    /// Reads the image and masks of item `i`.
+    pub fn load(&self, i: usize) -> Result<Sample, DataError> {
+        match self.entries.get(i) {
+            None => Err(DataError::IndexOutOfRange {
+                index: i,
+                len: self.entries.len(),
+            }),
+            Some(Entry::Missing(name)) => Err(DataError::NotInDataset {
+                name: name.clone(),
+                split: self.split.clone().unwrap_or_default(),
+                looked_in: self.reader.looked_in(),
+            }),
+            Some(Entry::Item(j)) => self.reader.load(*j),
+        }
+    }
+}
+
+/// Detects the format of `path` (see the module documentation).
+pub fn detect(path: &Path) -> Result<Format, DataError> {
+    let looked_for = "looked for a COCO .json file, a folder with Images/ + Masks/ + \
+                      BoxAnnotations/ (marine-debris), or a folder with images/ + masks/ \
+                      (mask-folder)";
+    if path.is_file() {
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_json {
+            return Ok(Format::Coco);
+        }
+        return Err(DataError::Detect {
+            path: path.to_path_buf(),
+            reason: format!("a file that is not .json; {looked_for}"),
+        });
+    }
+    if path.is_dir() {
+        let has = |d: &str| path.join(d).is_dir();
+        if has("Images") && has("Masks") && has("BoxAnnotations") {
+            return Ok(Format::MarineDebris);
+        }
+        if has("images") && has("masks") {
+            return Ok(Format::MaskFolder);
+        }
+        let mut reason = format!("no known layout; {looked_for}");
+        let mut jsons = Vec::new();
+        for dir in [path.to_path_buf(), path.join("annotations")] {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                    {
+                        jsons.push(p.display().to_string());
+                    }
+                }
+            }
+        }
+        if !jsons.is_empty() {
+            jsons.sort();
+            reason.push_str(&format!(
+                ". For COCO pass the annotation file itself, e.g. {}",
+                jsons.join(", ")
+            ));
+        }
+        return Err(DataError::Detect {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+    Err(DataError::NotFound {
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a split list: one name per line; blank lines and `#` lines ignored.
+pub fn read_split(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::SplitFileMissing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+const IMAGE_EXTS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp"];
+
+/// Whether `p` has an image file extension (case-insensitive).
+pub(crate) fn has_image_ext(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// `name` without a trailing image extension (`a/b.png` → `a/b`); other names unchanged.
+pub(crate) fn strip_image_ext(name: &str) -> &str {
+    match name.rfind('.') {
+        Some(dot) if !name[dot + 1..].contains('/') => {
+            let ext = &name[dot + 1..];
+            if IMAGE_EXTS.iter().any(|x| x.eq_ignore_ascii_case(ext)) {
+                &name[..dot]
+            } else {
+                name
+            }
+        }
+        _ => name,
+    }
+}
+
+/// Decodes an image file (format sniffed from the content), mapping a missing file to
+/// [`DataError::MissingFile`].
+pub(crate) fn read_image(path: &Path, what: &str) -> Result<image::DynamicImage, DataError> {
+    let reader = image::ImageReader::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                what: what.to_string(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    let reader = reader.with_guessed_format().map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    reader.decode().map_err(|e| DataError::Image {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Reads a file to a string, mapping a missing file to [`DataError::MissingFile`].
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                what: what.to_string(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// Sorted list of the image files directly inside `dir` (by file name, byte order).
+pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| DataError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let p = e.path();
+        if p.is_file() && has_image_ext(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,100 @@
+//! Folding the PEFT modules back into a stock SAM state dict.
+//!
+//! LoRA (with or without COBOT) is linear in its input, so its q and v deltas are weight matrices:
+//! feeding the C×C identity through [`LoraQv::deltas`] — the very code the forward runs — gives
+//! `ΔW_qᵀ` and `ΔW_vᵀ`, which are added to rows `0..C` and `2C..3C` of
+//! `image_encoder.blocks.{i}.attn.qkv.weight` (k is untouched; LoRA has no bias). The adapter
+//! methods put a ReLU on the bottleneck and cannot be folded. `freeze`, `lightweight` and `full`
+//! have no encoder modules: merging only keeps the (trained) base tensors.
+
+use burn::tensor::Tensor;
+
+use super::Method;
+use super::cobot::CobotShared;
+use super::lora::LoraQv;
+use crate::checkpoint::StateDict;
+use crate::sam::Sam;
+use crate::sam::params::{self, Origin};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(
+        "method '{0}' cannot be merged into SAM's weights: the adapter branch has a ReLU, so it is not \
+         a linear map; keep the adapter file and pass it at prediction time instead \
+         (sam-cobot predict --checkpoint BASE --adapter ADAPTER ...)"
+    )]
+    NotFoldable(Method),
+    #[error("the model has no PEFT configuration attached: nothing to merge")]
+    NoPeft,
+    #[error("the model has no tensor '{0}' to fold LoRA into")]
+    MissingKey(String),
+}
+
+/// `(ΔW_q, ΔW_v)` of a LoRA wrapper, each `[C, C]` in PyTorch's `[out, in]` layout, computed by
+/// the forward's own code on the identity. `columns`: the block's (q, v) COBOT coefficient
+/// columns, when the model has shared COBOT tensors.
+pub fn lora_weight_deltas(
+    lora: &LoraQv,
+    columns: Option<(Tensor<1>, Tensor<1>)>,
+) -> (Tensor<2>, Tensor<2>) {
+    let c = lora.a_q.dims()[1];
+    let eye = Tensor::<2>::eye(c, &lora.a_q.device());
+    // Row j of the output is the delta of input e_j: the transposed weight delta.
+    let (dq_t, dv_t) = lora.deltas(eye, columns);
+    (dq_t.transpose(), dv_t.transpose())
+}
+
+/// Column `t` of COBOT's `[k, T]` module coefficients.
+fn column(m: &Tensor<2>, t: usize) -> Tensor<1> {
+    let k = m.dims()[0];
+    m.clone().slice([0..k, t..t + 1]).reshape([k])
+}
+
+/// The stock SAM state dict of `sam` (official keys only, no PEFT tensors) with the LoRA deltas
+/// folded into the qkv weights. The base tensors are the model's current ones (e.g. a trained
+/// decoder).
+pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
+    let cfg = sam.peft.as_ref().ok_or(MergeError::NoPeft)?;
+    if cfg.method.adapter() {
+        return Err(MergeError::NotFoldable(cfg.method));
+    }
+    let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base);
+    let encoder = &sam.image_encoder;
+    // LoRA block i owns COBOT modules 2i (q) and 2i + 1 (v), as in `Block::forward`.
+    let cross_block = encoder.cobot.as_ref().map(CobotShared::module_coefficients);
+    for (i, block) in encoder.blocks.iter().enumerate() {
+        let Some(lora) = &block.attn.lora else {
+            continue;
+        };
+        let columns = cross_block
+            .as_ref()
+            .map(|m| (column(m, 2 * i), column(m, 2 * i + 1)));
+        let (dq, dv) = lora_weight_deltas(lora, columns);
+        let key = format!("image_encoder.blocks.{i}.attn.qkv.weight");
+        let qkv = dict
+            .get(&key)
+            .ok_or_else(|| MergeError::MissingKey(key.clone()))?;
+        let c = dq.dims()[0];
+        let mut data = qkv.data.clone();
+        let dq: Vec<f32> = dq
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .expect("f32 data");
+        let dv: Vec<f32> = dv
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .expect("f32 data");
+        // Rows 0..C are q, C..2C k, 2C..3C v; row-major [3C, C].
+        for (w, d) in data[..c * c].iter_mut().zip(&dq) {
+            *w += d;
+        }
+        for (w, d) in data[2 * c * c..3 * c * c].iter_mut().zip(&dv) {
+            *w += d;
+        }
+        let shape = qkv.shape.clone();
+        dict.insert(key, crate::checkpoint::RawTensor::new(shape, data));
+    }
+    Ok(dict)
+}
