@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that a checkpoint written by `sam-cobot merge` is a stock SAM checkpoint.
 
-    python3 scripts/check_merged.py MERGED.pth|MERGED.safetensors
+    python3 scripts/check_merged.py MERGED.pth|MERGED.safetensors [--compare OTHER]
 
 Loads the file (`torch.load(weights_only=True)` for .pth, safetensors for .safetensors) into
 Meta's model with `load_state_dict(strict=True)`: official keys only, every shape right. The model
@@ -32,6 +32,8 @@ def load(path: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
+    ap.add_argument("--compare", metavar="OTHER",
+                    help="also require every tensor to equal OTHER's (same keys, exact values)")
     args = ap.parse_args()
 
     from segment_anything import sam_model_registry
@@ -68,12 +70,22 @@ def main() -> int:
         if not torch.equal(v, sd[k]):
             print(f"{args.checkpoint}: '{k}' changed on loading")
             return 1
+    if args.compare:
+        other = load(args.compare)
+        if sorted(other) != sorted(sd):
+            print(f"{args.checkpoint}: keys differ from {args.compare}")
+            return 1
+        diff = [k for k in sd if not torch.equal(sd[k], other[k])]
+        if diff:
+            print(f"{args.checkpoint}: {len(diff)} tensors differ from {args.compare}, e.g. {diff[0]}")
+            return 1
     via_registry = ""
     if vt in WIDTHS.values() and not args.checkpoint.endswith(".safetensors"):
         sam_model_registry[vt](checkpoint=args.checkpoint)
         via_registry = ", sam_model_registry(checkpoint=...) ok"
     n = sum(v.numel() for v in sd.values())
-    print(f"OK {args.checkpoint}: {vt}, {len(sd)} tensors, {n:,} values, strict load ok{via_registry}")
+    print(f"OK {args.checkpoint}: {vt}, {len(sd)} tensors, {n:,} values, strict load ok{via_registry}"
+          + (f", equal to {args.compare}" if args.compare else ""))
     return 0
 
 

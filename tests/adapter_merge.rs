@@ -385,7 +385,10 @@ fn cli_predict_with_adapter_and_its_errors() {
 }
 
 fn cli_merge(dir: &Path, adapter: &Path, out: &Path) -> Output {
-    let base = fixture(BASE);
+    cli_merge_on(dir, &fixture(BASE), adapter, out)
+}
+
+fn cli_merge_on(dir: &Path, base: &Path, adapter: &Path, out: &Path) -> Output {
     sam_cobot(
         dir,
         &[
@@ -563,20 +566,97 @@ fn check_merged_py_accepts_merged_files_skipped_without_segment_anything() {
     let dir = TempDir::new().unwrap();
     let adapter = saved_adapter(dir.path(), &cfg(Method::LoraCobot));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/check_merged.py");
-    for ext in ["pth", "safetensors"] {
-        let out = dir.path().join(format!("merged.{ext}"));
-        assert!(cli_merge(dir.path(), &adapter, &out).status.success());
-        let run = Command::new("python3")
-            .arg(&script)
-            .arg(&out)
-            .output()
-            .unwrap();
+    let pth = dir.path().join("merged.pth");
+    let st = dir.path().join("merged.safetensors");
+    for out in [&pth, &st] {
+        assert!(cli_merge(dir.path(), &adapter, out).status.success());
+    }
+    // The fixture rewritten by our .pth writer must equal the original under torch.load.
+    let copy = dir.path().join("copy.pth");
+    write_pth(&copy, &load_state_dict(&fixture(BASE)).unwrap()).unwrap();
+    let checks: [(&Path, Option<PathBuf>); 3] = [
+        (&pth, Some(st.clone())),
+        (&st, None),
+        (&copy, Some(fixture(BASE))),
+    ];
+    for (file, compare) in checks {
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).arg(file);
+        if let Some(other) = &compare {
+            cmd.arg("--compare").arg(other);
+        }
+        let run = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         eprintln!("{}", stdout.trim());
         assert!(
             run.status.success() && stdout.starts_with("OK"),
-            "check_merged.py {ext}: {stdout}\n{}",
+            "check_merged.py {}: {stdout}\n{}",
+            file.display(),
             String::from_utf8_lossy(&run.stderr)
         );
+    }
+}
+
+/// Full-size ViT-B (a random one: `python3 scripts/make_fixtures.py --skip-small --full-vit-b
+/// /tmp/vitb`; or set `SAM_COBOT_VIT_B`): adapter file sizes for lora+cobot and adapter+cobot, and
+/// a merged `.pth` checked by `scripts/check_merged.py` (`sam_model_registry["vit_b"](checkpoint=)`)
+/// when Python has segment_anything. Ignored by default (≈ 400 MB of files, slow in debug).
+#[test]
+#[ignore]
+fn vit_b_adapter_sizes_and_merged_pth() {
+    let base = std::env::var_os("SAM_COBOT_VIT_B")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/vitb/sam_vit_b_random.pth"));
+    if !base.exists() {
+        eprintln!("SKIPPED: {} not found", base.display());
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    for method in [Method::LoraCobot, Method::AdapterCobot] {
+        let c = cfg(method);
+        let sam = Sam::from_state_dict(load_state_dict(&base).unwrap(), None, &device()).unwrap();
+        assert_eq!(sam.config.variant(), "vit_b");
+        let state = perturb(initial_state(&c, 768, 12, 1), 2, 0.01);
+        let values: usize = state.iter().map(|(_, t)| t.numel()).sum();
+        let sam = sam.attach_peft(c.clone(), state).unwrap();
+        let adapter = dir
+            .path()
+            .join(format!("{}.safetensors", method.name().replace('+', "_")));
+        save_adapter(&adapter, &sam, &base).unwrap();
+        let stored = load_state_dict(&adapter).unwrap();
+        let total: usize = stored.iter().map(|(_, t)| t.numel()).sum();
+        let size = file_size(&adapter);
+        eprintln!(
+            "vit_b {method}: adapter {size} bytes = 4 x {total} values ({values} PEFT + {} decoder) + {} header, {} tensors",
+            total - values,
+            size as usize - 4 * total,
+            stored.len()
+        );
+        if method == Method::LoraCobot {
+            let merged = dir.path().join("sam_vit_b_merged.pth");
+            let run = cli_merge_on(dir.path(), &base, &adapter, &merged);
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            eprintln!("merged vit_b .pth: {} bytes", file_size(&merged));
+            if python_has_segment_anything() {
+                let script =
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/check_merged.py");
+                let run = Command::new("python3")
+                    .arg(&script)
+                    .arg(&merged)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&run.stdout);
+                eprintln!("{}", stdout.trim());
+                assert!(
+                    run.status.success() && stdout.starts_with("OK"),
+                    "{stdout}\n{}",
+                    String::from_utf8_lossy(&run.stderr)
+                );
+            }
+        }
     }
 }

@@ -27,7 +27,8 @@ pub struct DataArgs {
     pub strict: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PreprocessingKind {
     /// SAM's: longest side to S, bottom/right padding, SAM's pixel statistics.
     Sam,

@@ -7,6 +7,7 @@ mod merge;
 mod params;
 mod peft_args;
 mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Segment objects in an image from box and point prompts.
     Predict(predict::PredictArgs),
+    /// Fine-tune SAM on a data set (LoRA, AdaptFormer, COBOT, ...).
+    Train(train::TrainArgs),
     /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
     Eval(eval::EvalArgs),
     /// Count the trainable parameters of a fine-tuning method.
@@ -40,6 +43,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Params(args) => params::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),
     };
     result.map_err(|e| anyhow::Error::msg(message(&e)))

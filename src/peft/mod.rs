@@ -19,7 +19,9 @@ use cobot::Head;
 use quaternion::QuaternionLinear;
 
 /// What trains (SPEC §2.3, paper semantics: the prompt encoder stays frozen except in `full`).
+/// Written by its name (`lora+cobot`) in files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Method {
     /// Nothing trains (evaluation of the pretrained model).
     Freeze,
@@ -72,6 +74,19 @@ impl Method {
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Method> for String {
+    fn from(m: Method) -> String {
+        m.name().to_string()
     }
 }
 

@@ -1,0 +1,363 @@
+//! The training loop: ragged batches (every box of every image in one step), validation with the
+//! paper's metric after each epoch, best and last checkpoints written atomically, exact resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::loss::{DiceKind, segmentation_loss, upsample_logits};
+use super::optim::{Optimizer, OptimizerConfig};
+use super::schedule::Schedule;
+use crate::checkpoint::adapter::{open_adapter, save_adapter};
+use crate::checkpoint::{load_state_dict, read_safetensors_metadata, write_safetensors};
+use crate::data::Dataset;
+use crate::data::augment::{Augment, jitter_boxes};
+use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
+use crate::eval::{EvalOptions, Scorer, evaluate};
+use crate::output::atomic::write_atomic;
+use crate::peft::PeftConfig;
+use crate::peft::init::initial_state;
+use crate::sam::{Prompts, Sam};
+
+/// Everything that defines a run (saved with every checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub checkpoint: PathBuf,
+    pub image_size: usize,
+    pub peft: PeftConfig,
+    pub optimizer: OptimizerConfig,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub epochs: usize,
+    /// Images per optimiser step (each with all its boxes).
+    pub batch: usize,
+    pub seed: u64,
+    pub dice: DiceKind,
+    pub augment: bool,
+    /// Box jitter: up to this many pixels (at the 1024 scale) added to each coordinate.
+    pub box_jitter: u32,
+    #[serde(skip, default = "sam_preprocessing")]
+    pub preprocessing: Preprocessing,
+    pub strict: bool,
+}
+
+fn sam_preprocessing() -> Preprocessing {
+    Preprocessing::Sam
+}
+
+/// What a checkpoint folder records besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub steps: u64,
+    pub best_score: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub skipped_steps: usize,
+    pub history: Vec<EpochLog>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    pub val_dice: Option<f64>,
+    pub seconds: f64,
+    pub skipped_items: usize,
+    pub non_finite_steps: usize,
+}
+
+/// Progress reports from the loop (the CLI draws bars from them).
+pub trait Progress {
+    fn epoch_start(&mut self, epoch: usize, steps: usize);
+    fn step(&mut self, loss: f64, lr: f64, images: usize);
+    fn epoch_end(&mut self, log: &EpochLog);
+}
+
+pub struct Trainer<'a> {
+    pub settings: TrainSettings,
+    pub train: &'a Dataset,
+    pub val: Option<&'a Dataset>,
+    pub out: PathBuf,
+}
+
+impl Trainer<'_> {
+    /// Trains from the start, or from `out/last` when `resume`.
+    pub fn run(&self, resume: bool, progress: &mut dyn Progress) -> Result<RunState> {
+        let s = &self.settings;
+        let device = Device::flex().autodiff();
+        let inner = Device::flex();
+        let mut optimizer = Optimizer::new(s.optimizer.clone());
+        let (mut sam, mut state) = if resume {
+            self.resume(&device, &inner, &mut optimizer)?
+        } else {
+            (
+                self.fresh_model(&device)?,
+                RunState {
+                    epochs_done: 0,
+                    steps: 0,
+                    best_score: None,
+                    best_epoch: None,
+                    skipped_steps: 0,
+                    history: Vec::new(),
+                },
+            )
+        };
+        let steps_per_epoch = self.train.len().div_ceil(s.batch.max(1));
+        for epoch in state.epochs_done..s.epochs {
+            let started = Instant::now();
+            // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
+            let mut rng =
+                StdRng::seed_from_u64(s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            device.seed(s.seed.wrapping_add(epoch as u64));
+            let mut order: Vec<usize> = (0..self.train.len()).collect();
+            order.shuffle(&mut rng);
+            progress.epoch_start(epoch, steps_per_epoch);
+            let (mut loss_sum, mut loss_steps, mut skipped_items, mut non_finite) =
+                (0.0, 0usize, 0, 0);
+            for chunk in order.chunks(s.batch.max(1)) {
+                let lr = s
+                    .schedule
+                    .lr(s.lr, state.steps as usize, steps_per_epoch, s.epochs);
+                let mut inputs = Vec::new();
+                for &i in chunk {
+                    match self.prepare(i, &mut rng) {
+                        Ok(Some(input)) => inputs.push(input),
+                        Ok(None) => {}
+                        Err(e) if !s.strict => {
+                            eprintln!("skipped: {e:#}");
+                            skipped_items += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if inputs.is_empty() {
+                    continue;
+                }
+                let loss = batch_loss(&sam, &inputs, s.image_size, s.dice, &device);
+                let value = f64::from(
+                    loss.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .expect("f32")[0],
+                );
+                state.steps += 1;
+                if !value.is_finite() {
+                    // A non-finite loss never reaches the weights.
+                    non_finite += 1;
+                    state.skipped_steps += 1;
+                    progress.step(value, lr, inputs.len());
+                    continue;
+                }
+                let grads = loss.backward();
+                let names = sam.names.clone();
+                sam = optimizer.step(sam, &names, &grads, lr);
+                loss_sum += value;
+                loss_steps += 1;
+                progress.step(value, lr, inputs.len());
+            }
+            let val_dice = match self.val {
+                Some(val) => Some(self.validate(&sam, val)?),
+                None => None,
+            };
+            let log = EpochLog {
+                epoch,
+                mean_loss: if loss_steps == 0 {
+                    f64::NAN
+                } else {
+                    loss_sum / loss_steps as f64
+                },
+                val_dice,
+                seconds: started.elapsed().as_secs_f64(),
+                skipped_items,
+                non_finite_steps: non_finite,
+            };
+            progress.epoch_end(&log);
+            state.history.push(log);
+            state.epochs_done = epoch + 1;
+            let score = val_dice.unwrap_or(-state.history.last().map_or(0.0, |l| l.mean_loss));
+            let is_best = state.best_score.is_none_or(|b| score > b);
+            if is_best {
+                state.best_score = Some(score);
+                state.best_epoch = Some(epoch);
+            }
+            self.save(&sam, &optimizer, &state, "last")?;
+            if is_best {
+                self.save(&sam, &optimizer, &state, "best")?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn fresh_model(&self, device: &Device) -> Result<Sam> {
+        let s = &self.settings;
+        let base = load_state_dict(&s.checkpoint)?;
+        let sam = Sam::from_state_dict(base, Some(s.image_size), device).with_context(|| {
+            format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
+        })?;
+        let e = &sam.config.encoder;
+        let init = initial_state(&s.peft, e.embed_dim, e.depth, s.seed);
+        Ok(sam.attach_peft(s.peft.clone(), init)?.with_trainable_set())
+    }
+
+    fn resume(
+        &self,
+        device: &Device,
+        inner: &Device,
+        optimizer: &mut Optimizer,
+    ) -> Result<(Sam, RunState)> {
+        let s = &self.settings;
+        let dir = last_checkpoint(&self.out);
+        let state: RunState = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("state.json"))
+                .with_context(|| format!("nothing to resume in {}", self.out.display()))?,
+        )
+        .with_context(|| format!("{}: unreadable run state", dir.join("state.json").display()))?;
+        let parts = open_adapter(&s.checkpoint, &dir.join("adapter.safetensors"))?;
+        let sam = Sam::from_state_dict(parts.base, Some(s.image_size), device)?
+            .attach_peft(s.peft.clone(), parts.peft)?
+            .with_trainable_set();
+        let moments = load_state_dict(&dir.join("optimizer.safetensors"))?;
+        optimizer.restore(moments, state.steps - state.skipped_steps as u64, inner);
+        Ok((sam, state))
+    }
+
+    /// One training item, augmented and preprocessed; `None` when no object survives.
+    fn prepare(&self, i: usize, rng: &mut StdRng) -> Result<Option<ModelInput>> {
+        let s = &self.settings;
+        let sample = self.train.load(i)?;
+        let sample = if s.augment {
+            Augment::default().apply(&sample, rng)
+        } else {
+            sample
+        };
+        if sample.objects.is_empty() {
+            return Ok(None);
+        }
+        let mut input = preprocess_sample(&sample, &s.preprocessing, s.image_size);
+        jitter_boxes(&mut input.boxes, s.box_jitter, s.image_size, rng);
+        Ok(Some(input))
+    }
+
+    fn validate(&self, sam: &Sam, val: &Dataset) -> Result<f64> {
+        let s = &self.settings;
+        let model = sam.valid();
+        let opts = EvalOptions {
+            preprocessing: s.preprocessing,
+            image_size: s.image_size,
+            overlays: None,
+            strict: s.strict,
+        };
+        let indices: Vec<usize> = (0..val.len()).collect();
+        Ok(
+            evaluate(val, &indices, &Scorer::Model(&model), &opts, || {})?
+                .summary
+                .mean_dice,
+        )
+    }
+
+    /// Writes `out/<name>/` (adapter, optimiser moments, state) into a fresh folder, then swaps
+    /// it in, so a crash never leaves a half-written checkpoint.
+    fn save(&self, sam: &Sam, optimizer: &Optimizer, state: &RunState, name: &str) -> Result<()> {
+        let final_dir = self.out.join(name);
+        let tmp = self.out.join(format!(".{name}.tmp"));
+        let old = self.out.join(format!(".{name}.old"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        save_adapter(
+            &tmp.join("adapter.safetensors"),
+            sam,
+            &self.settings.checkpoint,
+        )?;
+        write_safetensors(
+            &tmp.join("optimizer.safetensors"),
+            &optimizer.state(),
+            &Default::default(),
+        )?;
+        let json = serde_json::to_string_pretty(state)?;
+        write_atomic(&tmp.join("state.json"), |w| {
+            Ok(w.write_all(json.as_bytes())?)
+        })?;
+        let settings = serde_json::to_string_pretty(&self.settings)?;
+        write_atomic(&tmp.join("settings.json"), |w| {
+            Ok(w.write_all(settings.as_bytes())?)
+        })?;
+        let _ = std::fs::remove_dir_all(&old);
+        if final_dir.exists() {
+            std::fs::rename(&final_dir, &old)?;
+        }
+        std::fs::rename(&tmp, &final_dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+}
+
+/// Σ of the per-object losses of every image: the encoder runs once on the whole batch, the
+/// decoder once per image with all its boxes.
+pub fn batch_loss(
+    sam: &Sam,
+    inputs: &[ModelInput],
+    size: usize,
+    dice: DiceKind,
+    device: &Device,
+) -> Tensor<1> {
+    let b = inputs.len();
+    let pixels: Vec<f32> = inputs
+        .iter()
+        .flat_map(|i| i.image.iter().copied())
+        .collect();
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
+    let embeddings = sam.embed_image(images);
+    let [_, e, g, _] = embeddings.dims();
+    let mut total: Option<Tensor<1>> = None;
+    for (i, input) in inputs.iter().enumerate() {
+        let n = input.boxes.len();
+        let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
+        let prompts = Prompts {
+            points: Vec::new(),
+            boxes: input.boxes.clone(),
+        };
+        let low_res = sam.predict_masks(embedding, &prompts, false).low_res_logits;
+        let targets: Vec<f32> = input.targets.iter().flatten().copied().collect();
+        let targets = Tensor::<4>::from_data(TensorData::new(targets, [n, 1, size, size]), device);
+        let loss = segmentation_loss(upsample_logits(low_res, size), targets, dice);
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+    }
+    total.expect("a batch has at least one image")
+}
+
+/// The last checkpoint of a run: `last/`, or the previous one when a crash hit between the two
+/// renames of [`Trainer::save`].
+fn last_checkpoint(out: &Path) -> PathBuf {
+    let last = out.join("last");
+    if last.exists() {
+        last
+    } else {
+        out.join(".last.old")
+    }
+}
+
+/// Checks that `dir` holds a run that can be resumed (used before any work starts).
+pub fn check_resumable(dir: &Path) -> Result<()> {
+    let adapter = last_checkpoint(dir).join("adapter.safetensors");
+    if !adapter.exists() {
+        bail!(
+            "--resume {}: no checkpoint there (expected {})",
+            dir.display(),
+            adapter.display()
+        );
+    }
+    read_safetensors_metadata(&adapter)?;
+    Ok(())
+}

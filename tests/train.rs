@@ -1,0 +1,143 @@
+//! Training end to end on a small generated data set with the tiny fixture SAM: checkpoints,
+//! and a run killed after its first checkpoint and resumed ends with the same weights as an
+//! uninterrupted one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures;
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use sam_cobot::checkpoint::load_state_dict;
+
+/// `images/` + `masks/` with one or two ellipses per image on a noisy background.
+fn make_dataset(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    for i in 0..n {
+        let (w, h) = (96u32, 80u32);
+        let mut image = RgbImage::new(w, h);
+        let mut mask = GrayImage::new(w, h);
+        let centres = [
+            (20.0 + 5.0 * i as f32, 30.0, 12.0, 9.0),
+            (65.0, 50.0 - 2.0 * i as f32, 10.0, 14.0),
+        ];
+        for y in 0..h {
+            for x in 0..w {
+                let noise = ((x * 7 + y * 13 + i as u32 * 31) % 23) as u8;
+                let inside = centres.iter().take(1 + i % 2).any(|&(cx, cy, rx, ry)| {
+                    ((x as f32 - cx) / rx).powi(2) + ((y as f32 - cy) / ry).powi(2) <= 1.0
+                });
+                let v = if inside { 180 + noise } else { 40 + noise };
+                image.put_pixel(x, y, Rgb([v, v / 2 + 20, 255 - v]));
+                mask.put_pixel(x, y, Luma([if inside { 255 } else { 0 }]));
+            }
+        }
+        image.save(dir.join(format!("images/img{i}.png"))).unwrap();
+        mask.save(dir.join(format!("masks/img{i}.png"))).unwrap();
+    }
+}
+
+fn train_command(data: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
+    cmd.args(["train", "--checkpoint"])
+        .arg(fixtures().join("tiny256.pth"))
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--image-size",
+            "256",
+            "--epochs",
+            "3",
+            "--batch",
+            "2",
+            "--method",
+            "lora+cobot",
+        ])
+        .args(["--lr", "1e-3", "--seed", "7", "--out"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+fn epochs_done(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("last/state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .map_or(0, |n| n as usize)
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 6);
+    let uninterrupted: PathBuf = tmp.path().join("a");
+    assert!(
+        train_command(&data, &uninterrupted)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(epochs_done(&uninterrupted), 3);
+    for file in ["adapter.safetensors", "optimizer.safetensors", "state.json"] {
+        assert!(
+            uninterrupted.join("best").join(file).exists(),
+            "best/{file}"
+        );
+    }
+
+    // Kill the second run as soon as its first checkpoint is on disk.
+    let interrupted = tmp.path().join("b");
+    let mut child = train_command(&data, &interrupted).spawn().unwrap();
+    let started = Instant::now();
+    while epochs_done(&interrupted) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        epochs_done(&interrupted) < 3,
+        "the run finished before it could be killed"
+    );
+    let mut resume = train_command(&data, &interrupted);
+    resume.arg("--resume");
+    assert!(resume.status().unwrap().success());
+    assert_eq!(epochs_done(&interrupted), 3);
+
+    let a = load_state_dict(&uninterrupted.join("last/adapter.safetensors")).unwrap();
+    let b = load_state_dict(&interrupted.join("last/adapter.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (key, ta) in a.iter() {
+        let tb = b.get(key).unwrap();
+        assert_eq!(ta.data, tb.data, "{key} differs after resume");
+    }
+}
+
+#[test]
+fn resume_without_a_run_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["train", "--checkpoint"])
+        .arg(fixtures().join("tiny256.pth"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--image-size", "256", "--resume", "--out"])
+        .arg(tmp.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no checkpoint there"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
