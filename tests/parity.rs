@@ -155,6 +155,9 @@ fn safetensors_checkpoint_predicts_like_pth() {
 /// The files (~400 MB) are not committed: write them with
 /// `python3 scripts/make_fixtures.py --skip-small --full-vit-b DIR`, then run
 /// `SAM_COBOT_VIT_B_DIR=DIR cargo test --release --test parity -- --ignored --nocapture`.
+/// Embeddings agree to ~1e-5; the decoder's logits reach ±80 with random ViT-B weights, so float32
+/// accumulation leaves up to ~2e-4 there (2e-6 relative): the default tolerance is 5e-4
+/// (`SAM_COBOT_VIT_B_TOL` overrides it).
 #[test]
 #[ignore = "needs the ViT-B reference files; see the comment"]
 fn vit_b_full_size() {
@@ -163,7 +166,7 @@ fn vit_b_full_size() {
         return;
     };
     let checkpoint = dir.join("sam_vit_b_random.pth");
-    let tol = std::env::var("SAM_COBOT_VIT_B_TOL").map_or(TOL, |t| t.parse().unwrap());
+    let tol = std::env::var("SAM_COBOT_VIT_B_TOL").map_or(5e-4, |t| t.parse().unwrap());
     check_case_at(&dir.join("vit_b_at1024"), &checkpoint, tol);
     check_case_at(&dir.join("vit_b_at256"), &checkpoint, tol);
 }
