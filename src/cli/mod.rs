@@ -7,6 +7,7 @@ mod merge;
 mod params;
 mod peft_args;
 mod predict;
+mod stats;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Params(params::ParamsArgs),
     /// Fold an adapter into its base checkpoint: a stock SAM .pth or .safetensors.
     Merge(merge::MergeArgs),
+    /// Mean and standard deviation of a data set's images (0–1 scale), for --preprocessing sonar.
+    Stats(stats::StatsArgs),
 }
 
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
@@ -45,6 +48,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     result.map_err(|e| anyhow::Error::msg(message(&e)))
 }

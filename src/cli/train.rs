@@ -2,6 +2,7 @@
 //! (`--config`), and any flag given overrides the file.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -211,11 +212,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.resume {
         check_resumable(&args.out)?;
     }
+    // Ctrl-C asks the loop to stop after the current step and save; a second one kills.
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to kill)...");
+    })
+    .context("cannot install the Ctrl-C handler")?;
     let trainer = Trainer {
         settings,
         train: &train,
         val: val.as_ref(),
         out: args.out.clone(),
+        stop: Some(stop),
     };
     let state = trainer.run(args.resume, &mut Bars::default())?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
@@ -278,5 +289,30 @@ impl Progress for Bars {
             log.mean_loss,
             log.seconds
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Experiment;
+
+    /// Every shipped preset is a valid experiment file.
+    #[test]
+    fn presets_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let e: Experiment =
+                toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            assert!(
+                e.method.is_some() && e.lr.is_some() && e.epochs.is_some(),
+                "{}",
+                path.display()
+            );
+            n += 1;
+        }
+        assert_eq!(n, 11);
     }
 }

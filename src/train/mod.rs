@@ -2,5 +2,6 @@
 
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
 pub mod trainer;

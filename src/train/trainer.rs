@@ -2,6 +2,7 @@
 //! paper's metric after each epoch, best and last checkpoints written atomically, exact resume.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -85,7 +86,16 @@ pub struct Trainer<'a> {
     pub train: &'a Dataset,
     pub val: Option<&'a Dataset>,
     pub out: PathBuf,
+    /// Set (by Ctrl-C) to stop after the current step.
+    pub stop: Option<&'a AtomicBool>,
 }
+
+/// The run was stopped by [`Trainer::stop`]; the weights of that moment are in `out/interrupted`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: the weights of this moment are in {0}; `--resume` continues from the last finished epoch"
+)]
+pub struct Interrupted(pub PathBuf);
 
 impl Trainer<'_> {
     /// Trains from the start, or from `out/last` when `resume`.
@@ -121,7 +131,13 @@ impl Trainer<'_> {
             progress.epoch_start(epoch, steps_per_epoch);
             let (mut loss_sum, mut loss_steps, mut skipped_items, mut non_finite) =
                 (0.0, 0usize, 0, 0);
-            for chunk in order.chunks(s.batch.max(1)) {
+            // `freeze` trains nothing: each epoch only validates.
+            let trains = s.peft.method != crate::peft::Method::Freeze;
+            for chunk in order.chunks(s.batch.max(1)).filter(|_| trains) {
+                if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                    self.save(&sam, &optimizer, &state, "interrupted")?;
+                    return Err(Interrupted(self.out.join("interrupted")).into());
+                }
                 let lr = s
                     .schedule
                     .lr(s.lr, state.steps as usize, steps_per_epoch, s.epochs);
