@@ -15,7 +15,11 @@ use serde_json::Value;
 fn images() -> Vec<(&'static str, RgbImage)> {
     let a = RgbImage::from_fn(3, 2, |x, y| {
         let k = (y * 3 + x) as u8;
-        Rgb([k * 40, 255 - k * 10, if k % 2 == 0 { 0 } else { 255 }])
+        Rgb([
+            k * 40,
+            255 - k * 10,
+            if k.is_multiple_of(2) { 0 } else { 255 },
+        ])
     });
     let b = RgbImage::from_pixel(2, 2, Rgb([51, 102, 153]));
     vec![("a", a), ("b", b)]
@@ -160,7 +164,7 @@ fn history(with_val: bool) -> Vec<EpochLog> {
         .map(|epoch| EpochLog {
             epoch,
             mean_loss: 1.0 / epoch as f64,
-            val_dice: with_val.then(|| 50.0 + 10.0 * epoch as f64),
+            val_dice: with_val.then_some(50.0 + 10.0 * epoch as f64),
             seconds: 1.0,
             skipped_items: 0,
             non_finite_steps: 0,

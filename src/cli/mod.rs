@@ -1,6 +1,7 @@
 //! The command-line front end: argument parsing and reporting over the library.
 
 mod data_args;
+mod demo;
 mod device;
 mod eval;
 mod merge;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train and evaluate lora+cobot end to end on generated data with a tiny SAM built in code.
+    Demo(demo::DemoArgs),
     /// Segment objects in an image from box and point prompts.
     Predict(predict::PredictArgs),
     /// Fine-tune SAM on a data set (LoRA, AdaptFormer, COBOT, ...).
@@ -44,6 +47,7 @@ enum Command {
 pub fn run() -> anyhow::Result<()> {
     let result = match Cli::parse().command {
         Command::Predict(args) => predict::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Params(args) => params::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),

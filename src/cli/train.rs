@@ -246,7 +246,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 #[derive(Default)]
-struct Bars {
+pub(super) struct Bars {
     bar: Option<ProgressBar>,
     images: usize,
     started: Option<std::time::Instant>,

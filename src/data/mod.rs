@@ -40,6 +40,7 @@ pub mod mask_folder;
 pub mod preprocess;
 pub mod rle;
 pub mod stats;
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -11,6 +11,7 @@ pub mod mask_decoder;
 pub mod params;
 pub mod predictor;
 pub mod prompt_encoder;
+pub mod random;
 pub mod shapes;
 pub mod transforms;
 pub mod weights;

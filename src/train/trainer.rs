@@ -205,6 +205,7 @@ impl Trainer<'_> {
                 state.best_epoch = Some(epoch);
             }
             self.save(&sam, &optimizer, &state, "last")?;
+            super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
             if is_best {
                 self.save(&sam, &optimizer, &state, "best")?;
             }
