@@ -41,6 +41,10 @@ fn make_dataset(dir: &Path, n: usize) {
 }
 
 fn train_command(data: &Path, out: &Path) -> Command {
+    train_command_for(data, out, 3, "1e-3")
+}
+
+fn train_command_for(data: &Path, out: &Path, epochs: usize, lr: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
     cmd.args(["train", "--checkpoint"])
         .arg(fixtures().join("tiny256.pth"))
@@ -56,7 +60,7 @@ fn train_command(data: &Path, out: &Path) -> Command {
             "--method",
             "lora+cobot",
         ])
-        .args(["--lr", "1e-3", "--seed", "7", "--out"])
+        .args(["--lr", lr, "--seed", "7", "--out"])
         .arg(out)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -140,4 +144,67 @@ fn resume_without_a_run_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no checkpoint there"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn init_adapter_warm_starts_and_refuses_another_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let first = tmp.path().join("first");
+    assert!(
+        train_command_for(&data, &first, 1, "1e-3")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let adapter = first.join("last/adapter.safetensors");
+
+    // Same method: the run starts from the adapter's tensors.
+    let second = tmp.path().join("second");
+    let mut cmd = train_command_for(&data, &second, 1, "0");
+    cmd.arg("--init-adapter")
+        .arg(&adapter)
+        .stderr(Stdio::piped());
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let a = load_state_dict(&adapter).unwrap();
+    let b = load_state_dict(&second.join("last/adapter.safetensors")).unwrap();
+    for (key, t) in a.iter() {
+        assert_eq!(
+            t.data,
+            b.get(key).unwrap().data,
+            "{key}: a zero learning rate keeps the start"
+        );
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["train", "--checkpoint"])
+        .arg(fixtures().join("tiny256.pth"))
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--image-size",
+            "256",
+            "--epochs",
+            "1",
+            "--method",
+            "lora",
+            "--init-adapter",
+        ])
+        .arg(&adapter)
+        .arg("--out")
+        .arg(tmp.path().join("third"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lora+cobot adapter") && err.contains("trains lora"),
+        "{err}"
+    );
 }

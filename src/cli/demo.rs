@@ -72,6 +72,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dice: DiceKind::Soft,
         augment: true,
         box_jitter: 50,
+        init_adapter: None,
         preprocessing: Preprocessing::Sam,
         strict: false,
     };

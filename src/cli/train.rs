@@ -84,6 +84,9 @@ pub struct Experiment {
     /// Box jitter in pixels at the 1024 scale (default 50).
     #[arg(long)]
     box_jitter: Option<u32>,
+    /// Start from this adapter's tensors (same base and method): warm start or transfer.
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -145,7 +148,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             seed,
             dice,
             augment,
-            box_jitter
+            box_jitter,
+            init_adapter
         );
     }
     let Some(checkpoint) = e.checkpoint.clone() else {
@@ -191,6 +195,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         dice: e.dice.unwrap_or(DiceKind::Soft),
         augment: e.augment.unwrap_or(true),
         box_jitter: e.box_jitter.unwrap_or(50),
+        init_adapter: e.init_adapter.clone(),
         preprocessing,
         strict: args.strict,
     };

@@ -44,6 +44,9 @@ pub struct TrainSettings {
     pub augment: bool,
     /// Box jitter: up to this many pixels (at the 1024 scale) added to each coordinate.
     pub box_jitter: u32,
+    /// Start from the tensors of this adapter file (trained on the same base with the same
+    /// method) instead of fresh ones: warm start or transfer to another data set.
+    pub init_adapter: Option<PathBuf>,
     #[serde(skip, default = "sam_preprocessing")]
     pub preprocessing: Preprocessing,
     pub strict: bool,
@@ -215,6 +218,27 @@ impl Trainer<'_> {
 
     fn fresh_model(&self, device: &Device) -> Result<Sam> {
         let s = &self.settings;
+        if let Some(adapter) = &s.init_adapter {
+            let parts = open_adapter(&s.checkpoint, adapter)?;
+            if parts.info.peft.method != s.peft.method {
+                bail!(
+                    "--init-adapter {}: it holds a {} adapter, this run trains {}",
+                    adapter.display(),
+                    parts.info.peft.method,
+                    s.peft.method
+                );
+            }
+            let sam = Sam::from_state_dict(parts.base, Some(s.image_size), device)?;
+            let sam = sam
+                .attach_peft(s.peft.clone(), parts.peft)
+                .with_context(|| {
+                    format!(
+                        "--init-adapter {}: switches differ from this run's",
+                        adapter.display()
+                    )
+                })?;
+            return Ok(sam.with_trainable_set());
+        }
         let base = load_state_dict(&s.checkpoint)?;
         let sam = Sam::from_state_dict(base, Some(s.image_size), device).with_context(|| {
             format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
