@@ -53,13 +53,12 @@ fn train_command_for(data: &Path, out: &Path, epochs: usize, lr: &str) -> Comman
         .args([
             "--image-size",
             "256",
-            "--epochs",
-            "3",
             "--batch",
             "2",
             "--method",
             "lora+cobot",
         ])
+        .args(["--epochs", &epochs.to_string()])
         .args(["--lr", lr, "--seed", "7", "--out"])
         .arg(out)
         .stdout(Stdio::null())
