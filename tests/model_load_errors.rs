@@ -7,9 +7,7 @@ mod common;
 use burn::tensor::Device;
 use common::fixtures;
 use sam_cobot::checkpoint::{RawTensor, StateDict, load_state_dict};
-use sam_cobot::sam::config::{
-    ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig,
-};
+use sam_cobot::sam::config::ImageEncoderConfig;
 use sam_cobot::sam::{ModelLoadError, Sam};
 
 fn checkpoint(name: &str) -> StateDict {
@@ -41,32 +39,8 @@ fn assert_contains(message: &str, part: &str) {
 #[test]
 fn tiny256_config_is_what_the_fixture_script_built() {
     let sam = load(tiny256()).unwrap();
-    let expected = SamConfig {
-        encoder: ImageEncoderConfig {
-            embed_dim: 64,
-            depth: 4,
-            num_heads: 2,
-            patch_size: 16,
-            native_image_size: 256,
-            window_size: 14,
-            global_attn_indexes: vec![1, 3],
-            mlp_dim: 256,
-            out_chans: 32,
-        },
-        prompt: PromptEncoderConfig {
-            embed_dim: 32,
-            mask_in_chans: 16,
-        },
-        decoder: MaskDecoderConfig {
-            dim: 32,
-            depth: 2,
-            mlp_dim: 64,
-            cross_attn_dim: 16,
-            num_mask_tokens: 4,
-            iou_head_depth: 3,
-            iou_head_hidden: 32,
-        },
-    };
+    // The demo's built-in tiny model is this same architecture.
+    let expected = sam_cobot::sam::random::tiny_config();
     assert_eq!(sam.config, expected);
     assert_eq!(sam.config.variant(), "custom");
     assert_eq!(sam.image_size, 256);

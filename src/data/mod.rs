@@ -507,19 +507,7 @@ pub(crate) fn strip_image_ext(name: &str) -> &str {
 /// Decodes an image file (format sniffed from the content), mapping a missing file to
 /// [`DataError::MissingFile`].
 pub(crate) fn read_image(path: &Path, what: &str) -> Result<image::DynamicImage, DataError> {
-    let reader = image::ImageReader::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                path: path.to_path_buf(),
-                what: what.to_string(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            }
-        }
-    })?;
+    let reader = image::ImageReader::open(path).map_err(|e| open_error(path, what, e))?;
     let reader = reader.with_guessed_format().map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -532,19 +520,22 @@ pub(crate) fn read_image(path: &Path, what: &str) -> Result<image::DynamicImage,
 
 /// Reads a file to a string, mapping a missing file to [`DataError::MissingFile`].
 pub(crate) fn read_text(path: &Path, what: &str) -> Result<String, DataError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                path: path.to_path_buf(),
-                what: what.to_string(),
-            }
-        } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            }
+    std::fs::read_to_string(path).map_err(|e| open_error(path, what, e))
+}
+
+/// A missing file is [`DataError::MissingFile`]; any other failure to open it, [`DataError::Io`].
+fn open_error(path: &Path, what: &str, e: std::io::Error) -> DataError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        DataError::MissingFile {
+            path: path.to_path_buf(),
+            what: what.to_string(),
         }
-    })
+    } else {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
 }
 
 /// Sorted list of the image files directly inside `dir` (by file name, byte order).
