@@ -24,6 +24,20 @@ impl CobotShared {
     }
 }
 
+/// Column `t` of the `[k, T]` module coefficients: module t's cross-block set.
+pub fn module_column(coefficients: &Tensor<2>, t: usize) -> Tensor<1> {
+    let k = coefficients.dims()[0];
+    coefficients.clone().slice([0..k, t..t + 1]).reshape([k])
+}
+
+/// The (q, v) columns of LoRA block `block`, which owns modules 2·block and 2·block + 1.
+pub fn lora_columns(coefficients: &Tensor<2>, block: usize) -> (Tensor<1>, Tensor<1>) {
+    (
+        module_column(coefficients, 2 * block),
+        module_column(coefficients, 2 * block + 1),
+    )
+}
+
 /// Scales the bottleneck activations `h` `[n, k]`: `h ⊙ m + g ⊙ h` with the cross-block set `m`
 /// (in this order, as the authors' code), or `g ⊙ h` with the per-block set alone.
 pub fn scale(h: Tensor<2>, cross_block: Option<Tensor<1>>, per_block: Tensor<1>) -> Tensor<2> {

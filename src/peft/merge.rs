@@ -10,7 +10,7 @@
 use burn::tensor::Tensor;
 
 use super::Method;
-use super::cobot::CobotShared;
+use super::cobot::{CobotShared, lora_columns};
 use super::lora::LoraQv;
 use crate::checkpoint::StateDict;
 use crate::sam::Sam;
@@ -44,12 +44,6 @@ pub fn lora_weight_deltas(
     (dq_t.transpose(), dv_t.transpose())
 }
 
-/// Column `t` of COBOT's `[k, T]` module coefficients.
-fn column(m: &Tensor<2>, t: usize) -> Tensor<1> {
-    let k = m.dims()[0];
-    m.clone().slice([0..k, t..t + 1]).reshape([k])
-}
-
 /// The stock SAM state dict of `sam` (official keys only, no PEFT tensors) with the LoRA deltas
 /// folded into the qkv weights. The base tensors are the model's current ones (e.g. a trained
 /// decoder).
@@ -60,15 +54,12 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     }
     let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base);
     let encoder = &sam.image_encoder;
-    // LoRA block i owns COBOT modules 2i (q) and 2i + 1 (v), as in `Block::forward`.
     let cross_block = encoder.cobot.as_ref().map(CobotShared::module_coefficients);
     for (i, block) in encoder.blocks.iter().enumerate() {
         let Some(lora) = &block.attn.lora else {
             continue;
         };
-        let columns = cross_block
-            .as_ref()
-            .map(|m| (column(m, 2 * i), column(m, 2 * i + 1)));
+        let columns = cross_block.as_ref().map(|m| lora_columns(m, i));
         let (dq, dv) = lora_weight_deltas(lora, columns);
         let key = format!("image_encoder.blocks.{i}.attn.qkv.weight");
         let qkv = dict

@@ -11,7 +11,7 @@ use super::layers::{Conv2d, LayerNorm, Linear};
 use super::transforms::linear_interpolation_matrix;
 use super::weights::{ModelLoadError, Weights};
 use crate::peft::adapter::Adapter;
-use crate::peft::cobot::CobotShared;
+use crate::peft::cobot::{CobotShared, lora_columns, module_column};
 use crate::peft::lora::LoraQv;
 
 const EPS: f64 = 1e-6;
@@ -137,16 +137,9 @@ impl Block {
         cross_block: Option<&Tensor<2>>,
     ) -> Tensor<4> {
         // LoRA block i owns modules 2i (q) and 2i + 1 (v); an adapter block i owns module i.
-        let column = |t: usize| {
-            cross_block.map(|m| {
-                let k = m.dims()[0];
-                m.clone().slice([0..k, t..t + 1]).reshape([k])
-            })
-        };
-        let lora_columns = if self.attn.lora.is_some() {
-            column(2 * index).zip(column(2 * index + 1))
-        } else {
-            None
+        let qv_columns = match (&self.attn.lora, cross_block) {
+            (Some(_), Some(m)) => Some(lora_columns(m, index)),
+            _ => None,
         };
 
         let shortcut = x.clone();
@@ -154,17 +147,18 @@ impl Block {
         let x = if self.window_size > 0 {
             let [_, h, w, _] = x.dims();
             let windows = window_partition(x, self.window_size);
-            let out = self.attn.forward(windows, lora_columns);
+            let out = self.attn.forward(windows, qv_columns);
             window_unpartition(out, self.window_size, h, w)
         } else {
-            self.attn.forward(x, lora_columns)
+            self.attn.forward(x, qv_columns)
         };
         let x = shortcut + x;
         let n = self.norm2.forward(x.clone());
         let mut mlp = self.lin2.forward(gelu(self.lin1.forward(n.clone())));
         if let Some(adapter) = &self.adapter {
             let dims = n.dims();
-            let delta = adapter.forward(n.flatten::<2>(0, 2), column(index));
+            let column = cross_block.map(|m| module_column(m, index));
+            let delta = adapter.forward(n.flatten::<2>(0, 2), column);
             mlp = mlp + delta.reshape(dims);
         }
         x + mlp
