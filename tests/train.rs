@@ -207,3 +207,58 @@ fn init_adapter_warm_starts_and_refuses_another_method() {
         "{err}"
     );
 }
+
+#[test]
+fn non_finite_losses_skip_their_steps_and_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    // A NaN in the mask tokens makes every logit, and so every loss, NaN.
+    let mut dict = load_state_dict(&fixtures().join("tiny256.pth")).unwrap();
+    let mut tokens = dict.remove("mask_decoder.mask_tokens.weight").unwrap();
+    tokens.data[0] = f32::NAN;
+    dict.insert("mask_decoder.mask_tokens.weight", tokens);
+    let checkpoint = tmp.path().join("nan.safetensors");
+    sam_cobot::checkpoint::write_safetensors(&checkpoint, &dict, &Default::default()).unwrap();
+
+    let out = tmp.path().join("run");
+    let run = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["train", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--image-size",
+            "256",
+            "--epochs",
+            "1",
+            "--batch",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("2 step(s) skipped for a non-finite loss"),
+        "{stdout}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("last/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["skipped_steps"], 2);
+    assert_eq!(state["history"][0]["non_finite_steps"], 2);
+    // The weights never moved: the PEFT tensors are still their seeded starting values.
+    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LoraCobot);
+    let start = sam_cobot::peft::init::initial_state(&cfg, 64, 4, 42);
+    let saved = load_state_dict(&out.join("last/adapter.safetensors")).unwrap();
+    for (key, t) in start.iter() {
+        assert_eq!(t.data, saved.get(key).unwrap().data, "{key} changed");
+    }
+}
