@@ -44,20 +44,20 @@ fn train_command(data: &Path, out: &Path) -> Command {
     train_command_for(data, out, 3, "1e-3")
 }
 
-fn train_command_for(data: &Path, out: &Path, epochs: usize, lr: &str) -> Command {
+/// `sam-cobot train` on `checkpoint` and `data` at 256 px; the tests add the rest.
+fn train(checkpoint: &Path, data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
     cmd.args(["train", "--checkpoint"])
-        .arg(fixtures().join("tiny256.pth"))
+        .arg(checkpoint)
         .arg("--data")
         .arg(data)
-        .args([
-            "--image-size",
-            "256",
-            "--batch",
-            "2",
-            "--method",
-            "lora+cobot",
-        ])
+        .args(["--image-size", "256"]);
+    cmd
+}
+
+fn train_command_for(data: &Path, out: &Path, epochs: usize, lr: &str) -> Command {
+    let mut cmd = train(&fixtures().join("tiny256.pth"), data);
+    cmd.args(["--batch", "2", "--method", "lora+cobot"])
         .args(["--epochs", &epochs.to_string()])
         .args(["--lr", lr, "--seed", "7", "--out"])
         .arg(out)
@@ -130,12 +130,8 @@ fn resume_without_a_run_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_dataset(&data, 2);
-    let out = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
-        .args(["train", "--checkpoint"])
-        .arg(fixtures().join("tiny256.pth"))
-        .arg("--data")
-        .arg(&data)
-        .args(["--image-size", "256", "--resume", "--out"])
+    let out = train(&fixtures().join("tiny256.pth"), &data)
+        .args(["--resume", "--out"])
         .arg(tmp.path().join("nothing"))
         .output()
         .unwrap();
@@ -181,20 +177,8 @@ fn init_adapter_warm_starts_and_refuses_another_method() {
         );
     }
 
-    let out = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
-        .args(["train", "--checkpoint"])
-        .arg(fixtures().join("tiny256.pth"))
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--image-size",
-            "256",
-            "--epochs",
-            "1",
-            "--method",
-            "lora",
-            "--init-adapter",
-        ])
+    let out = train(&fixtures().join("tiny256.pth"), &data)
+        .args(["--epochs", "1", "--method", "lora", "--init-adapter"])
         .arg(&adapter)
         .arg("--out")
         .arg(tmp.path().join("third"))
@@ -222,20 +206,8 @@ fn non_finite_losses_skip_their_steps_and_are_counted() {
     sam_cobot::checkpoint::write_safetensors(&checkpoint, &dict, &Default::default()).unwrap();
 
     let out = tmp.path().join("run");
-    let run = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
-        .args(["train", "--checkpoint"])
-        .arg(&checkpoint)
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--image-size",
-            "256",
-            "--epochs",
-            "1",
-            "--batch",
-            "1",
-            "--out",
-        ])
+    let run = train(&checkpoint, &data)
+        .args(["--epochs", "1", "--batch", "1", "--out"])
         .arg(&out)
         .output()
         .unwrap();

@@ -21,7 +21,7 @@
 
 use super::{Object, Sample};
 use crate::data::preprocess::resize_nearest;
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -93,8 +93,8 @@ impl Augment {
         if self.rotate_degrees > 0.0 {
             let d = f64::from(self.rotate_degrees);
             let angle = rng.random_range(-d..=d);
-            image = rotate_rgb(&image, angle);
-            masks = masks.iter().map(|m| rotate_gray(m, angle)).collect();
+            image = rotate(&image, angle);
+            masks = masks.iter().map(|m| rotate(m, angle)).collect();
             let (w, h) = image.dimensions();
             for b in &mut boxes {
                 *b = rotate_box(*b, angle, (h as usize, w as usize));
@@ -106,8 +106,8 @@ impl Augment {
             let (h, w) = (h as usize, w as usize);
             let scale = (f64::from(self.crop_scale.0), f64::from(self.crop_scale.1));
             let crop = random_resized_crop_params(h, w, scale, CROP_RATIO, rng);
-            image = resized_crop_rgb(&image, crop);
-            masks = masks.iter().map(|m| resized_crop_gray(m, crop)).collect();
+            image = resized_crop(&image, crop);
+            masks = masks.iter().map(|m| resized_crop(m, crop)).collect();
             for b in &mut boxes {
                 *b = crop_box(*b, crop, (h, w));
             }
@@ -253,16 +253,27 @@ pub fn rotate_nearest(src: &[u8], h: usize, w: usize, channels: usize, angle: f6
     out
 }
 
-fn rotate_rgb(img: &RgbImage, angle: f64) -> RgbImage {
+/// Applies a size-keeping operation on raw `h × w × channels` u8 buffers to an image of any
+/// 8-bit pixel type (the RGB image and the grey masks go through the same code).
+fn same_size<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    op: impl FnOnce(&[u8], usize, usize, usize) -> Vec<u8>,
+) -> ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
-    let buf = rotate_nearest(img.as_raw(), h as usize, w as usize, 3, angle);
-    RgbImage::from_raw(w, h, buf).expect("size is kept")
+    let buf = op(
+        img.as_raw(),
+        h as usize,
+        w as usize,
+        usize::from(P::CHANNEL_COUNT),
+    );
+    ImageBuffer::from_raw(w, h, buf).expect("size is kept")
 }
 
-fn rotate_gray(img: &GrayImage, angle: f64) -> GrayImage {
-    let (w, h) = img.dimensions();
-    let buf = rotate_nearest(img.as_raw(), h as usize, w as usize, 1, angle);
-    GrayImage::from_raw(w, h, buf).expect("size is kept")
+fn rotate<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    angle: f64,
+) -> ImageBuffer<P, Vec<u8>> {
+    same_size(img, |buf, h, w, ch| rotate_nearest(buf, h, w, ch, angle))
 }
 
 /// A crop window: top `i`, left `j`, height `h`, width `w` (torchvision's `(i, j, h, w)`).
@@ -333,16 +344,11 @@ fn resized_crop_planes(src: &[u8], h: usize, w: usize, channels: usize, c: Crop)
     out
 }
 
-fn resized_crop_rgb(img: &RgbImage, c: Crop) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let buf = resized_crop_planes(img.as_raw(), h as usize, w as usize, 3, c);
-    RgbImage::from_raw(w, h, buf).expect("size is kept")
-}
-
-fn resized_crop_gray(img: &GrayImage, c: Crop) -> GrayImage {
-    let (w, h) = img.dimensions();
-    let buf = resized_crop_planes(img.as_raw(), h as usize, w as usize, 1, c);
-    GrayImage::from_raw(w, h, buf).expect("size is kept")
+fn resized_crop<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    c: Crop,
+) -> ImageBuffer<P, Vec<u8>> {
+    same_size(img, |buf, h, w, ch| resized_crop_planes(buf, h, w, ch, c))
 }
 
 /// A box under crop `c` followed by the resize back to `(h, w)`, clamped.
@@ -490,7 +496,7 @@ mod tests {
             assert!((v - w).abs() < 1e-9, "{b:?}");
         }
         let m = box_mask(20, 20, [4, 6, 12, 10]);
-        let r = rotate_gray(&m, 90.0);
+        let r = rotate(&m, 90.0);
         assert_eq!(r, box_mask(20, 20, [6, 8, 10, 16]));
         // A corner box rotated by 45° is clamped to the image.
         let b = rotate_box([0.0, 0.0, 20.0, 20.0], 45.0, (20, 20));
@@ -500,10 +506,10 @@ mod tests {
     #[test]
     fn rotation_fills_with_zero() {
         let img = RgbImage::from_pixel(10, 20, Rgb([9, 9, 9]));
-        let r = rotate_rgb(&img, 30.0);
+        let r = rotate(&img, 30.0);
         assert_eq!(r.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(r.get_pixel(5, 10).0, [9, 9, 9]);
-        assert_eq!(rotate_rgb(&img, 0.0), img);
+        assert_eq!(rotate(&img, 0.0), img);
     }
 
     #[test]
