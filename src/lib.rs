@@ -7,8 +7,10 @@
 //! - [`train`]: losses and training.
 //! - [`eval`]: the paper's metrics and reports.
 //! - [`output`]: what `predict` writes: mask PNGs, overlays, `.npy` logits.
+//! - [`bench`]: timing of training steps and inference (`sam-cobot bench`).
 //! - [`cli`]: the command-line front end.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

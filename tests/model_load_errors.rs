@@ -40,7 +40,7 @@ fn assert_contains(message: &str, part: &str) {
 fn tiny256_config_is_what_the_fixture_script_built() {
     let sam = load(tiny256()).unwrap();
     // The demo's built-in tiny model is this same architecture.
-    let expected = sam_cobot::sam::random::tiny_config();
+    let expected = sam_cobot::sam::config::SamConfig::tiny();
     assert_eq!(sam.config, expected);
     assert_eq!(sam.config.variant(), "custom");
     assert_eq!(sam.image_size, 256);

@@ -15,7 +15,8 @@ use crate::data::{DataSource, Dataset};
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, Scorer, evaluate};
 use crate::peft::{Method, PeftConfig};
-use crate::sam::random::{random_state_dict, tiny_config};
+use crate::sam::config::SamConfig;
+use crate::sam::random::random_state_dict;
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::schedule::Schedule;
@@ -40,7 +41,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let checkpoint = out.join("tiny_sam_random.safetensors");
     write_safetensors(
         &checkpoint,
-        &random_state_dict(&tiny_config(), 1),
+        &random_state_dict(&SamConfig::tiny(), 1),
         &Default::default(),
     )?;
     println!("tiny SAM with random weights -> {}", checkpoint.display());

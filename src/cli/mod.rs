@@ -1,9 +1,11 @@
 //! The command-line front end: argument parsing and reporting over the library.
 
+mod bench;
 mod data_args;
 mod demo;
 mod device;
 mod eval;
+mod init;
 mod merge;
 mod params;
 mod peft_args;
@@ -34,6 +36,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
     Eval(eval::EvalArgs),
+    /// Time a training step or an inference: median and peak memory.
+    Bench(bench::BenchArgs),
+    /// Write a SAM checkpoint with random weights (a named configuration), to train from scratch.
+    Init(init::InitArgs),
     /// Count the trainable parameters of a fine-tuning method.
     Params(params::ParamsArgs),
     /// Fold an adapter into its base checkpoint: a stock SAM .pth or .safetensors.
@@ -49,6 +55,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Params(args) => params::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),

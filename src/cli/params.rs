@@ -13,7 +13,7 @@ use crate::sam::weights::Weights;
 
 #[derive(Args, Debug)]
 pub struct ParamsArgs {
-    /// vit_b, vit_l or vit_h.
+    /// tiny, small, vit_b, vit_l or vit_h.
     #[arg(
         long,
         conflicts_with = "checkpoint",
@@ -32,10 +32,7 @@ pub struct ParamsArgs {
 
 pub fn run(args: ParamsArgs) -> Result<()> {
     let sam = match (&args.model, &args.checkpoint) {
-        (Some(name), _) => match SamConfig::named(name) {
-            Some(cfg) => cfg,
-            None => bail!("--model {name}: unknown model (expected vit_b, vit_l or vit_h)"),
-        },
+        (Some(name), _) => super::init::model_config(name)?,
         (None, Some(path)) => {
             let dict = load_state_dict(path)?;
             let device = burn::tensor::Device::flex();

@@ -41,6 +41,21 @@ pub struct MaskDecoderConfig {
     pub iou_head_hidden: usize,
 }
 
+impl MaskDecoderConfig {
+    /// SAM's decoder (every official variant has the same one).
+    fn sam() -> Self {
+        Self {
+            dim: 256,
+            depth: 2,
+            mlp_dim: 2048,
+            cross_attn_dim: 128,
+            num_mask_tokens: 4,
+            iou_head_depth: 3,
+            iou_head_hidden: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamConfig {
     pub encoder: ImageEncoderConfig,
@@ -49,9 +64,16 @@ pub struct SamConfig {
 }
 
 impl SamConfig {
-    /// The official variants `vit_b`, `vit_l`, `vit_h` (SPEC §1.1).
+    /// The names [`SamConfig::named`] knows.
+    pub const NAMES: [&str; 5] = ["tiny", "small", "vit_b", "vit_l", "vit_h"];
+
+    /// A configuration by name: the official variants `vit_b`, `vit_l`, `vit_h` (SPEC §1.1), and
+    /// two SAM-shaped models for training from scratch on a CPU: `small` (embed 256, depth 6,
+    /// 256 px, SAM's full decoder) and `tiny` (embed 64, depth 4, 256 px, decoder width 32).
     pub fn named(name: &str) -> Option<Self> {
         let (embed_dim, depth, num_heads, global_attn_indexes) = match name {
+            "tiny" => return Some(Self::tiny()),
+            "small" => return Some(Self::small()),
             "vit_b" => (768, 12, 12, vec![2, 5, 8, 11]),
             "vit_l" => (1024, 24, 16, vec![5, 11, 17, 23]),
             "vit_h" => (1280, 32, 16, vec![7, 15, 23, 31]),
@@ -73,16 +95,61 @@ impl SamConfig {
                 embed_dim: 256,
                 mask_in_chans: 16,
             },
+            decoder: MaskDecoderConfig::sam(),
+        })
+    }
+
+    /// Embed 256, depth 6, 8 heads, native 256 px with 8×8 windows (the 16×16 grid splits into
+    /// four without padding), and SAM's own prompt encoder and decoder.
+    fn small() -> Self {
+        Self {
+            encoder: ImageEncoderConfig {
+                embed_dim: 256,
+                depth: 6,
+                num_heads: 8,
+                patch_size: 16,
+                native_image_size: 256,
+                window_size: 8,
+                global_attn_indexes: vec![2, 5],
+                mlp_dim: 1024,
+                out_chans: 256,
+            },
+            prompt: PromptEncoderConfig {
+                embed_dim: 256,
+                mask_in_chans: 16,
+            },
+            decoder: MaskDecoderConfig::sam(),
+        }
+    }
+
+    /// Embed 64, depth 4, 256 px, decoder width 32: runs in a fraction of a second on a CPU.
+    pub fn tiny() -> Self {
+        Self {
+            encoder: ImageEncoderConfig {
+                embed_dim: 64,
+                depth: 4,
+                num_heads: 2,
+                patch_size: 16,
+                native_image_size: 256,
+                window_size: 14,
+                global_attn_indexes: vec![1, 3],
+                mlp_dim: 256,
+                out_chans: 32,
+            },
+            prompt: PromptEncoderConfig {
+                embed_dim: 32,
+                mask_in_chans: 16,
+            },
             decoder: MaskDecoderConfig {
-                dim: 256,
+                dim: 32,
                 depth: 2,
-                mlp_dim: 2048,
-                cross_attn_dim: 128,
+                mlp_dim: 64,
+                cross_attn_dim: 16,
                 num_mask_tokens: 4,
                 iou_head_depth: 3,
-                iou_head_hidden: 256,
+                iou_head_hidden: 32,
             },
-        })
+        }
     }
 
     pub fn infer(w: &Weights) -> Result<Self, ModelLoadError> {

@@ -143,16 +143,22 @@ impl Block {
         };
 
         let shortcut = x.clone();
-        let x = self.norm1.forward(x);
-        let x = if self.window_size > 0 {
-            let [_, h, w, _] = x.dims();
-            let windows = window_partition(x, self.window_size);
-            let out = self.attn.forward(windows, qv_columns);
-            window_unpartition(out, self.window_size, h, w)
+        let [b, h, w, c] = x.dims();
+        let qkv = self.attn.qkv(self.norm1.forward(x), qv_columns); // [B, H, W, 3C]
+        let attended = if self.window_size > 0 {
+            // SAM pads the normed input with zeros before qkv; qkv of a zero row is the bias, so
+            // padding qkv with its bias is exact and saves the projections of the padding.
+            let pad = match &self.attn.qkv.bias {
+                Some(bias) => bias.val(),
+                None => Tensor::zeros([3 * c], &qkv.device()),
+            };
+            let windows = window_partition(qkv, self.window_size, pad);
+            window_unpartition(self.attn.attend(windows), self.window_size, h, w)
         } else {
-            self.attn.forward(x, qv_columns)
+            self.attn.attend(qkv)
         };
-        let x = shortcut + x;
+        // The output projection runs on real tokens only, after the padding is cropped.
+        let x = shortcut + self.attn.proj.forward(attended.reshape([b, h, w, c]));
         let n = self.norm2.forward(x.clone());
         let mut mlp = self.lin2.forward(gelu(self.lin1.forward(n.clone())));
         if let Some(adapter) = &self.adapter {
@@ -165,17 +171,18 @@ impl Block {
     }
 }
 
-/// `[B, H, W, C]` → `[B·nW, ws, ws, C]`, zero-padding H and W at the end to multiples of `ws`.
-fn window_partition(x: Tensor<4>, ws: usize) -> Tensor<4> {
+/// `[B, H, W, C]` → `[B·nW, ws, ws, C]`, padding H and W at the end to multiples of `ws` with
+/// rows equal to `pad` (`[C]`).
+fn window_partition(x: Tensor<4>, ws: usize, pad: Tensor<1>) -> Tensor<4> {
     let [b, h, w, c] = x.dims();
     let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
-    let device = x.device();
+    let pad = pad.reshape([1, 1, 1, c]);
     let mut x = x;
     if hp > h {
-        x = Tensor::cat(vec![x, Tensor::zeros([b, hp - h, w, c], &device)], 1);
+        x = Tensor::cat(vec![x, pad.clone().expand([b, hp - h, w, c])], 1);
     }
     if wp > w {
-        x = Tensor::cat(vec![x, Tensor::zeros([b, hp, wp - w, c], &device)], 2);
+        x = Tensor::cat(vec![x, pad.expand([b, hp, wp - w, c])], 2);
     }
     x.reshape([b, hp / ws, ws, wp / ws, ws, c])
         .permute([0, 1, 3, 2, 4, 5])
@@ -236,11 +243,10 @@ impl Attention {
         })
     }
 
-    /// `x`: `[B, h, w, C]` → `[B, h, w, C]`. `lora_columns`: COBOT's (q, v) coefficient columns.
-    pub fn forward(&self, x: Tensor<4>, lora_columns: Option<(Tensor<1>, Tensor<1>)>) -> Tensor<4> {
+    /// `x`: `[B, h, w, C]` → `[B, h, w, 3C]`, with the LoRA deltas on q and v when attached.
+    /// `lora_columns`: COBOT's (q, v) coefficient columns.
+    pub fn qkv(&self, x: Tensor<4>, lora_columns: Option<(Tensor<1>, Tensor<1>)>) -> Tensor<4> {
         let [b, h, w, c] = x.dims();
-        let nh = self.num_heads;
-        let hd = c / nh;
         let x = x.reshape([b * h * w, c]);
         let mut qkv = self.qkv.forward(x.clone()); // [n, 3C]
         if let Some(lora) = &self.lora {
@@ -248,6 +254,14 @@ impl Attention {
             let dk = dq.zeros_like();
             qkv = qkv + Tensor::cat(vec![dq, dk, dv], 1);
         }
+        qkv.reshape([b, h, w, 3 * c])
+    }
+
+    /// `qkv`: `[B, h, w, 3C]` → attention output before the projection, `[B, h, w, C]`.
+    pub fn attend(&self, qkv: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, c3] = qkv.dims();
+        let (c, nh) = (c3 / 3, self.num_heads);
+        let hd = c / nh;
         // Channels of qkv are laid out [3][heads][head_dim].
         let qkv = qkv
             .reshape([b, h * w, 3, nh, hd])
@@ -262,12 +276,11 @@ impl Attention {
         let scale = (hd as f64).powf(-0.5);
         let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
         let attn = self.add_rel_pos(attn, q, h, w);
-        let out = softmax(attn, 2)
+        softmax(attn, 2)
             .matmul(v)
             .reshape([b, nh, h, w, hd])
             .permute([0, 2, 3, 1, 4])
-            .reshape([b, h, w, c]);
-        self.proj.forward(out)
+            .reshape([b, h, w, c])
     }
 
     /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q`.

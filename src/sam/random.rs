@@ -5,39 +5,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
-use super::config::{ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig};
+use super::config::SamConfig;
 use super::shapes::checkpoint_shapes;
 use crate::checkpoint::{RawTensor, StateDict};
-
-/// A small SAM (embed 64, depth 4, 256 px, decoder width 32) that runs in a second on a CPU.
-pub fn tiny_config() -> SamConfig {
-    SamConfig {
-        encoder: ImageEncoderConfig {
-            embed_dim: 64,
-            depth: 4,
-            num_heads: 2,
-            patch_size: 16,
-            native_image_size: 256,
-            window_size: 14,
-            global_attn_indexes: vec![1, 3],
-            mlp_dim: 256,
-            out_chans: 32,
-        },
-        prompt: PromptEncoderConfig {
-            embed_dim: 32,
-            mask_in_chans: 16,
-        },
-        decoder: MaskDecoderConfig {
-            dim: 32,
-            depth: 2,
-            mlp_dim: 64,
-            cross_attn_dim: 16,
-            num_mask_tokens: 4,
-            iou_head_depth: 3,
-            iou_head_hidden: 32,
-        },
-    }
-}
 
 /// Every tensor of `cfg`'s checkpoint, randomly initialised: norms at 1/0, biases 0, weights
 /// N(0, 1/fan_in), embeddings and the Fourier matrix N(0, 1), position tables N(0, 0.02²).

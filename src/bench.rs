@@ -1,0 +1,182 @@
+//! Timing of the two workloads that matter: one training step (forward, loss, backward, optimiser
+//! update) and one inference (encoder + decoder), on synthetic input, after warm-up.
+//!
+//! `scripts/bench_reference.py` runs the same work in PyTorch in the same run and prints ratios.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::data::preprocess::{FrameMap, ModelInput};
+use crate::peft::PeftConfig;
+use crate::peft::init::initial_state;
+use crate::sam::Sam;
+use crate::sam::prompt_encoder::Prompts;
+use crate::train::loss::DiceKind;
+use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::train::trainer::batch_loss;
+
+/// What to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Forward, BCE + Dice loss, backward and an Adam update (the trainer's own step).
+    TrainStep,
+    /// Image encoder, prompt encoder and mask decoder, no gradients.
+    Inference,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    pub workload: Workload,
+    /// How the report names the model (a configuration name or a checkpoint file).
+    pub model: String,
+    pub image_size: usize,
+    pub peft: PeftConfig,
+    /// Images per step.
+    pub batch: usize,
+    /// Box prompts per image.
+    pub boxes: usize,
+    pub warmup: usize,
+    pub runs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub workload: Workload,
+    pub model: String,
+    pub image_size: usize,
+    pub method: String,
+    pub batch: usize,
+    pub boxes: usize,
+    pub threads: usize,
+    /// Every timed run, in milliseconds.
+    pub runs_ms: Vec<f64>,
+    pub median_ms: f64,
+    /// Peak resident memory of the whole process (Linux `VmHWM`), MiB; `None` elsewhere.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Times `settings.workload` on `sam` (random or loaded base weights; PEFT tensors at their
+/// initial values are attached here).
+pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Result<BenchReport> {
+    let train = s.workload == Workload::TrainStep;
+    if train && s.peft.method == crate::peft::Method::Freeze {
+        anyhow::bail!("--method freeze trains nothing: time it with --workload inference");
+    }
+    let device = if train {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
+    let sam = Sam::from_state_dict(base, Some(s.image_size), &device)?;
+    let e = &sam.config.encoder;
+    let (embed_dim, depth) = (e.embed_dim, e.depth);
+    let mut sam = sam
+        .attach_peft(s.peft.clone(), initial_state(&s.peft, embed_dim, depth, 0))?
+        .with_trainable_set();
+    let inputs: Vec<ModelInput> = (0..s.batch)
+        .map(|i| synthetic_input(s.image_size, s.boxes, i as u64))
+        .collect();
+    let mut optimizer = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam, 5e-5));
+    let mut runs_ms = Vec::with_capacity(s.runs);
+    for run in 0..s.warmup + s.runs {
+        let started = Instant::now();
+        if train {
+            let loss = batch_loss(&sam, &inputs, s.image_size, DiceKind::Soft, &device);
+            let grads = loss.backward();
+            let names = sam.names.clone();
+            sam = optimizer.step(sam, &names, &grads, 1e-4);
+        } else {
+            infer(&sam, &inputs, s.image_size, &device);
+        }
+        // Reading one value back waits for lazy or asynchronous backends to finish the step.
+        sam.prompt_encoder.no_mask_embed.val().into_data();
+        if run >= s.warmup {
+            runs_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(BenchReport {
+        workload: s.workload,
+        model: s.model.clone(),
+        image_size: s.image_size,
+        method: s.peft.method.to_string(),
+        batch: s.batch,
+        boxes: s.boxes,
+        threads: rayon::current_num_threads(),
+        median_ms: median(&runs_ms),
+        runs_ms,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn infer(sam: &Sam, inputs: &[ModelInput], size: usize, device: &Device) {
+    let pixels: Vec<f32> = inputs.iter().flat_map(|i| i.image.clone()).collect();
+    let images = Tensor::<4>::from_data(
+        TensorData::new(pixels, [inputs.len(), 3, size, size]),
+        device,
+    );
+    let embeddings = sam.embed_image(images);
+    let [_, e, g, _] = embeddings.dims();
+    for (i, input) in inputs.iter().enumerate() {
+        let prompts = Prompts {
+            points: Vec::new(),
+            boxes: input.boxes.clone(),
+        };
+        let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
+        sam.predict_masks(embedding, &prompts, false)
+            .low_res_logits
+            .into_data();
+    }
+}
+
+/// A seeded noise image with `boxes` boxes, each target the filled box.
+fn synthetic_input(size: usize, boxes: usize, seed: u64) -> ModelInput {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let image = (0..3 * size * size)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    let (mut rects, mut targets) = (Vec::new(), Vec::new());
+    for _ in 0..boxes {
+        let (w, h) = (
+            rng.random_range(size / 8..size / 2),
+            rng.random_range(size / 8..size / 2),
+        );
+        let (x, y) = (rng.random_range(0..size - w), rng.random_range(0..size - h));
+        rects.push([x as f32, y as f32, (x + w) as f32, (y + h) as f32]);
+        let mut target = vec![0.0f32; size * size];
+        for row in y..y + h {
+            target[row * size + x..row * size + x + w].fill(1.0);
+        }
+        targets.push(target);
+    }
+    ModelInput {
+        image,
+        classes: vec![1; boxes],
+        boxes: rects,
+        targets,
+        valid: (size, size),
+        frame: FrameMap::sam((size, size), size),
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The process's peak resident set (`VmHWM` in `/proc/self/status`), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

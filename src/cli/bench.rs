@@ -1,0 +1,96 @@
+//! `sam-cobot bench`: median time and peak memory of a training step or an inference.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::peft_args::PeftArgs;
+use crate::bench::{BenchSettings, Workload};
+use crate::checkpoint::load_state_dict;
+use crate::sam::random::random_state_dict;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to time.
+    #[arg(long, value_enum, default_value = "train-step")]
+    workload: Workload,
+    /// A named configuration with random weights (tiny, small, vit_b, vit_l, vit_h).
+    #[arg(long, default_value = "vit_b", conflicts_with = "checkpoint")]
+    model: String,
+    /// Time this checkpoint instead of random weights.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Input size S.
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    #[command(flatten)]
+    peft: PeftArgs,
+    /// Images per step.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Box prompts per image.
+    #[arg(long, default_value_t = 1)]
+    boxes: usize,
+    /// Worker threads (default: every core, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set up the worker threads")?;
+    }
+    let base = match &args.checkpoint {
+        Some(path) => load_state_dict(path)?,
+        None => random_state_dict(&super::init::model_config(&args.model)?, 0),
+    };
+    let settings = BenchSettings {
+        workload: args.workload,
+        model: match &args.checkpoint {
+            Some(path) => path.display().to_string(),
+            None => args.model.clone(),
+        },
+        image_size: args.image_size,
+        peft: args.peft.config()?,
+        batch: args.batch.max(1),
+        boxes: args.boxes.max(1),
+        warmup: args.warmup,
+        runs: args.runs.max(1),
+    };
+    let report = crate::bench::run(base, &settings)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} {} {} at {} px, {} image(s) x {} box(es), {} threads: median {:.1} ms over {} runs, peak RSS {}",
+            clap::ValueEnum::to_possible_value(&report.workload)
+                .expect("every workload has a name")
+                .get_name(),
+            report.model,
+            report.method,
+            report.image_size,
+            report.batch,
+            report.boxes,
+            report.threads,
+            report.median_ms,
+            report.runs_ms.len(),
+            report
+                .peak_rss_mib
+                .map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `sam-cobot init`: a SAM checkpoint with random weights, to train from scratch with `--method full`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::checkpoint::write_safetensors;
+use crate::sam::config::SamConfig;
+use crate::sam::random::random_state_dict;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Configuration: tiny, small (embed 256, depth 6, 256 px), vit_b, vit_l or vit_h.
+    #[arg(long)]
+    model: String,
+    /// Output checkpoint (.safetensors, Meta's key names).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: InitArgs) -> Result<()> {
+    let cfg = model_config(&args.model)?;
+    write_safetensors(
+        &args.out,
+        &random_state_dict(&cfg, args.seed),
+        &Default::default(),
+    )?;
+    println!(
+        "{} with random weights (seed {}) -> {}",
+        args.model,
+        args.seed,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The configuration `--model NAME` names, or an error listing the known names.
+pub(super) fn model_config(name: &str) -> Result<SamConfig> {
+    match SamConfig::named(name) {
+        Some(cfg) => Ok(cfg),
+        None => bail!(
+            "--model {name}: unknown model (expected one of {})",
+            SamConfig::NAMES.join(", ")
+        ),
+    }
+}
