@@ -31,7 +31,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 12)]
     epochs: usize,
     /// Generated training images (a quarter as many again for validation).
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 96)]
     images: usize,
 }
 
@@ -124,6 +124,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!(
         "training plot -> {}",
         run_dir.join("training.png").display()
+    );
+    println!(
+        "This was a SAM with random weights: it shows the workflow, not a model. Minutes of \
+         training do not teach a random SAM to segment (it learns the background first); real \
+         results start from one of Meta's checkpoints."
     );
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! The commands around training: `demo` (the whole workflow on generated data), `init` (random
+//! checkpoints of named configurations) and `bench` (timing reports).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::sam::config::SamConfig;
+use sam_cobot::sam::params::Origin;
+use sam_cobot::sam::weights::Weights;
+
+fn sam_cobot(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("running sam-cobot")
+}
+
+fn stdout_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn metrics(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn demo_writes_reports_plot_and_overlays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sam_cobot(
+        tmp.path(),
+        &["demo", "--out", "d", "--images", "4", "--epochs", "1"],
+    );
+    stdout_ok(&out);
+    let d = tmp.path().join("d");
+    let report = metrics(&d.join("report/metrics.json"));
+    let baseline = metrics(&d.join("baseline/metrics.json"));
+    assert_eq!(report["objects"], baseline["objects"]);
+    assert!(report["objects"].as_u64().unwrap() > 0);
+    // Box-filling the generated ellipses is a strong floor; the random model is far from it.
+    assert!(baseline["mean_dice"].as_f64().unwrap() > 50.0);
+    assert!(d.join("run/training.png").is_file());
+    assert!(d.join("run/best/adapter.safetensors").is_file());
+    let overlays = std::fs::read_dir(d.join("report"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert!(
+        overlays > 0,
+        "no overlays in {}",
+        d.join("report").display()
+    );
+}
+
+#[test]
+fn init_writes_the_named_configurations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = burn::tensor::Device::flex();
+    for name in ["tiny", "small"] {
+        let file = format!("{name}.safetensors");
+        let out = sam_cobot(tmp.path(), &["init", "--model", name, "--out", &file]);
+        stdout_ok(&out);
+        let dict = load_state_dict(&tmp.path().join(&file)).unwrap();
+        let weights = Weights::new(dict, &device, Origin::Base);
+        assert_eq!(
+            SamConfig::infer(&weights).unwrap(),
+            SamConfig::named(name).unwrap(),
+            "{name}"
+        );
+    }
+    let out = sam_cobot(
+        tmp.path(),
+        &["init", "--model", "vit_q", "--out", "x.safetensors"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--model vit_q") && err.contains("small"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("x.safetensors").exists());
+}
+
+#[test]
+fn bench_reports_medians_and_refuses_freeze_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    for workload in ["train-step", "inference"] {
+        let out = sam_cobot(
+            tmp.path(),
+            &[
+                "bench",
+                "--workload",
+                workload,
+                "--model",
+                "tiny",
+                "--method",
+                "lora+cobot",
+                "--boxes",
+                "2",
+                "--warmup",
+                "0",
+                "--runs",
+                "3",
+                "--json",
+            ],
+        );
+        let report: serde_json::Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
+        assert_eq!(report["workload"], workload);
+        assert_eq!(report["model"], "tiny");
+        assert_eq!(report["boxes"], 2);
+        let runs = report["runs_ms"].as_array().unwrap();
+        assert_eq!(runs.len(), 3);
+        let median = report["median_ms"].as_f64().unwrap();
+        assert!(runs.iter().any(|r| r.as_f64() == Some(median)), "{report}");
+    }
+    let out = sam_cobot(
+        tmp.path(),
+        &["bench", "--model", "tiny", "--method", "freeze"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("freeze trains nothing"));
+}
