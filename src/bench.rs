@@ -27,6 +27,8 @@ pub enum Workload {
     TrainStep,
     /// Image encoder, prompt encoder and mask decoder, no gradients.
     Inference,
+    /// One square f32 matrix product: the machine's GEMM rate, to set the others against.
+    Gemm,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,10 @@ pub struct BenchReport {
 /// Times `settings.workload` on `sam` (random or loaded base weights; PEFT tensors at their
 /// initial values are attached here).
 pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        s.workload != Workload::Gemm,
+        "the GEMM workload has no model: use bench::gemm"
+    );
     let train = s.workload == Workload::TrainStep;
     if train && s.peft.method == crate::peft::Method::Freeze {
         anyhow::bail!("--method freeze trains nothing: time it with --workload inference");
@@ -133,6 +139,24 @@ fn infer(sam: &Sam, inputs: &[ModelInput], size: usize, device: &Device) {
     }
 }
 
+/// Milliseconds of each timed `n × n` f32 matrix product on the CPU backend.
+pub fn gemm(n: usize, warmup: usize, runs: usize) -> Vec<f64> {
+    let device = Device::flex();
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut matrix = || {
+        let values: Vec<f32> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::<2>::from_data(TensorData::new(values, [n, n]), &device)
+    };
+    let (a, b) = (matrix(), matrix());
+    (0..warmup + runs)
+        .filter_map(|run| {
+            let started = Instant::now();
+            a.clone().matmul(b.clone()).into_data();
+            (run >= warmup).then(|| started.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
 /// A seeded noise image with `boxes` boxes, each target the filled box.
 fn synthetic_input(size: usize, boxes: usize, seed: u64) -> ModelInput {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -163,7 +187,7 @@ fn synthetic_input(size: usize, boxes: usize, seed: u64) -> ModelInput {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
@@ -174,7 +198,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// The process's peak resident set (`VmHWM` in `/proc/self/status`), MiB.
-fn peak_rss_mib() -> Option<f64> {
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -128,6 +128,21 @@ fn bench_reports_medians_and_refuses_freeze_steps() {
     }
     let out = sam_cobot(
         tmp.path(),
+        &[
+            "bench",
+            "--workload",
+            "gemm",
+            "--gemm-size",
+            "64",
+            "--runs",
+            "2",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
+    assert!(report["gflops"].as_f64().unwrap() > 0.0, "{report}");
+    let out = sam_cobot(
+        tmp.path(),
         &["bench", "--model", "tiny", "--method", "freeze"],
     );
     assert!(!out.status.success());

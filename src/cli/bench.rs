@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Matrix size of `--workload gemm`.
+    #[arg(long, default_value_t = 2048)]
+    gemm_size: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -52,6 +55,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .num_threads(n)
             .build_global()
             .context("cannot set up the worker threads")?;
+    }
+    if args.workload == Workload::Gemm {
+        let n = args.gemm_size.max(1);
+        let ms = crate::bench::median(&crate::bench::gemm(n, args.warmup, args.runs.max(1)));
+        let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
+        if args.json {
+            let report = serde_json::json!({"workload": "gemm", "size": n, "median_ms": ms,
+                "gflops": gflops, "threads": rayon::current_num_threads()});
+            println!("{report}");
+        } else {
+            println!(
+                "gemm {n}x{n} f32, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                rayon::current_num_threads()
+            );
+        }
+        return Ok(());
     }
     let base = match &args.checkpoint {
         Some(path) => load_state_dict(path)?,

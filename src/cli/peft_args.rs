@@ -8,8 +8,9 @@ use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation
 
 #[derive(Args, Debug, Clone)]
 pub struct PeftArgs {
-    /// freeze, lightweight, lora, adapter, full, lora+cobot or adapter+cobot.
-    #[arg(long)]
+    /// freeze, lightweight, lora, adapter, full, lora+cobot (the paper's, the default) or
+    /// adapter+cobot.
+    #[arg(long, default_value = "lora+cobot")]
     pub method: Method,
     /// LoRA rank r.
     #[arg(long, default_value_t = 4)]
