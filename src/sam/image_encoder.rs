@@ -152,10 +152,9 @@ impl Block {
                 Some(bias) => bias.val(),
                 None => Tensor::zeros([3 * c], &qkv.device()),
             };
-            let windows = window_partition(qkv, self.window_size, pad);
-            window_unpartition(self.attn.attend(windows), self.window_size, h, w)
+            self.windowed_attention(qkv, pad)
         } else {
-            self.attn.attend(qkv)
+            self.attn.attend(qkv, (h, w))
         };
         // The output projection runs on real tokens only, after the padding is cropped.
         let x = shortcut + self.attn.proj.forward(attended.reshape([b, h, w, c]));
@@ -169,11 +168,60 @@ impl Block {
         }
         x + mlp
     }
+
+    /// SAM's windowed attention on `qkv` `[B, H, W, 3C]` → `[B, H, W, C]` (before the
+    /// projection). SAM pads H and W to multiples of the window with `pad` rows and attends in
+    /// every window, then crops. Padding tokens are keys here but never queries: their outputs
+    /// are cropped anyway. Windows fall into up to four bands (full, or with only the real rows
+    /// / columns of the last band as queries), each attended as one batch.
+    fn windowed_attention(&self, qkv: Tensor<4>, pad: Tensor<1>) -> Tensor<4> {
+        let ws = self.window_size;
+        let [b, h, w, c3] = qkv.dims();
+        let padded = pad_to_windows(qkv, ws, pad);
+        // (first window, windows, real rows or columns per window) along one axis.
+        let bands = |len: usize| {
+            let mut out = Vec::new();
+            if len / ws > 0 {
+                out.push((0, len / ws, ws));
+            }
+            if !len.is_multiple_of(ws) {
+                out.push((len / ws, 1, len % ws));
+            }
+            out
+        };
+        let rows = bands(h)
+            .into_iter()
+            .map(|(y0, ny, qh)| {
+                let cols = bands(w)
+                    .into_iter()
+                    .map(|(x0, nx, qw)| {
+                        let region = padded.clone().slice([
+                            0..b,
+                            y0 * ws..(y0 + ny) * ws,
+                            x0 * ws..(x0 + nx) * ws,
+                            0..c3,
+                        ]);
+                        let windows = region
+                            .reshape([b, ny, ws, nx, ws, c3])
+                            .permute([0, 1, 3, 2, 4, 5])
+                            .reshape([b * ny * nx, ws, ws, c3]);
+                        let out = self.attn.attend(windows, (qh, qw)); // [b·ny·nx, qh, qw, C]
+                        let c = c3 / 3;
+                        out.reshape([b, ny, nx, qh, qw, c])
+                            .permute([0, 1, 3, 2, 4, 5])
+                            .reshape([b, ny * qh, nx * qw, c])
+                    })
+                    .collect();
+                Tensor::cat(cols, 2)
+            })
+            .collect();
+        Tensor::cat(rows, 1)
+    }
 }
 
-/// `[B, H, W, C]` → `[B·nW, ws, ws, C]`, padding H and W at the end to multiples of `ws` with
-/// rows equal to `pad` (`[C]`).
-fn window_partition(x: Tensor<4>, ws: usize, pad: Tensor<1>) -> Tensor<4> {
+/// `[B, H, W, C]` → `[B, Hp, Wp, C]`, H and W padded at the end to multiples of `ws` with rows
+/// equal to `pad` (`[C]`).
+fn pad_to_windows(x: Tensor<4>, ws: usize, pad: Tensor<1>) -> Tensor<4> {
     let [b, h, w, c] = x.dims();
     let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
     let pad = pad.reshape([1, 1, 1, c]);
@@ -184,25 +232,7 @@ fn window_partition(x: Tensor<4>, ws: usize, pad: Tensor<1>) -> Tensor<4> {
     if wp > w {
         x = Tensor::cat(vec![x, pad.expand([b, hp, wp - w, c])], 2);
     }
-    x.reshape([b, hp / ws, ws, wp / ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5])
-        .reshape([b * (hp / ws) * (wp / ws), ws, ws, c])
-}
-
-/// Inverse of [`window_partition`], cropping the padding back to `h × w`.
-fn window_unpartition(windows: Tensor<4>, ws: usize, h: usize, w: usize) -> Tensor<4> {
-    let [n, _, _, c] = windows.dims();
-    let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
-    let b = n / ((hp / ws) * (wp / ws));
-    let x = windows
-        .reshape([b, hp / ws, wp / ws, ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5])
-        .reshape([b, hp, wp, c]);
-    if hp > h || wp > w {
-        x.slice([0..b, 0..h, 0..w, 0..c])
-    } else {
-        x
-    }
+    x
 }
 
 /// Multi-head self-attention with decomposed relative positions.
@@ -257,57 +287,65 @@ impl Attention {
         qkv.reshape([b, h, w, 3 * c])
     }
 
-    /// `qkv`: `[B, h, w, 3C]` → attention output before the projection, `[B, h, w, C]`.
-    pub fn attend(&self, qkv: Tensor<4>) -> Tensor<4> {
+    /// `qkv`: `[B, h, w, 3C]` → attention output before the projection for the queries of the
+    /// top-left `qh × qw` tokens, `[B, qh, qw, C]`; every token is a key.
+    pub fn attend(&self, qkv: Tensor<4>, (qh, qw): (usize, usize)) -> Tensor<4> {
         let [b, h, w, c3] = qkv.dims();
         let (c, nh) = (c3 / 3, self.num_heads);
         let hd = c / nh;
         // Channels of qkv are laid out [3][heads][head_dim].
-        let qkv = qkv
-            .reshape([b, h * w, 3, nh, hd])
-            .permute([2, 0, 3, 1, 4])
-            .reshape([3, b * nh, h * w, hd]);
-        let part = |i: usize| {
+        let qkv = qkv.reshape([b, h, w, 3, nh, hd]);
+        // [b, rows, cols, heads, hd] of part i → [b·heads, rows·cols, hd].
+        let part = |i: usize, rows: usize, cols: usize| {
             qkv.clone()
-                .slice([i..i + 1, 0..b * nh, 0..h * w, 0..hd])
-                .reshape([b * nh, h * w, hd])
+                .slice([0..b, 0..rows, 0..cols, i..i + 1, 0..nh, 0..hd])
+                .reshape([b, rows * cols, nh, hd])
+                .swap_dims(1, 2)
+                .reshape([b * nh, rows * cols, hd])
         };
-        let (q, k, v) = (part(0), part(1), part(2));
+        let (q, k, v) = (part(0, qh, qw), part(1, h, w), part(2, h, w));
         let scale = (hd as f64).powf(-0.5);
         let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-        let attn = self.add_rel_pos(attn, q, h, w);
+        let attn = self.add_rel_pos(attn, q, (qh, qw), (h, w));
         softmax(attn, 2)
             .matmul(v)
-            .reshape([b, nh, h, w, hd])
+            .reshape([b, nh, qh, qw, hd])
             .permute([0, 2, 3, 1, 4])
-            .reshape([b, h, w, c])
+            .reshape([b, qh, qw, c])
     }
 
-    /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q`.
-    fn add_rel_pos(&self, attn: Tensor<3>, q: Tensor<3>, h: usize, w: usize) -> Tensor<3> {
+    /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
+    /// top-left `qh × qw` queries of an `h × w` grid (SAM's tables for `h × w`, first rows).
+    fn add_rel_pos(
+        &self,
+        attn: Tensor<3>,
+        q: Tensor<3>,
+        (qh, qw): (usize, usize),
+        (h, w): (usize, usize),
+    ) -> Tensor<3> {
         let [bn, _, hd] = q.dims();
-        let r_h = rel_pos_for(self.rel_pos_h.val(), h, h); // [h, h, hd]
-        let r_w = rel_pos_for(self.rel_pos_w.val(), w, w); // [w, w, hd]
-        let r_q = q.reshape([bn, h, w, hd]);
+        let r_h = rel_pos_for(self.rel_pos_h.val(), h, h).slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
+        let r_w = rel_pos_for(self.rel_pos_w.val(), w, w).slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
+        let r_q = q.reshape([bn, qh, qw, hd]);
         // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
         let rel_h = r_q
             .clone()
             .permute([1, 0, 2, 3])
-            .reshape([h, bn * w, hd])
+            .reshape([qh, bn * qw, hd])
             .matmul(r_h.swap_dims(1, 2))
-            .reshape([h, bn, w, h])
+            .reshape([qh, bn, qw, h])
             .permute([1, 0, 2, 3]);
         // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
         let rel_w = r_q
             .permute([2, 0, 1, 3])
-            .reshape([w, bn * h, hd])
+            .reshape([qw, bn * qh, hd])
             .matmul(r_w.swap_dims(1, 2))
-            .reshape([w, bn, h, w])
+            .reshape([qw, bn, qh, w])
             .permute([1, 2, 0, 3]);
-        let attn = attn.reshape([bn, h, w, h, w])
-            + rel_h.reshape([bn, h, w, h, 1])
-            + rel_w.reshape([bn, h, w, 1, w]);
-        attn.reshape([bn, h * w, h * w])
+        let attn = attn.reshape([bn, qh, qw, h, w])
+            + rel_h.reshape([bn, qh, qw, h, 1])
+            + rel_w.reshape([bn, qh, qw, 1, w]);
+        attn.reshape([bn, qh * qw, h * w])
     }
 }
 
