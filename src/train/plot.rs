@@ -81,7 +81,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, history: &[EpochLog]) -> D
     let loss: Vec<(i64, f64)> = history
         .iter()
         .filter(|l| l.mean_loss.is_finite())
-        .map(|l| (l.epoch as i64, l.mean_loss))
+        .map(|l| (number(l), l.mean_loss))
         .collect();
     panel(
         &panels[0],
@@ -97,7 +97,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, history: &[EpochLog]) -> D
         .filter_map(|l| {
             l.val_dice
                 .filter(|d| d.is_finite())
-                .map(|d| (l.epoch as i64, d))
+                .map(|d| (number(l), d))
         })
         .collect();
     let caption = if dice.is_empty() {
@@ -105,13 +105,18 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, history: &[EpochLog]) -> D
     } else {
         "validation Dice"
     };
-    panel(&panels[1], caption, "Dice", epochs, &dice, DICE_COLOUR)
+    panel(&panels[1], caption, "Dice (%)", epochs, &dice, DICE_COLOUR)
+}
+
+/// An epoch's number as the progress log prints it (from 1).
+fn number(l: &EpochLog) -> i64 {
+    l.epoch as i64 + 1
 }
 
 /// The x range: the epochs of the history (at least one epoch wide).
 fn epoch_range(history: &[EpochLog]) -> std::ops::Range<i64> {
-    let lo = history.iter().map(|l| l.epoch as i64).min().unwrap_or(0);
-    let hi = history.iter().map(|l| l.epoch as i64).max().unwrap_or(1);
+    let lo = history.iter().map(number).min().unwrap_or(1);
+    let hi = history.iter().map(number).max().unwrap_or(2);
     lo..hi.max(lo + 1)
 }
 
@@ -174,6 +179,6 @@ mod tests {
         let r = value_range([1.0, 3.0].into_iter());
         assert!((r.start - 0.9).abs() < 1e-12 && (r.end - 3.1).abs() < 1e-12);
         assert_eq!(value_range(std::iter::once(0.0)), -0.5..0.5);
-        assert_eq!(epoch_range(&[]), 0..1);
+        assert_eq!(epoch_range(&[]), 1..2);
     }
 }
