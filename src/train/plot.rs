@@ -94,11 +94,7 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, history: &[EpochLog]) -> D
 
     let dice: Vec<(i64, f64)> = history
         .iter()
-        .filter_map(|l| {
-            l.val_dice
-                .filter(|d| d.is_finite())
-                .map(|d| (number(l), d))
-        })
+        .filter_map(|l| l.val_dice.filter(|d| d.is_finite()).map(|d| (number(l), d)))
         .collect();
     let caption = if dice.is_empty() {
         "validation Dice (no validation)"
