@@ -62,8 +62,8 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// Times `settings.workload` on `sam` (random or loaded base weights; PEFT tensors at their
-/// initial values are attached here).
+/// Times `s.workload` on SAM built from `base` (random or loaded weights), with the PEFT
+/// modules of `s.peft` attached at their initial values.
 pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         s.workload != Workload::Gemm,
