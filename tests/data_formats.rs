@@ -484,23 +484,8 @@ fn coco_reads_polygons_rle_classes_boxes_and_skips_crowd() {
             bits[x * 10 + y] = 1;
         }
     }
-    let mut counts = vec![];
-    let (mut prev, mut run) = (0u8, 0u32);
-    for &b in &bits {
-        if b != prev {
-            counts.push(run);
-            run = 0;
-            prev = b;
-        }
-        run += 1;
-    }
-    counts.push(run);
-    let rle_c = Rle {
-        h: 10,
-        w: 12,
-        counts: counts.clone(),
-    }
-    .to_string_compressed();
+    let rle = Rle::from_column_major(&bits, 10, 12);
+    let (counts, rle_c) = (rle.counts.clone(), rle.to_string_compressed());
     let annotations = json!([
         ann(1, 10, 2, poly.clone(), json!([2.0, 2.0, 7.0, 5.0])),
         ann(2, 10, 7, json!({"counts": counts, "size": [10, 12]}), json!([3, 1, 4, 5])),

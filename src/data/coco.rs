@@ -304,7 +304,7 @@ pub fn segmentation_to_rle(seg: &Value, h: u32, w: u32) -> Result<Rle, String> {
                 }
             }
             let bits = union.expect("at least one part");
-            Ok(encode_column_major(&bits, h, w))
+            Ok(Rle::from_column_major(&bits, h, w))
         }
         Value::Object(obj) => {
             let size = obj
@@ -349,23 +349,6 @@ fn numbers(v: &Value) -> Option<Vec<f64>> {
         .iter()
         .map(|x| x.as_f64().filter(|f| f.is_finite()))
         .collect()
-}
-
-/// Column-major 0/1 mask → RLE (pycocotools `rleEncode`).
-fn encode_column_major(bits: &[u8], h: u32, w: u32) -> Rle {
-    let mut counts = Vec::new();
-    let mut prev = 0u8;
-    let mut run = 0u32;
-    for &b in bits {
-        if b != prev {
-            counts.push(run);
-            run = 0;
-            prev = b;
-        }
-        run += 1;
-    }
-    counts.push(run);
-    Rle { h, w, counts }
 }
 
 enum BoxError {

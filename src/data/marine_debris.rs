@@ -86,10 +86,7 @@ impl MarineDebris {
     }
 
     pub(crate) fn items(&self) -> Vec<ItemKey<'_>> {
-        self.items
-            .iter()
-            .map(|(name, file)| ItemKey { name, file })
-            .collect()
+        super::item_keys(&self.items)
     }
 
     pub(crate) fn looked_in(&self) -> String {

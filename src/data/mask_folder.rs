@@ -72,10 +72,7 @@ impl MaskFolder {
     }
 
     pub(crate) fn items(&self) -> Vec<ItemKey<'_>> {
-        self.items
-            .iter()
-            .map(|(name, file)| ItemKey { name, file })
-            .collect()
+        super::item_keys(&self.items)
     }
 
     pub(crate) fn looked_in(&self) -> String {

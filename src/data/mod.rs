@@ -272,6 +272,14 @@ pub(crate) struct ItemKey<'a> {
     pub file: &'a str,
 }
 
+/// The keys of the folder readers' `(name, file)` items.
+fn item_keys(items: &[(String, String)]) -> Vec<ItemKey<'_>> {
+    items
+        .iter()
+        .map(|(name, file)| ItemKey { name, file })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 enum Entry {
     Item(usize),

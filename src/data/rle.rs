@@ -44,6 +44,24 @@ impl std::fmt::Display for RleError {
 }
 
 impl Rle {
+    /// A column-major 0/1 mask of `h × w` as runs, starting with background (pycocotools
+    /// `rleEncode`).
+    pub fn from_column_major(bits: &[u8], h: u32, w: u32) -> Rle {
+        let mut counts = Vec::new();
+        let mut prev = 0u8;
+        let mut run = 0u32;
+        for &b in bits {
+            if b != prev {
+                counts.push(run);
+                run = 0;
+                prev = b;
+            }
+            run += 1;
+        }
+        counts.push(run);
+        Rle { h, w, counts }
+    }
+
     /// Rasterises one polygon `[x0, y0, x1, y1, ...]` exactly as pycocotools `rleFrPoly`
     /// (reached through `frPyObjects` → `frPoly`, which passes `k = len / 2` vertices, so an odd
     /// trailing coordinate is ignored).
@@ -275,6 +293,13 @@ pub fn column_major_to_image(m: &[u8], h: u32, w: u32) -> image::GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_major_runs_start_with_background() {
+        let rle = Rle::from_column_major(&[1, 1, 0, 0, 0, 1], 3, 2);
+        assert_eq!(rle.counts, [0, 2, 3, 1]);
+        assert_eq!(rle.decode().unwrap(), [1, 1, 0, 0, 0, 1]);
+    }
 
     #[test]
     fn string_roundtrip() {
