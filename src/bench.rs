@@ -14,10 +14,9 @@ use crate::data::preprocess::{FrameMap, ModelInput};
 use crate::peft::PeftConfig;
 use crate::peft::init::initial_state;
 use crate::sam::Sam;
-use crate::sam::prompt_encoder::Prompts;
 use crate::train::loss::DiceKind;
 use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
-use crate::train::trainer::batch_loss;
+use crate::train::trainer::{batch_logits, batch_loss};
 
 /// What to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -97,7 +96,9 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
             let names = sam.names.clone();
             sam = optimizer.step(sam, &names, &grads, 1e-4);
         } else {
-            infer(&sam, &inputs, s.image_size, &device);
+            for logits in batch_logits(&sam, &inputs, s.image_size, &device) {
+                logits.into_data();
+            }
         }
         // Reading one value back waits for lazy or asynchronous backends to finish the step.
         sam.prompt_encoder.no_mask_embed.val().into_data();
@@ -117,26 +118,6 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         runs_ms,
         peak_rss_mib: peak_rss_mib(),
     })
-}
-
-fn infer(sam: &Sam, inputs: &[ModelInput], size: usize, device: &Device) {
-    let pixels: Vec<f32> = inputs.iter().flat_map(|i| i.image.clone()).collect();
-    let images = Tensor::<4>::from_data(
-        TensorData::new(pixels, [inputs.len(), 3, size, size]),
-        device,
-    );
-    let embeddings = sam.embed_image(images);
-    let [_, e, g, _] = embeddings.dims();
-    for (i, input) in inputs.iter().enumerate() {
-        let prompts = Prompts {
-            points: Vec::new(),
-            boxes: input.boxes.clone(),
-        };
-        let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
-        sam.predict_masks(embedding, &prompts, false)
-            .low_res_logits
-            .into_data();
-    }
 }
 
 /// Milliseconds of each timed `n × n` f32 matrix product on the CPU backend.

@@ -341,15 +341,14 @@ impl Trainer<'_> {
     }
 }
 
-/// Σ of the per-object losses of every image: the encoder runs once on the whole batch, the
-/// decoder once per image with all its boxes.
-pub fn batch_loss(
+/// Low-resolution mask logits `[N_i, 1, S/4, S/4]` of every image's boxes: the encoder runs
+/// once on the whole batch, the decoder once per image with all its boxes.
+pub fn batch_logits(
     sam: &Sam,
     inputs: &[ModelInput],
     size: usize,
-    dice: DiceKind,
     device: &Device,
-) -> Tensor<1> {
+) -> Vec<Tensor<4>> {
     let b = inputs.len();
     let pixels: Vec<f32> = inputs
         .iter()
@@ -358,24 +357,40 @@ pub fn batch_loss(
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
     let embeddings = sam.embed_image(images);
     let [_, e, g, _] = embeddings.dims();
-    let mut total: Option<Tensor<1>> = None;
-    for (i, input) in inputs.iter().enumerate() {
-        let n = input.boxes.len();
-        let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
-        let prompts = Prompts {
-            points: Vec::new(),
-            boxes: input.boxes.clone(),
-        };
-        let low_res = sam.predict_masks(embedding, &prompts, false).low_res_logits;
-        let targets: Vec<f32> = input.targets.iter().flatten().copied().collect();
-        let targets = Tensor::<4>::from_data(TensorData::new(targets, [n, 1, size, size]), device);
-        let loss = segmentation_loss(upsample_logits(low_res, size), targets, dice);
-        total = Some(match total {
-            Some(t) => t + loss,
-            None => loss,
-        });
-    }
-    total.expect("a batch has at least one image")
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
+            let prompts = Prompts {
+                points: Vec::new(),
+                boxes: input.boxes.clone(),
+            };
+            sam.predict_masks(embedding, &prompts, false).low_res_logits
+        })
+        .collect()
+}
+
+/// Σ of the per-object losses of every image (logits from [`batch_logits`]).
+pub fn batch_loss(
+    sam: &Sam,
+    inputs: &[ModelInput],
+    size: usize,
+    dice: DiceKind,
+    device: &Device,
+) -> Tensor<1> {
+    batch_logits(sam, inputs, size, device)
+        .into_iter()
+        .zip(inputs)
+        .map(|(low_res, input)| {
+            let n = input.boxes.len();
+            let targets: Vec<f32> = input.targets.iter().flatten().copied().collect();
+            let targets =
+                Tensor::<4>::from_data(TensorData::new(targets, [n, 1, size, size]), device);
+            segmentation_loss(upsample_logits(low_res, size), targets, dice)
+        })
+        .reduce(|total, loss| total + loss)
+        .expect("a batch has at least one image")
 }
 
 /// The last checkpoint of a run: `last/`, or the previous one when a crash hit between the two
