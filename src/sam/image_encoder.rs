@@ -154,7 +154,8 @@ impl Block {
             };
             self.windowed_attention(qkv, pad)
         } else {
-            self.attn.attend(qkv, (h, w))
+            self.attn
+                .attend(qkv, (h, w), self.attn.rel_pos_tables(h, w))
         };
         // The output projection runs on real tokens only, after the padding is cropped.
         let x = shortcut + self.attn.proj.forward(attended.reshape([b, h, w, c]));
@@ -178,6 +179,8 @@ impl Block {
         let ws = self.window_size;
         let [b, h, w, c3] = qkv.dims();
         let padded = pad_to_windows(qkv, ws, pad);
+        // Every window has the same key grid, so the same relative-position tables.
+        let tables = self.attn.rel_pos_tables(ws, ws);
         // (first window, windows, real rows or columns per window) along one axis.
         let bands = |len: usize| {
             let mut out = Vec::new();
@@ -205,7 +208,7 @@ impl Block {
                             .reshape([b, ny, ws, nx, ws, c3])
                             .permute([0, 1, 3, 2, 4, 5])
                             .reshape([b * ny * nx, ws, ws, c3]);
-                        let out = self.attn.attend(windows, (qh, qw)); // [b·ny·nx, qh, qw, C]
+                        let out = self.attn.attend(windows, (qh, qw), tables.clone()); // [b·ny·nx, qh, qw, C]
                         let c = c3 / 3;
                         out.reshape([b, ny, nx, qh, qw, c])
                             .permute([0, 1, 3, 2, 4, 5])
@@ -289,7 +292,13 @@ impl Attention {
 
     /// `qkv`: `[B, h, w, 3C]` → attention output before the projection for the queries of the
     /// top-left `qh × qw` tokens, `[B, qh, qw, C]`; every token is a key.
-    pub fn attend(&self, qkv: Tensor<4>, (qh, qw): (usize, usize)) -> Tensor<4> {
+    /// `tables`: [`Attention::rel_pos_tables`] for the `h × w` key grid.
+    pub fn attend(
+        &self,
+        qkv: Tensor<4>,
+        (qh, qw): (usize, usize),
+        tables: (Tensor<3>, Tensor<3>),
+    ) -> Tensor<4> {
         let [b, h, w, c3] = qkv.dims();
         let (c, nh) = (c3 / 3, self.num_heads);
         let hd = c / nh;
@@ -306,7 +315,7 @@ impl Attention {
         let (q, k, v) = (part(0, qh, qw), part(1, h, w), part(2, h, w));
         let scale = (hd as f64).powf(-0.5);
         let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-        let attn = self.add_rel_pos(attn, q, (qh, qw), (h, w));
+        let attn = add_rel_pos(attn, q, (qh, qw), tables);
         softmax(attn, 2)
             .matmul(v)
             .reshape([b, nh, qh, qw, hd])
@@ -314,39 +323,47 @@ impl Attention {
             .reshape([b, qh, qw, c])
     }
 
-    /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
-    /// top-left `qh × qw` queries of an `h × w` grid (SAM's tables for `h × w`, first rows).
-    fn add_rel_pos(
-        &self,
-        attn: Tensor<3>,
-        q: Tensor<3>,
-        (qh, qw): (usize, usize),
-        (h, w): (usize, usize),
-    ) -> Tensor<3> {
-        let [bn, _, hd] = q.dims();
-        let r_h = rel_pos_for(self.rel_pos_h.val(), h, h).slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
-        let r_w = rel_pos_for(self.rel_pos_w.val(), w, w).slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
-        let r_q = q.reshape([bn, qh, qw, hd]);
-        // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
-        let rel_h = r_q
-            .clone()
-            .permute([1, 0, 2, 3])
-            .reshape([qh, bn * qw, hd])
-            .matmul(r_h.swap_dims(1, 2))
-            .reshape([qh, bn, qw, h])
-            .permute([1, 0, 2, 3]);
-        // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
-        let rel_w = r_q
-            .permute([2, 0, 1, 3])
-            .reshape([qw, bn * qh, hd])
-            .matmul(r_w.swap_dims(1, 2))
-            .reshape([qw, bn, qh, w])
-            .permute([1, 2, 0, 3]);
-        let attn = attn.reshape([bn, qh, qw, h, w])
-            + rel_h.reshape([bn, qh, qw, h, 1])
-            + rel_w.reshape([bn, qh, qw, 1, w]);
-        attn.reshape([bn, qh * qw, h * w])
+    /// SAM's relative-position tables for an `h × w` grid: `([h, h, hd], [w, w, hd])`.
+    pub fn rel_pos_tables(&self, h: usize, w: usize) -> (Tensor<3>, Tensor<3>) {
+        (
+            rel_pos_for(self.rel_pos_h.val(), h, h),
+            rel_pos_for(self.rel_pos_w.val(), w, w),
+        )
     }
+}
+
+/// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
+/// top-left `qh × qw` queries of the grid of `tables` (their first rows).
+fn add_rel_pos(
+    attn: Tensor<3>,
+    q: Tensor<3>,
+    (qh, qw): (usize, usize),
+    (r_h, r_w): (Tensor<3>, Tensor<3>),
+) -> Tensor<3> {
+    let [bn, _, hd] = q.dims();
+    let [h, w] = [r_h.dims()[0], r_w.dims()[0]];
+    let r_h = r_h.slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
+    let r_w = r_w.slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
+    let r_q = q.reshape([bn, qh, qw, hd]);
+    // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
+    let rel_h = r_q
+        .clone()
+        .permute([1, 0, 2, 3])
+        .reshape([qh, bn * qw, hd])
+        .matmul(r_h.swap_dims(1, 2))
+        .reshape([qh, bn, qw, h])
+        .permute([1, 0, 2, 3]);
+    // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
+    let rel_w = r_q
+        .permute([2, 0, 1, 3])
+        .reshape([qw, bn * qh, hd])
+        .matmul(r_w.swap_dims(1, 2))
+        .reshape([qw, bn, qh, w])
+        .permute([1, 2, 0, 3]);
+    let attn = attn.reshape([bn, qh, qw, h, w])
+        + rel_h.reshape([bn, qh, qw, h, 1])
+        + rel_w.reshape([bn, qh, qw, 1, w]);
+    attn.reshape([bn, qh * qw, h * w])
 }
 
 /// SAM's `get_rel_pos`: the `[q, k, hd]` table of relative embeddings for query/key sizes
