@@ -54,6 +54,8 @@ pub struct BenchReport {
     pub batch: usize,
     pub boxes: usize,
     pub threads: usize,
+    /// Whether the fused CPU kernels ran (`--unfused` times burn's composed ops instead).
+    pub fused_kernels: bool,
     /// Every timed run, in milliseconds.
     pub runs_ms: Vec<f64>,
     pub median_ms: f64,
@@ -114,21 +116,63 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         batch: s.batch,
         boxes: s.boxes,
         threads: rayon::current_num_threads(),
+        fused_kernels: crate::kernels::enabled(),
         median_ms: median(&runs_ms),
         runs_ms,
         peak_rss_mib: peak_rss_mib(),
     })
 }
 
-/// Milliseconds of each timed `n × n` f32 matrix product on the CPU backend.
-pub fn gemm(n: usize, warmup: usize, runs: usize) -> Vec<f64> {
+/// The shape of a GEMM benchmark: `[m, k] · [k, n]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl GemmShape {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.k as f64 * self.n as f64
+    }
+}
+
+impl std::fmt::Display for GemmShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.m, self.k, self.n)
+    }
+}
+
+impl std::str::FromStr for GemmShape {
+    type Err = String;
+
+    /// `N` (square) or `MxKxN`, every size at least 1.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let sizes = text
+            .split('x')
+            .map(|part| part.trim().parse::<usize>().ok().filter(|&v| v > 0))
+            .collect::<Option<Vec<_>>>();
+        match sizes.as_deref() {
+            Some(&[n]) => Ok(Self { m: n, k: n, n }),
+            Some(&[m, k, n]) => Ok(Self { m, k, n }),
+            _ => Err(format!(
+                "`{text}` is not a GEMM size: give N (square) or MxKxN, e.g. 256x768x2304"
+            )),
+        }
+    }
+}
+
+/// Times `[m, k] · [k, n]` in f32 on seeded random matrices; returns the timed runs in ms.
+pub fn gemm(shape: GemmShape, warmup: usize, runs: usize) -> Vec<f64> {
     let device = Device::flex();
     let mut rng = StdRng::seed_from_u64(0);
-    let mut matrix = || {
-        let values: Vec<f32> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::<2>::from_data(TensorData::new(values, [n, n]), &device)
+    let mut matrix = |rows: usize, cols: usize| {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &device)
     };
-    let (a, b) = (matrix(), matrix());
+    let (a, b) = (matrix(shape.m, shape.k), matrix(shape.k, shape.n));
     (0..warmup + runs)
         .filter_map(|run| {
             let started = Instant::now();

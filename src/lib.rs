@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod kernels;
 pub mod output;
 pub mod peft;
 pub mod sam;

@@ -1,6 +1,7 @@
 //! Gradient parity of every method and switch against the PyTorch reference
 //! (`scripts/make_peft_fixtures.py`): one forward and backward of BCE + soft Dice on two box
-//! prompts with the tiny SAM, the same starting values on both sides.
+//! prompts with the tiny SAM, the same starting values on both sides. SAM runs with the fused CPU
+//! kernels and, in one test, with burn's composed ops.
 
 mod common;
 
@@ -50,7 +51,10 @@ fn with_prefix(dict: &StateDict, prefix: &str) -> StateDict {
         .collect()
 }
 
-fn check_case(case: &str) {
+/// `fused`: run SAM with the fused CPU kernels, or with burn's composed ops (the path of
+/// every other device).
+fn check_case(case: &str, fused: bool) {
+    sam_cobot::kernels::set_enabled(fused);
     let dir = fixtures().join("peft").join(case);
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
@@ -160,8 +164,16 @@ fn cfg_trains_nothing(meta: &Value) -> bool {
 
 macro_rules! cases {
     ($($name:ident => $dir:literal,)*) => {
-        $(#[test] fn $name() { check_case($dir); })*
+        $(#[test] fn $name() { check_case($dir, true); })*
     };
+}
+
+/// The composed path (GPU devices, other dtypes) against the same references.
+#[test]
+fn composed_ops_match_the_reference_too() {
+    for case in ["full", "lora_cobot", "adapter_cobot"] {
+        check_case(case, false);
+    }
 }
 
 cases! {

@@ -133,7 +133,7 @@ fn bench_reports_medians_and_refuses_freeze_steps() {
             "--workload",
             "gemm",
             "--gemm-size",
-            "64",
+            "48x64x32",
             "--runs",
             "2",
             "--json",
@@ -141,6 +141,13 @@ fn bench_reports_medians_and_refuses_freeze_steps() {
     );
     let report: serde_json::Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
     assert!(report["gflops"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["size"], "48x64x32");
+    let out = sam_cobot(
+        tmp.path(),
+        &["bench", "--workload", "gemm", "--gemm-size", "48x0x32"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`48x0x32` is not a GEMM size"));
     let out = sam_cobot(
         tmp.path(),
         &["bench", "--model", "tiny", "--method", "freeze"],

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::peft_args::PeftArgs;
-use crate::bench::{BenchSettings, Workload};
+use crate::bench::{BenchSettings, GemmShape, Workload};
 use crate::checkpoint::load_state_dict;
 use crate::sam::random::random_state_dict;
 
@@ -41,9 +41,12 @@ pub struct BenchArgs {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Matrix size of `--workload gemm`.
-    #[arg(long, default_value_t = 2048)]
-    gemm_size: usize,
+    /// Matrix sizes of `--workload gemm`: N (square) or MxKxN.
+    #[arg(long, default_value = "2048")]
+    gemm_size: GemmShape,
+    /// Compose burn's ops instead of running the fused CPU kernels (to measure what they gain).
+    #[arg(long)]
+    unfused: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -56,17 +59,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .build_global()
             .context("cannot set up the worker threads")?;
     }
+    crate::kernels::set_enabled(!args.unfused);
     if args.workload == Workload::Gemm {
-        let n = args.gemm_size.max(1);
-        let ms = crate::bench::median(&crate::bench::gemm(n, args.warmup, args.runs.max(1)));
-        let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
+        let shape = args.gemm_size;
+        let ms = crate::bench::median(&crate::bench::gemm(shape, args.warmup, args.runs.max(1)));
+        let gflops = shape.flops() / (ms * 1e-3) / 1e9;
         if args.json {
-            let report = serde_json::json!({"workload": "gemm", "size": n, "median_ms": ms,
-                "gflops": gflops, "threads": rayon::current_num_threads()});
+            let report = serde_json::json!({"workload": "gemm", "size": shape.to_string(),
+                "median_ms": ms, "gflops": gflops, "threads": rayon::current_num_threads()});
             println!("{report}");
         } else {
             println!(
-                "gemm {n}x{n} f32, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                "gemm {shape} f32, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
                 rayon::current_num_threads()
             );
         }
@@ -94,7 +98,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {} at {} px, {} image(s) x {} box(es), {} threads: median {:.1} ms over {} runs, peak RSS {}",
+            "{} {} {} at {} px, {} image(s) x {} box(es), {} threads{}: median {:.1} ms over {} runs, peak RSS {}",
             clap::ValueEnum::to_possible_value(&report.workload)
                 .expect("every workload has a name")
                 .get_name(),
@@ -104,6 +108,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             report.batch,
             report.boxes,
             report.threads,
+            if report.fused_kernels {
+                ""
+            } else {
+                ", unfused"
+            },
             report.median_ms,
             report.runs_ms.len(),
             report

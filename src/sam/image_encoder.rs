@@ -1,7 +1,7 @@
 //! SAM's ViT image encoder (SPEC §1.2): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,6 +10,7 @@ use super::config::ImageEncoderConfig;
 use super::layers::{Conv2d, LayerNorm, Linear};
 use super::transforms::linear_interpolation_matrix;
 use super::weights::{ModelLoadError, Weights};
+use crate::kernels;
 use crate::peft::adapter::Adapter;
 use crate::peft::cobot::{CobotShared, lora_columns, module_column};
 use crate::peft::lora::LoraQv;
@@ -145,14 +146,22 @@ impl Block {
         let shortcut = x.clone();
         let [b, h, w, c] = x.dims();
         let qkv = self.attn.qkv(self.norm1.forward(x), qv_columns); // [B, H, W, 3C]
-        let attended = if self.window_size > 0 {
-            // SAM pads the normed input with zeros before qkv; qkv of a zero row is the bias, so
-            // padding qkv with its bias is exact and saves the projections of the padding.
-            let pad = match &self.attn.qkv.bias {
-                Some(bias) => bias.val(),
-                None => Tensor::zeros([3 * c], &qkv.device()),
+        // SAM pads the normed input with zeros before qkv; qkv of a zero row is the bias, so
+        // padding qkv with its bias is exact and saves the projections of the padding.
+        let device = qkv.device();
+        let pad = || match &self.attn.qkv.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([3 * c], &device),
+        };
+        let attended = if kernels::fused(&qkv) {
+            let (wh, ww) = match self.window_size {
+                0 => (h, w),
+                ws => (ws, ws),
             };
-            self.windowed_attention(qkv, pad)
+            let (rel_h, rel_w) = self.attn.rel_pos_tables(wh, ww);
+            kernels::rel_pos_attention(qkv, pad(), rel_h, rel_w, self.attn.num_heads)
+        } else if self.window_size > 0 {
+            self.windowed_attention(qkv, pad())
         } else {
             self.attn
                 .attend(qkv, (h, w), self.attn.rel_pos_tables(h, w))
@@ -160,7 +169,9 @@ impl Block {
         // The output projection runs on real tokens only, after the padding is cropped.
         let x = shortcut + self.attn.proj.forward(attended.reshape([b, h, w, c]));
         let n = self.norm2.forward(x.clone());
-        let mut mlp = self.lin2.forward(gelu(self.lin1.forward(n.clone())));
+        let mut mlp = self
+            .lin2
+            .forward(kernels::gelu(self.lin1.forward(n.clone())));
         if let Some(adapter) = &self.adapter {
             let dims = n.dims();
             let column = cross_block.map(|m| module_column(m, index));

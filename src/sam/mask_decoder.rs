@@ -3,13 +3,14 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
 
 use super::config::{DECODER_HEADS, MaskDecoderConfig};
 use super::layers::{LayerNorm, Linear, Mlp};
 use super::weights::{ModelLoadError, Weights};
+use crate::kernels;
 
 const EPS: f64 = 1e-5;
 const PREFIX: &str = "mask_decoder";
@@ -275,8 +276,8 @@ impl MaskDecoder {
             Some(self.upscale1_bias.val()),
             opts.clone(),
         );
-        let x = gelu(self.upscale_norm.forward_channels_first(x));
-        gelu(conv_transpose2d(
+        let x = kernels::gelu(self.upscale_norm.forward_channels_first(x));
+        kernels::gelu(conv_transpose2d(
             x,
             self.upscale2_weight.val(),
             Some(self.upscale2_bias.val()),

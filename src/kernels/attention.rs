@@ -1,0 +1,359 @@
+//! SAM's attention with decomposed relative positions, fused: windows, padding, heads, the
+//! relative-position terms, softmax and both products in one pass per (image, window, head),
+//! in parallel. The probabilities are never stored: the backward pass recomputes them per task,
+//! so memory stays at one `queries × keys` block per thread (flash-attention style).
+
+use rayon::prelude::*;
+
+use super::matmul::{Mat, gemm};
+
+/// The geometry of one call: `qkv` is `[b, h, w, 3·heads·hd]` (channels `[3][heads][hd]`),
+/// attended in windows of `wh × ww` (the whole grid for global attention). The grid is padded to
+/// whole windows with `pad` tokens, which are keys but never queries.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Geometry {
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+    pub heads: usize,
+    pub hd: usize,
+    pub wh: usize,
+    pub ww: usize,
+}
+
+/// One (image, window, head): its window origin and real query rows / columns.
+#[derive(Clone, Copy)]
+struct Task {
+    b: usize,
+    y0: usize,
+    x0: usize,
+    head: usize,
+    qh: usize,
+    qw: usize,
+}
+
+/// A task's gathered inputs: `q` `[nq, hd]` (real queries, row-major over `qh × qw`), `k` and
+/// `v` `[nk, hd]` (every window position, padding included).
+struct Gathered {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Gradients of one task, scattered by [`backward`].
+struct TaskGrads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    d_rel_h: Vec<f32>,
+    d_rel_w: Vec<f32>,
+}
+
+/// Inputs shared by the forward and backward passes.
+pub(super) struct Inputs<'a> {
+    pub qkv: &'a [f32],
+    /// `[3C]`: the qkv row of a padding token (only its k and v parts are used).
+    pub pad: &'a [f32],
+    /// `[wh, wh, hd]`: relative embeddings by (query row, key row) within a window.
+    pub rel_h: &'a [f32],
+    /// `[ww, ww, hd]`: by (query column, key column).
+    pub rel_w: &'a [f32],
+}
+
+/// Gradients with respect to each of [`Inputs`].
+pub(super) struct Grads {
+    pub qkv: Vec<f32>,
+    pub pad: Vec<f32>,
+    pub rel_h: Vec<f32>,
+    pub rel_w: Vec<f32>,
+}
+
+impl Geometry {
+    fn channels(&self) -> usize {
+        self.heads * self.hd
+    }
+
+    fn keys(&self) -> usize {
+        self.wh * self.ww
+    }
+
+    fn tasks(&self) -> Vec<Task> {
+        let mut tasks = Vec::new();
+        for b in 0..self.b {
+            for y0 in (0..self.h).step_by(self.wh) {
+                for x0 in (0..self.w).step_by(self.ww) {
+                    for head in 0..self.heads {
+                        tasks.push(Task {
+                            b,
+                            y0,
+                            x0,
+                            head,
+                            qh: self.wh.min(self.h - y0),
+                            qw: self.ww.min(self.w - x0),
+                        });
+                    }
+                }
+            }
+        }
+        tasks
+    }
+
+    /// Offset of token (y, x) of image b in a `[b, h, w, channels]` buffer.
+    fn token(&self, b: usize, y: usize, x: usize, channels: usize) -> usize {
+        ((b * self.h + y) * self.w + x) * channels
+    }
+
+    fn check(&self, inputs: &Inputs) {
+        let c = self.channels();
+        assert_eq!(inputs.qkv.len(), self.b * self.h * self.w * 3 * c, "qkv");
+        assert_eq!(inputs.pad.len(), 3 * c, "pad");
+        assert_eq!(inputs.rel_h.len(), self.wh * self.wh * self.hd, "rel_h");
+        assert_eq!(inputs.rel_w.len(), self.ww * self.ww * self.hd, "rel_w");
+    }
+
+    fn gather(&self, inputs: &Inputs, t: Task) -> Gathered {
+        let (c, hd) = (self.channels(), self.hd);
+        let head = t.head * hd;
+        let mut q = Vec::with_capacity(t.qh * t.qw * hd);
+        for y in 0..t.qh {
+            for x in 0..t.qw {
+                let at = self.token(t.b, t.y0 + y, t.x0 + x, 3 * c) + head;
+                q.extend_from_slice(&inputs.qkv[at..at + hd]);
+            }
+        }
+        let (mut k, mut v) = (Vec::with_capacity(self.keys() * hd), Vec::new());
+        v.reserve(self.keys() * hd);
+        for ky in 0..self.wh {
+            for kx in 0..self.ww {
+                let (y, x) = (t.y0 + ky, t.x0 + kx);
+                let (row, at) = if y < self.h && x < self.w {
+                    (inputs.qkv, self.token(t.b, y, x, 3 * c))
+                } else {
+                    (inputs.pad, 0)
+                };
+                k.extend_from_slice(&row[at + c + head..at + c + head + hd]);
+                v.extend_from_slice(&row[at + 2 * c + head..at + 2 * c + head + hd]);
+            }
+        }
+        Gathered { q, k, v }
+    }
+
+    /// Softmax probabilities `[nq, nk]` of `scale·q·kᵀ + rel_h + rel_w`.
+    fn probabilities(&self, inputs: &Inputs, t: Task, g: &Gathered) -> Vec<f32> {
+        let (hd, nq, nk) = (self.hd, t.qh * t.qw, self.keys());
+        let scale = (hd as f32).powf(-0.5);
+        let mut p = vec![0.0; nq * nk];
+        gemm(
+            &mut p,
+            Mat::rows(&g.q, nq, hd),
+            Mat::rows(&g.k, nk, hd).t(),
+            scale,
+            false,
+        );
+        let (mut rel_h, mut rel_w) = (vec![0.0; self.wh], vec![0.0; self.ww]);
+        for (i, row) in p.chunks_exact_mut(nk).enumerate() {
+            let (y, x) = (i / t.qw, i % t.qw);
+            let q = &g.q[i * hd..(i + 1) * hd];
+            for (ky, r) in rel_h.iter_mut().enumerate() {
+                *r = dot(q, &inputs.rel_h[(y * self.wh + ky) * hd..][..hd]);
+            }
+            for (kx, r) in rel_w.iter_mut().enumerate() {
+                *r = dot(q, &inputs.rel_w[(x * self.ww + kx) * hd..][..hd]);
+            }
+            for (ky, keys) in row.chunks_exact_mut(self.ww).enumerate() {
+                for (s, r) in keys.iter_mut().zip(&rel_w) {
+                    *s += rel_h[ky] + r;
+                }
+            }
+            softmax_in_place(row);
+        }
+        p
+    }
+}
+
+/// `[b, h, w, C]`: the attention output of every real token, before the projection.
+pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
+    geo.check(inputs);
+    let (c, hd) = (geo.channels(), geo.hd);
+    let tasks = geo.tasks();
+    let outputs: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&t| {
+            let g = geo.gather(inputs, t);
+            let p = geo.probabilities(inputs, t, &g);
+            let nq = t.qh * t.qw;
+            let mut o = vec![0.0; nq * hd];
+            gemm(
+                &mut o,
+                Mat::rows(&p, nq, geo.keys()),
+                Mat::rows(&g.v, geo.keys(), hd),
+                1.0,
+                false,
+            );
+            o
+        })
+        .collect();
+    let mut out = vec![0.0; geo.b * geo.h * geo.w * c];
+    for (t, o) in tasks.iter().zip(&outputs) {
+        for (i, row) in o.chunks_exact(hd).enumerate() {
+            let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, c) + t.head * hd;
+            out[at..at + hd].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Gradients of every input, given `grad` `[b, h, w, C]` of the output.
+pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
+    geo.check(inputs);
+    let (c, hd, nk) = (geo.channels(), geo.hd, geo.keys());
+    assert_eq!(grad.len(), geo.b * geo.h * geo.w * c, "output gradient");
+    let scale = (hd as f32).powf(-0.5);
+    let tasks = geo.tasks();
+    let task_grads: Vec<TaskGrads> = tasks
+        .par_iter()
+        .map(|&t| {
+            let g = geo.gather(inputs, t);
+            let p = geo.probabilities(inputs, t, &g);
+            let nq = t.qh * t.qw;
+            let mut d_out = Vec::with_capacity(nq * hd);
+            for i in 0..nq {
+                let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, c) + t.head * hd;
+                d_out.extend_from_slice(&grad[at..at + hd]);
+            }
+            // dV = Pᵀ·dO; dP = dO·Vᵀ.
+            let mut dv = vec![0.0; nk * hd];
+            gemm(
+                &mut dv,
+                Mat::rows(&p, nq, nk).t(),
+                Mat::rows(&d_out, nq, hd),
+                1.0,
+                false,
+            );
+            let mut ds = vec![0.0; nq * nk];
+            gemm(
+                &mut ds,
+                Mat::rows(&d_out, nq, hd),
+                Mat::rows(&g.v, nk, hd).t(),
+                1.0,
+                false,
+            );
+            // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), row by row; then the logits'
+            // relative-position terms get dS summed over key columns (rows).
+            let (mut d_rel_h, mut d_rel_w) = (
+                vec![0.0; geo.wh * geo.wh * hd],
+                vec![0.0; geo.ww * geo.ww * hd],
+            );
+            let mut dq = vec![0.0; nq * hd];
+            let (mut row_h, mut row_w) = (vec![0.0; geo.wh], vec![0.0; geo.ww]);
+            for (i, (ds_row, p_row)) in ds.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate()
+            {
+                let weighted = dot(ds_row, p_row);
+                for (d, &pr) in ds_row.iter_mut().zip(p_row) {
+                    *d = pr * (*d - weighted);
+                }
+                row_w.fill(0.0);
+                for (ky, keys) in ds_row.chunks_exact(geo.ww).enumerate() {
+                    row_h[ky] = keys.iter().sum();
+                    for (r, &d) in row_w.iter_mut().zip(keys) {
+                        *r += d;
+                    }
+                }
+                let (y, x) = (i / t.qw, i % t.qw);
+                let q = &g.q[i * hd..(i + 1) * hd];
+                let dq_row = &mut dq[i * hd..(i + 1) * hd];
+                for (ky, &d) in row_h.iter().enumerate() {
+                    let at = (y * geo.wh + ky) * hd;
+                    axpy(dq_row, d, &inputs.rel_h[at..at + hd]);
+                    axpy(&mut d_rel_h[at..at + hd], d, q);
+                }
+                for (kx, &d) in row_w.iter().enumerate() {
+                    let at = (x * geo.ww + kx) * hd;
+                    axpy(dq_row, d, &inputs.rel_w[at..at + hd]);
+                    axpy(&mut d_rel_w[at..at + hd], d, q);
+                }
+            }
+            // dQ += scale·dS·K; dK = scale·dSᵀ·Q.
+            gemm(
+                &mut dq,
+                Mat::rows(&ds, nq, nk),
+                Mat::rows(&g.k, nk, hd),
+                scale,
+                true,
+            );
+            let mut dk = vec![0.0; nk * hd];
+            gemm(
+                &mut dk,
+                Mat::rows(&ds, nq, nk).t(),
+                Mat::rows(&g.q, nq, hd),
+                scale,
+                false,
+            );
+            TaskGrads {
+                dq,
+                dk,
+                dv,
+                d_rel_h,
+                d_rel_w,
+            }
+        })
+        .collect();
+
+    let mut grads = Grads {
+        qkv: vec![0.0; inputs.qkv.len()],
+        pad: vec![0.0; 3 * c],
+        rel_h: vec![0.0; inputs.rel_h.len()],
+        rel_w: vec![0.0; inputs.rel_w.len()],
+    };
+    for (t, tg) in tasks.iter().zip(&task_grads) {
+        let head = t.head * hd;
+        // Every real token is a query and a key of exactly one window, so these are writes.
+        for (i, row) in tg.dq.chunks_exact(hd).enumerate() {
+            let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, 3 * c) + head;
+            grads.qkv[at..at + hd].copy_from_slice(row);
+        }
+        for (j, (dk, dv)) in tg
+            .dk
+            .chunks_exact(hd)
+            .zip(tg.dv.chunks_exact(hd))
+            .enumerate()
+        {
+            let (y, x) = (t.y0 + j / geo.ww, t.x0 + j % geo.ww);
+            if y < geo.h && x < geo.w {
+                let at = geo.token(t.b, y, x, 3 * c) + head;
+                grads.qkv[at + c..at + c + hd].copy_from_slice(dk);
+                grads.qkv[at + 2 * c..at + 2 * c + hd].copy_from_slice(dv);
+            } else {
+                axpy(&mut grads.pad[c + head..c + head + hd], 1.0, dk);
+                axpy(&mut grads.pad[2 * c + head..2 * c + head + hd], 1.0, dv);
+            }
+        }
+        axpy(&mut grads.rel_h, 1.0, &tg.d_rel_h);
+        axpy(&mut grads.rel_w, 1.0, &tg.d_rel_w);
+    }
+    grads
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += a·x`.
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}

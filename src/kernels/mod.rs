@@ -1,0 +1,256 @@
+//! Fused CPU kernels for SAM's hot paths, with their own backward passes.
+//!
+//! burn's Flex backend runs elementwise ops on one thread and materialises every permute, slice
+//! and broadcast of SAM's attention. These kernels do that work in one parallel pass instead:
+//! - [`rel_pos_attention`]: windowed or global attention with decomposed relative positions,
+//!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
+//! - [`gelu`]: exact GELU.
+//!
+//! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
+//! the same functions compose burn's tensor ops, so results never depend on the path taken
+//! beyond float rounding (tests/kernels.rs compares both, values and gradients).
+
+mod attention;
+mod gelu;
+mod matmul;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use std::cell::Cell;
+
+use attention::{Geometry, Inputs};
+
+/// `qkv` `[B, H, W, 3C]` (channels `[3][heads][hd]`) → attention output `[B, H, W, C]` before
+/// the projection, attended in windows of the size of the tables (`rel_h` `[wh, wh, hd]`,
+/// `rel_w` `[ww, ww, hd]`; the whole grid for global attention). The grid is padded to whole
+/// windows with `pad` (`[3C]`, the qkv of a padding token); padding tokens are keys only.
+///
+/// Flex only: callers check [`fused`] and compose burn ops elsewhere.
+pub fn rel_pos_attention(
+    qkv: Tensor<4>,
+    pad: Tensor<1>,
+    rel_h: Tensor<3>,
+    rel_w: Tensor<3>,
+    heads: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as CpuKernels>::rel_pos_attention(
+        qkv.into_dispatch(),
+        pad.into_dispatch(),
+        rel_h.into_dispatch(),
+        rel_w.into_dispatch(),
+        heads,
+    ))
+}
+
+/// Exact (erf) GELU, as PyTorch's `nn.GELU()`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fused(&x) {
+        Tensor::from_dispatch(<Dispatch as CpuKernels>::gelu(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// Whether the fused kernels serve `x`: an f32 tensor on the Flex device, unless they were
+/// switched off with [`set_enabled`].
+pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
+    enabled()
+        && x.dtype() == DType::F32
+        && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Switches the fused kernels on or off for models run on the calling thread (on by default);
+/// off, every device takes the composed path. For measuring the kernels and testing both paths.
+pub fn set_enabled(on: bool) {
+    ENABLED.set(on);
+}
+
+pub fn enabled() -> bool {
+    ENABLED.get()
+}
+
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuKernels: Backend {
+    fn rel_pos_attention(
+        qkv: FloatTensor<Self>,
+        pad: FloatTensor<Self>,
+        rel_h: FloatTensor<Self>,
+        rel_w: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl CpuKernels for Flex {
+    fn rel_pos_attention(
+        qkv: FlexTensor,
+        pad: FlexTensor,
+        rel_h: FlexTensor,
+        rel_w: FlexTensor,
+        heads: usize,
+    ) -> FlexTensor {
+        let (geo, [qkv, pad, rel_h, rel_w]) = attention_inputs([qkv, pad, rel_h, rel_w], heads);
+        let out = attention::forward(geo, &inputs(&qkv, &pad, &rel_h, &rel_w));
+        flex(out, vec![geo.b, geo.h, geo.w, geo.heads * geo.hd])
+    }
+
+    fn gelu(x: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let out = gelu::forward(f32s(&x));
+        flex(out, x.layout().shape().to_vec())
+    }
+}
+
+impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
+    fn rel_pos_attention(
+        qkv: FloatTensor<Self>,
+        pad: FloatTensor<Self>,
+        rel_h: FloatTensor<Self>,
+        rel_w: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RelPosAttention;
+
+        impl Backward<Flex, 4> for RelPosAttention {
+            type State = ([NodeId; 4], usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 4>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let (ids, heads) = ops.state;
+                let saved: [FlexTensor; 4] = ids.map(|id| checkpointer.retrieve_node_output(id));
+                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+                let shapes = saved.each_ref().map(|t| t.layout().shape().to_vec());
+                let (geo, [qkv, pad, rel_h, rel_w]) = attention_inputs(saved, heads);
+                let g = attention::backward(geo, &inputs(&qkv, &pad, &rel_h, &rel_w), f32s(&grad));
+                let input_grads = [g.qkv, g.pad, g.rel_h, g.rel_w];
+                for ((parent, grad), shape) in ops.parents.into_iter().zip(input_grads).zip(shapes)
+                {
+                    if let Some(node) = parent {
+                        grads.register::<Flex>(node.id, flex(grad, shape));
+                    }
+                }
+            }
+        }
+
+        let nodes = [qkv.node(), pad.node(), rel_h.node(), rel_w.node()];
+        match RelPosAttention
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [&qkv, &pad, &rel_h, &rel_w].map(|t| prep.checkpoint(t));
+                let out = Flex::rel_pos_attention(
+                    qkv.into_primitive(),
+                    pad.into_primitive(),
+                    rel_h.into_primitive(),
+                    rel_w.into_primitive(),
+                    heads,
+                );
+                prep.finish((ids, heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rel_pos_attention(
+                qkv.into_primitive(),
+                pad.into_primitive(),
+                rel_h.into_primitive(),
+                rel_w.into_primitive(),
+                heads,
+            )),
+        }
+    }
+
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Gelu;
+
+        impl Backward<Flex, 1> for Gelu {
+            type State = NodeId;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
+                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+                let [parent] = ops.parents;
+                if let Some(node) = parent {
+                    let x = x.to_contiguous();
+                    let dx = gelu::backward(f32s(&x), f32s(&grad));
+                    grads.register::<Flex>(node.id, flex(dx, x.layout().shape().to_vec()));
+                }
+            }
+        }
+
+        match Gelu.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let id = prep.checkpoint(&x);
+                prep.finish(id, Flex::gelu(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::gelu(x.into_primitive())),
+        }
+    }
+}
+
+/// The geometry of a [`CpuKernels::rel_pos_attention`] call, and its inputs made contiguous.
+fn attention_inputs(tensors: [FlexTensor; 4], heads: usize) -> (Geometry, [FlexTensor; 4]) {
+    let [qkv, pad, rel_h, rel_w] = tensors.map(|t| t.to_contiguous());
+    let dims = |t: &FlexTensor| t.layout().shape().to_vec();
+    let (q, h, w) = (dims(&qkv), dims(&rel_h), dims(&rel_w));
+    assert!(
+        q.len() == 4 && h.len() == 3 && w.len() == 3 && heads > 0 && q[3] % (3 * heads) == 0,
+        "rel_pos_attention: qkv {q:?}, rel_h {h:?}, rel_w {w:?}, {heads} heads"
+    );
+    let geo = Geometry {
+        b: q[0],
+        h: q[1],
+        w: q[2],
+        heads,
+        hd: q[3] / (3 * heads),
+        wh: h[0],
+        ww: w[0],
+    };
+    (geo, [qkv, pad, rel_h, rel_w])
+}
+
+fn inputs<'a>(
+    qkv: &'a FlexTensor,
+    pad: &'a FlexTensor,
+    rel_h: &'a FlexTensor,
+    rel_w: &'a FlexTensor,
+) -> Inputs<'a> {
+    Inputs {
+        qkv: f32s(qkv),
+        pad: f32s(pad),
+        rel_h: f32s(rel_h),
+        rel_w: f32s(rel_w),
+    }
+}
+
+/// The values of a contiguous f32 tensor.
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused kernels take contiguous f32 tensors")
+}
+
+fn flex(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
