@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::math;
 use super::matmul::{Mat, gemm};
 
 /// The geometry of one call: `qkv` is `[b, h, w, 3·heads·hd]` (channels `[3][heads][hd]`),
@@ -165,7 +166,7 @@ impl Geometry {
                     *s += rel_h[ky] + r;
                 }
             }
-            softmax_in_place(row);
+            math::softmax(row);
         }
         p
     }
@@ -357,18 +358,5 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
-    }
-}
-
-fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
     }
 }

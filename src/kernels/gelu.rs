@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::math;
+
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 1 << 14;
 
@@ -10,27 +12,16 @@ pub(super) fn forward(x: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(out, x)| {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = 0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        .for_each(|(out, x)| math::gelu(x, out));
     out
 }
 
-/// `grad · d/dx GELU(x)` = `grad · (Φ(x) + x·φ(x))`.
+/// `grad · d/dx GELU(x)`.
 pub(super) fn backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), grad.len());
-    let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
     let mut out = vec![0.0; x.len()];
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(out, (x, grad))| {
-            for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
-                let cdf = 0.5 * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2));
-                let pdf = inv_sqrt_2pi * (-0.5 * v * v).exp();
-                *o = g * (cdf + v * pdf);
-            }
-        });
+        .for_each(|(out, (x, grad))| math::gelu_backward(x, grad, out));
     out
 }

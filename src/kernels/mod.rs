@@ -12,6 +12,7 @@
 
 mod attention;
 mod gelu;
+mod math;
 mod matmul;
 
 use burn::backend::autodiff::NodeId;
