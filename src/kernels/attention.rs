@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::math;
+use super::math::{self, dot};
 use super::matmul::{Mat, gemm};
 
 /// The geometry of one call: `qkv` is `[b, h, w, 3·heads·hd]` (channels `[3][heads][hd]`),
@@ -333,25 +333,6 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
         axpy(&mut grads.rel_w, 1.0, &tg.d_rel_w);
     }
     grads
-}
-
-/// In 16 independent lanes, so that it compiles to vector instructions.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0.0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            acc[lane] += a[lane] * b[lane];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `y += a·x`.

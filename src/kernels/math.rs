@@ -5,6 +5,46 @@
 //! activations they were a tenth of a training step. The polynomials below stay within a few
 //! units in the last place of f32 (tests at the end).
 
+/// Defines `pub(super) fn NAME` that runs its body compiled for AVX-512 or AVX2 + FMA when the
+/// CPU has them (the body is an `#[inline(always)]` function inlined into copies with those
+/// target features), else for the baseline.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub(super) fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512($($arg: $ty),*) {
+                body($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
 /// `e^x` for f32: `2^n · e^r` with `n = round(x·log2 e)`, `r = x − n·ln 2` (ln 2 in two parts,
 /// so `r` is exact enough) and a degree-7 Taylor polynomial of `e^r` on `|r| ≤ ½ ln 2`. Inputs
 /// are clamped to [-87, 88], so tiny results stay ~1e-38 instead of 0 and nothing overflows.
@@ -35,71 +75,73 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * exp(-a * a)).copysign(x)
 }
 
-/// Softmax of a row, in place.
-pub(super) fn softmax(row: &mut [f32]) {
-    widest(|| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+multiversion! {
+    /// Softmax of a row, in place.
+    fn softmax(row: &mut [f32]) {
+        let max = lanes(row, f32::NEG_INFINITY, f32::max);
         for v in row.iter_mut() {
             *v = exp(*v - max);
-            sum += *v;
         }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
         for v in row.iter_mut() {
             *v *= inv;
         }
-    })
+    }
 }
 
-/// `out = GELU(x)`, exact (erf) form.
-pub(super) fn gelu(x: &[f32], out: &mut [f32]) {
-    widest(|| {
+/// `Σ a·b`, in lanes like [`lanes`].
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            acc[lane] += a[lane] * b[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Reduces `values` with `op` in 16 independent lanes: a single running value would chain
+/// every step on the previous one and keep the loop scalar.
+#[inline(always)]
+fn lanes(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| op(a, b));
+    for chunk in chunks {
+        for lane in 0..LANES {
+            acc[lane] = op(acc[lane], chunk[lane]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| op(a, b))
+}
+
+multiversion! {
+    /// `out = GELU(x)`, exact (erf) form.
+    fn gelu(x: &[f32], out: &mut [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
         }
-    })
+    }
 }
 
-/// `out = grad · GELU'(x)` = `grad · (Φ(x) + x·φ(x))`.
-pub(super) fn gelu_backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
-    widest(|| {
+multiversion! {
+    /// `out = grad · GELU'(x)` = `grad · (Φ(x) + x·φ(x))`.
+    fn gelu_backward(x: &[f32], grad: &[f32], out: &mut [f32]) {
+        let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2;
         for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
             let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
             *o = g * (cdf + v * inv_sqrt_2pi * exp(-0.5 * v * v));
         }
-    })
-}
-
-/// Runs `work` compiled for AVX-512 or AVX2 + FMA when the CPU has them (the closure is inlined
-/// into a function with those features), else for the baseline.
-#[inline(always)]
-fn widest<R>(work: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the features this function was compiled for.
-            return unsafe { avx512(work) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { avx2(work) };
-        }
     }
-    work()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512<R>(work: impl FnOnce() -> R) -> R {
-    work()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<R>(work: impl FnOnce() -> R) -> R {
-    work()
 }
 
 #[cfg(test)]
