@@ -1,7 +1,10 @@
 //! SAM's attention with decomposed relative positions, fused: windows, padding, heads, the
 //! relative-position terms, softmax and both products in one pass per (image, window, head),
-//! in parallel. The probabilities are never stored: the backward pass recomputes them per task,
-//! so memory stays at one `queries × keys` block per thread (flash-attention style).
+//! in parallel. Queries go in tiles whose scores stay in cache, and the probabilities are never
+//! stored: the backward pass recomputes them tile by tile, so memory stays at one tile of scores
+//! per thread (flash-attention style, without the online softmax: a tile holds whole rows).
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -139,22 +142,29 @@ impl Geometry {
         Gathered { q, k, v }
     }
 
-    /// Softmax probabilities `[nq, nk]` of `scale·q·kᵀ + rel_h + rel_w`.
-    fn probabilities(&self, inputs: &Inputs, t: Task, g: &Gathered) -> Vec<f32> {
-        let (hd, nq, nk) = (self.hd, t.qh * t.qw, self.keys());
+    /// Softmax probabilities of the queries `rows` into `p` (`[rows.len(), nk]`):
+    /// `softmax(scale·q·kᵀ + rel_h + rel_w)`.
+    fn probabilities(
+        &self,
+        inputs: &Inputs,
+        t: Task,
+        g: &Gathered,
+        rows: Range<usize>,
+        p: &mut [f32],
+    ) {
+        let (hd, nk) = (self.hd, self.keys());
         let scale = (hd as f32).powf(-0.5);
-        let mut p = vec![0.0; nq * nk];
+        let q = &g.q[rows.start * hd..rows.end * hd];
         gemm(
-            &mut p,
-            Mat::rows(&g.q, nq, hd),
+            p,
+            Mat::rows(q, rows.len(), hd),
             Mat::rows(&g.k, nk, hd).t(),
             scale,
             false,
         );
         let (mut rel_h, mut rel_w) = (vec![0.0; self.wh], vec![0.0; self.ww]);
-        for (i, row) in p.chunks_exact_mut(nk).enumerate() {
+        for ((i, row), q) in rows.zip(p.chunks_exact_mut(nk)).zip(q.chunks_exact(hd)) {
             let (y, x) = (i / t.qw, i % t.qw);
-            let q = &g.q[i * hd..(i + 1) * hd];
             for (ky, r) in rel_h.iter_mut().enumerate() {
                 *r = dot(q, &inputs.rel_h[(y * self.wh + ky) * hd..][..hd]);
             }
@@ -168,9 +178,21 @@ impl Geometry {
             }
             math::softmax(row);
         }
-        p
+    }
+
+    /// The task's queries in tiles whose `tile × keys` scores stay in cache (global attention
+    /// at 1024 px has 4096 × 4096 per head).
+    fn query_tiles(&self, t: Task) -> impl Iterator<Item = Range<usize>> {
+        let nq = t.qh * t.qw;
+        let tile = (TILE_SCORES / self.keys()).max(8);
+        (0..nq)
+            .step_by(tile)
+            .map(move |start| start..(start + tile).min(nq))
     }
 }
+
+/// Scores per query tile: 256 KiB of f32, which stays in L2.
+const TILE_SCORES: usize = 1 << 16;
 
 /// `[b, h, w, C]`: the attention output of every real token, before the projection.
 pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
@@ -181,16 +203,19 @@ pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
         .par_iter()
         .map(|&t| {
             let g = geo.gather(inputs, t);
-            let p = geo.probabilities(inputs, t, &g);
-            let nq = t.qh * t.qw;
-            let mut o = vec![0.0; nq * hd];
-            gemm(
-                &mut o,
-                Mat::rows(&p, nq, geo.keys()),
-                Mat::rows(&g.v, geo.keys(), hd),
-                1.0,
-                false,
-            );
+            let mut o = vec![0.0; t.qh * t.qw * hd];
+            let mut p = Vec::new();
+            for rows in geo.query_tiles(t) {
+                p.resize(rows.len() * geo.keys(), 0.0);
+                geo.probabilities(inputs, t, &g, rows.clone(), &mut p);
+                gemm(
+                    &mut o[rows.start * hd..rows.end * hd],
+                    Mat::rows(&p, rows.len(), geo.keys()),
+                    Mat::rows(&g.v, geo.keys(), hd),
+                    1.0,
+                    false,
+                );
+            }
             o
         })
         .collect();
@@ -215,81 +240,90 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
         .par_iter()
         .map(|&t| {
             let g = geo.gather(inputs, t);
-            let p = geo.probabilities(inputs, t, &g);
             let nq = t.qh * t.qw;
             let mut d_out = Vec::with_capacity(nq * hd);
             for i in 0..nq {
                 let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, c) + t.head * hd;
                 d_out.extend_from_slice(&grad[at..at + hd]);
             }
-            // dV = Pᵀ·dO; dP = dO·Vᵀ.
-            let mut dv = vec![0.0; nk * hd];
-            gemm(
-                &mut dv,
-                Mat::rows(&p, nq, nk).t(),
-                Mat::rows(&d_out, nq, hd),
-                1.0,
-                false,
-            );
-            let mut ds = vec![0.0; nq * nk];
-            gemm(
-                &mut ds,
-                Mat::rows(&d_out, nq, hd),
-                Mat::rows(&g.v, nk, hd).t(),
-                1.0,
-                false,
-            );
-            // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), row by row; then the logits'
-            // relative-position terms get dS summed over key columns (rows).
             let (mut d_rel_h, mut d_rel_w) = (
                 vec![0.0; geo.wh * geo.wh * hd],
                 vec![0.0; geo.ww * geo.ww * hd],
             );
-            let mut dq = vec![0.0; nq * hd];
+            let (mut dq, mut dk, mut dv) =
+                (vec![0.0; nq * hd], vec![0.0; nk * hd], vec![0.0; nk * hd]);
+            let (mut p, mut ds) = (Vec::new(), Vec::new());
             let (mut row_h, mut row_w) = (vec![0.0; geo.wh], vec![0.0; geo.ww]);
-            for (i, (ds_row, p_row)) in ds.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate()
-            {
-                let weighted = dot(ds_row, p_row);
-                for (d, &pr) in ds_row.iter_mut().zip(p_row) {
-                    *d = pr * (*d - weighted);
-                }
-                row_w.fill(0.0);
-                for (ky, keys) in ds_row.chunks_exact(geo.ww).enumerate() {
-                    row_h[ky] = keys.iter().sum();
-                    for (r, &d) in row_w.iter_mut().zip(keys) {
-                        *r += d;
+            for rows in geo.query_tiles(t) {
+                let n = rows.len();
+                p.resize(n * nk, 0.0);
+                ds.resize(n * nk, 0.0);
+                geo.probabilities(inputs, t, &g, rows.clone(), &mut p);
+                let d_out = &d_out[rows.start * hd..rows.end * hd];
+                let q = &g.q[rows.start * hd..rows.end * hd];
+                // dV += Pᵀ·dO; dP = dO·Vᵀ.
+                let first = rows.start == 0;
+                gemm(
+                    &mut dv,
+                    Mat::rows(&p, n, nk).t(),
+                    Mat::rows(d_out, n, hd),
+                    1.0,
+                    !first,
+                );
+                gemm(
+                    &mut ds,
+                    Mat::rows(d_out, n, hd),
+                    Mat::rows(&g.v, nk, hd).t(),
+                    1.0,
+                    false,
+                );
+                // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), row by row; the logits'
+                // relative-position terms get dS summed over key columns (rows).
+                let dq = &mut dq[rows.start * hd..rows.end * hd];
+                for (i, ((ds_row, p_row), (q, dq_row))) in rows.clone().zip(
+                    ds.chunks_exact_mut(nk)
+                        .zip(p.chunks_exact(nk))
+                        .zip(q.chunks_exact(hd).zip(dq.chunks_exact_mut(hd))),
+                ) {
+                    let weighted = dot(ds_row, p_row);
+                    for (d, &pr) in ds_row.iter_mut().zip(p_row) {
+                        *d = pr * (*d - weighted);
+                    }
+                    row_w.fill(0.0);
+                    for (ky, keys) in ds_row.chunks_exact(geo.ww).enumerate() {
+                        row_h[ky] = keys.iter().sum();
+                        for (r, &d) in row_w.iter_mut().zip(keys) {
+                            *r += d;
+                        }
+                    }
+                    let (y, x) = (i / t.qw, i % t.qw);
+                    for (ky, &d) in row_h.iter().enumerate() {
+                        let at = (y * geo.wh + ky) * hd;
+                        axpy(dq_row, d, &inputs.rel_h[at..at + hd]);
+                        axpy(&mut d_rel_h[at..at + hd], d, q);
+                    }
+                    for (kx, &d) in row_w.iter().enumerate() {
+                        let at = (x * geo.ww + kx) * hd;
+                        axpy(dq_row, d, &inputs.rel_w[at..at + hd]);
+                        axpy(&mut d_rel_w[at..at + hd], d, q);
                     }
                 }
-                let (y, x) = (i / t.qw, i % t.qw);
-                let q = &g.q[i * hd..(i + 1) * hd];
-                let dq_row = &mut dq[i * hd..(i + 1) * hd];
-                for (ky, &d) in row_h.iter().enumerate() {
-                    let at = (y * geo.wh + ky) * hd;
-                    axpy(dq_row, d, &inputs.rel_h[at..at + hd]);
-                    axpy(&mut d_rel_h[at..at + hd], d, q);
-                }
-                for (kx, &d) in row_w.iter().enumerate() {
-                    let at = (x * geo.ww + kx) * hd;
-                    axpy(dq_row, d, &inputs.rel_w[at..at + hd]);
-                    axpy(&mut d_rel_w[at..at + hd], d, q);
-                }
+                // dQ += scale·dS·K; dK += scale·dSᵀ·Q.
+                gemm(
+                    dq,
+                    Mat::rows(&ds, n, nk),
+                    Mat::rows(&g.k, nk, hd),
+                    scale,
+                    true,
+                );
+                gemm(
+                    &mut dk,
+                    Mat::rows(&ds, n, nk).t(),
+                    Mat::rows(q, n, hd),
+                    scale,
+                    !first,
+                );
             }
-            // dQ += scale·dS·K; dK = scale·dSᵀ·Q.
-            gemm(
-                &mut dq,
-                Mat::rows(&ds, nq, nk),
-                Mat::rows(&g.k, nk, hd),
-                scale,
-                true,
-            );
-            let mut dk = vec![0.0; nk * hd];
-            gemm(
-                &mut dk,
-                Mat::rows(&ds, nq, nk).t(),
-                Mat::rows(&g.q, nq, hd),
-                scale,
-                false,
-            );
             TaskGrads {
                 dq,
                 dk,

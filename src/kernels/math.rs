@@ -9,7 +9,7 @@
 /// CPU has them (the body is an `#[inline(always)]` function inlined into copies with those
 /// target features), else for the baseline.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
         pub(super) fn $name($($arg: $ty),*) {
             #[inline(always)]
@@ -90,6 +90,7 @@ multiversion! {
 }
 
 /// `Σ a·b`, in lanes like [`lanes`].
+#[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];
@@ -144,6 +145,64 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// LayerNorm of whole rows of `x` (`[rows, c]`, `c = gamma.len()`) into `out`:
+    /// `(x − mean) / √(var + eps) · gamma + beta`, with the biased variance, in two passes.
+    fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+        let c = gamma.len();
+        for (x, out) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+            let (mean, rstd) = moments(x, eps);
+            for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+                *o = (v - mean) * rstd * g + b;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// LayerNorm backward for whole rows: writes `dx` and adds each row's share to `d_gamma`
+    /// and `d_beta`. With x̂ the normalised row and g = grad·gamma,
+    /// `dx = rstd · (g − mean(g) − x̂ · mean(g·x̂))`.
+    fn layer_norm_rows_backward(
+        x: &[f32],
+        gamma: &[f32],
+        grad: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        d_gamma: &mut [f32],
+        d_beta: &mut [f32]
+    ) {
+        let c = gamma.len();
+        let mut xhat = vec![0.0; c];
+        let mut g = vec![0.0; c];
+        for ((x, grad), dx) in x.chunks_exact(c).zip(grad.chunks_exact(c)).zip(dx.chunks_exact_mut(c)) {
+            let (mean, rstd) = moments(x, eps);
+            for ((((xh, gg), &v), &dy), &gm) in xhat.iter_mut().zip(g.iter_mut()).zip(x).zip(grad).zip(gamma) {
+                *xh = (v - mean) * rstd;
+                *gg = dy * gm;
+            }
+            let mean_g = lanes(&g, 0.0, |a, b| a + b) / c as f32;
+            let mean_gx = dot(&g, &xhat) / c as f32;
+            for (((d, &gg), &xh), ((dg, db), &dy)) in dx.iter_mut().zip(&g).zip(&xhat).zip(d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(grad)) {
+                *d = rstd * (gg - mean_g - xh * mean_gx);
+                *dg += dy * xh;
+                *db += dy;
+            }
+        }
+    }
+}
+
+/// Mean and `1/√(var + eps)` of a row (biased variance, two passes), accumulated in f64: with
+/// f32 sums the gradients of COBOT's factors, which are sensitive to them, moved 2-4× further
+/// from the reference (tests/peft_gradients.rs).
+#[inline(always)]
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +248,46 @@ mod tests {
         softmax(&mut row);
         for (got, want) in row.iter().zip(want) {
             assert!((*got as f64 - want).abs() < 1e-7, "{got} vs {want}");
+        }
+    }
+
+    /// Forward and backward of rows with an offset mean, against the formulas in f64.
+    #[test]
+    fn layer_norm_rows_match_f64() {
+        let (rows, c, eps) = (5, 67, 1e-6f32);
+        let value = |i: usize, salt: f32| ((i as f32 * 0.731 + salt).sin() * 3.0) + 10.0;
+        let x: Vec<f32> = (0..rows * c).map(|i| value(i, 0.0)).collect();
+        let grad: Vec<f32> = (0..rows * c).map(|i| value(i, 1.0) - 10.0).collect();
+        let gamma: Vec<f32> = (0..c).map(|i| 1.0 + 0.01 * i as f32).collect();
+        let beta: Vec<f32> = (0..c).map(|i| 0.1 * i as f32).collect();
+        let mut y = vec![0.0; rows * c];
+        layer_norm_rows(&x, &gamma, &beta, eps, &mut y);
+        let (mut dx, mut dg, mut db) = (vec![0.0; rows * c], vec![0.0; c], vec![0.0; c]);
+        layer_norm_rows_backward(&x, &gamma, &grad, eps, &mut dx, &mut dg, &mut db);
+        let (mut want_dg, mut want_db) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for r in 0..rows {
+            let row: Vec<f64> = x[r * c..(r + 1) * c].iter().map(|&v| v as f64).collect();
+            let mean = row.iter().sum::<f64>() / c as f64;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            let xhat: Vec<f64> = row.iter().map(|v| (v - mean) * rstd).collect();
+            let g: Vec<f64> = (0..c)
+                .map(|j| grad[r * c + j] as f64 * gamma[j] as f64)
+                .collect();
+            let mean_g = g.iter().sum::<f64>() / c as f64;
+            let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / c as f64;
+            for j in 0..c {
+                let want_y = xhat[j] * gamma[j] as f64 + beta[j] as f64;
+                assert!((y[r * c + j] as f64 - want_y).abs() < 1e-5, "y[{r},{j}]");
+                let want_dx = rstd * (g[j] - mean_g - xhat[j] * mean_gx);
+                assert!((dx[r * c + j] as f64 - want_dx).abs() < 1e-5, "dx[{r},{j}]");
+                want_dg[j] += grad[r * c + j] as f64 * xhat[j];
+                want_db[j] += grad[r * c + j] as f64;
+            }
+        }
+        for j in 0..c {
+            assert!((dg[j] as f64 - want_dg[j]).abs() < 1e-4, "d_gamma[{j}]");
+            assert!((db[j] as f64 - want_db[j]).abs() < 1e-4, "d_beta[{j}]");
         }
     }
 }

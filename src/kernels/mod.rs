@@ -4,6 +4,7 @@
 //! and broadcast of SAM's attention. These kernels do that work in one parallel pass instead:
 //! - [`rel_pos_attention`]: windowed or global attention with decomposed relative positions,
 //!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
+//! - [`layer_norm`]: LayerNorm over the last axis;
 //! - [`gelu`]: exact GELU.
 //!
 //! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
@@ -12,6 +13,7 @@
 
 mod attention;
 mod gelu;
+mod layer_norm;
 mod math;
 mod matmul;
 
@@ -59,6 +61,25 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// LayerNorm of `x` over its last axis, `(x − mean) / √(var + eps) · gamma + beta`.
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<D> {
+    if fused(&x) {
+        Tensor::from_dispatch(<Dispatch as CpuKernels>::layer_norm(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            eps,
+        ))
+    } else {
+        burn::tensor::module::layer_norm(x, gamma, Some(beta), eps)
+    }
+}
+
 /// Whether the fused kernels serve `x`: an f32 tensor on the Flex device, unless they were
 /// switched off with [`set_enabled`].
 pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
@@ -92,6 +113,13 @@ pub trait CpuKernels: Backend {
     ) -> FloatTensor<Self>;
 
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -110,6 +138,12 @@ impl CpuKernels for Flex {
     fn gelu(x: FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
         let out = gelu::forward(f32s(&x));
+        flex(out, x.layout().shape().to_vec())
+    }
+
+    fn layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> FlexTensor {
+        let [x, gamma, beta] = [x, gamma, beta].map(|t| t.to_contiguous());
+        let out = layer_norm::forward(f32s(&x), f32s(&gamma), f32s(&beta), eps as f32);
         flex(out, x.layout().shape().to_vec())
     }
 }
@@ -207,6 +241,72 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
                 prep.finish(id, Flex::gelu(x.into_primitive()))
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::gelu(x.into_primitive())),
+        }
+    }
+
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LayerNorm;
+
+        impl Backward<Flex, 3> for LayerNorm {
+            type State = ([NodeId; 3], f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let ([x, gamma, _], eps) = ops.state;
+                let x: FlexTensor = checkpointer.retrieve_node_output(x);
+                let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma);
+                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+                let [x, gamma] = [x, gamma].map(|t| t.to_contiguous());
+                let g = layer_norm::backward(f32s(&x), f32s(&gamma), f32s(&grad), eps as f32);
+                let shapes = [
+                    x.layout().shape().to_vec(),
+                    vec![g.gamma.len()],
+                    vec![g.beta.len()],
+                ];
+                for ((parent, grad), shape) in ops
+                    .parents
+                    .into_iter()
+                    .zip([g.x, g.gamma, g.beta])
+                    .zip(shapes)
+                {
+                    if let Some(node) = parent {
+                        grads.register::<Flex>(node.id, flex(grad, shape));
+                    }
+                }
+            }
+        }
+
+        match LayerNorm
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [&x, &gamma, &beta].map(|t| prep.checkpoint(t));
+                let out = Flex::layer_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    eps,
+                );
+                prep.finish((ids, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::layer_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                eps,
+            )),
         }
     }
 }

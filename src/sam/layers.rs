@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::ConvOptions;
 
 use super::weights::{ModelLoadError, Weights};
@@ -67,7 +67,7 @@ impl LayerNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+        crate::kernels::layer_norm(x, self.weight.val(), self.bias.val(), self.eps)
     }
 
     /// SAM's LayerNorm2d: normalises `[B, C, H, W]` over C.
