@@ -1,11 +1,11 @@
 //! SAM's ViT image encoder (SPEC §1.2): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData};
 
+use super::attention::rel_pos_attention;
 use super::config::ImageEncoderConfig;
 use super::layers::{Conv2d, LayerNorm, Linear};
 use super::transforms::linear_interpolation_matrix;
@@ -146,26 +146,17 @@ impl Block {
         let shortcut = x.clone();
         let [b, h, w, c] = x.dims();
         let qkv = self.attn.qkv(self.norm1.forward(x), qv_columns); // [B, H, W, 3C]
-        // SAM pads the normed input with zeros before qkv; qkv of a zero row is the bias, so
-        // padding qkv with its bias is exact and saves the projections of the padding.
-        let device = qkv.device();
-        let pad = || match &self.attn.qkv.bias {
+        // The qkv of a padding token: SAM's zero rows projected give the bias.
+        let pad = match &self.attn.qkv.bias {
             Some(bias) => bias.val(),
-            None => Tensor::zeros([3 * c], &device),
+            None => Tensor::zeros([3 * c], &qkv.device()),
         };
-        let attended = if kernels::fused(&qkv) {
-            let (wh, ww) = match self.window_size {
-                0 => (h, w),
-                ws => (ws, ws),
-            };
-            let (rel_h, rel_w) = self.attn.rel_pos_tables(wh, ww);
-            kernels::rel_pos_attention(qkv, pad(), rel_h, rel_w, self.attn.num_heads)
-        } else if self.window_size > 0 {
-            self.windowed_attention(qkv, pad())
-        } else {
-            self.attn
-                .attend(qkv, (h, w), self.attn.rel_pos_tables(h, w))
+        let (wh, ww) = match self.window_size {
+            0 => (h, w),
+            ws => (ws, ws),
         };
+        let (rel_h, rel_w) = self.attn.rel_pos_tables(wh, ww);
+        let attended = rel_pos_attention(qkv, pad, rel_h, rel_w, self.attn.num_heads);
         // The output projection runs on real tokens only, after the padding is cropped.
         let x = shortcut + self.attn.proj.forward(attended.reshape([b, h, w, c]));
         let n = self.norm2.forward(x.clone());
@@ -180,73 +171,6 @@ impl Block {
         }
         x + mlp
     }
-
-    /// SAM's windowed attention on `qkv` `[B, H, W, 3C]` → `[B, H, W, C]` (before the
-    /// projection). SAM pads H and W to multiples of the window with `pad` rows and attends in
-    /// every window, then crops. Padding tokens are keys here but never queries: their outputs
-    /// are cropped anyway. Windows fall into up to four bands (full, or with only the real rows
-    /// / columns of the last band as queries), each attended as one batch.
-    fn windowed_attention(&self, qkv: Tensor<4>, pad: Tensor<1>) -> Tensor<4> {
-        let ws = self.window_size;
-        let [b, h, w, c3] = qkv.dims();
-        let padded = pad_to_windows(qkv, ws, pad);
-        // Every window has the same key grid, so the same relative-position tables.
-        let tables = self.attn.rel_pos_tables(ws, ws);
-        // (first window, windows, real rows or columns per window) along one axis.
-        let bands = |len: usize| {
-            let mut out = Vec::new();
-            if len / ws > 0 {
-                out.push((0, len / ws, ws));
-            }
-            if !len.is_multiple_of(ws) {
-                out.push((len / ws, 1, len % ws));
-            }
-            out
-        };
-        let rows = bands(h)
-            .into_iter()
-            .map(|(y0, ny, qh)| {
-                let cols = bands(w)
-                    .into_iter()
-                    .map(|(x0, nx, qw)| {
-                        let region = padded.clone().slice([
-                            0..b,
-                            y0 * ws..(y0 + ny) * ws,
-                            x0 * ws..(x0 + nx) * ws,
-                            0..c3,
-                        ]);
-                        let windows = region
-                            .reshape([b, ny, ws, nx, ws, c3])
-                            .permute([0, 1, 3, 2, 4, 5])
-                            .reshape([b * ny * nx, ws, ws, c3]);
-                        let out = self.attn.attend(windows, (qh, qw), tables.clone()); // [b·ny·nx, qh, qw, C]
-                        let c = c3 / 3;
-                        out.reshape([b, ny, nx, qh, qw, c])
-                            .permute([0, 1, 3, 2, 4, 5])
-                            .reshape([b, ny * qh, nx * qw, c])
-                    })
-                    .collect();
-                Tensor::cat(cols, 2)
-            })
-            .collect();
-        Tensor::cat(rows, 1)
-    }
-}
-
-/// `[B, H, W, C]` → `[B, Hp, Wp, C]`, H and W padded at the end to multiples of `ws` with rows
-/// equal to `pad` (`[C]`).
-fn pad_to_windows(x: Tensor<4>, ws: usize, pad: Tensor<1>) -> Tensor<4> {
-    let [b, h, w, c] = x.dims();
-    let (hp, wp) = (h.next_multiple_of(ws), w.next_multiple_of(ws));
-    let pad = pad.reshape([1, 1, 1, c]);
-    let mut x = x;
-    if hp > h {
-        x = Tensor::cat(vec![x, pad.clone().expand([b, hp - h, w, c])], 1);
-    }
-    if wp > w {
-        x = Tensor::cat(vec![x, pad.expand([b, hp, wp - w, c])], 2);
-    }
-    x
 }
 
 /// Multi-head self-attention with decomposed relative positions.
@@ -301,39 +225,6 @@ impl Attention {
         qkv.reshape([b, h, w, 3 * c])
     }
 
-    /// `qkv`: `[B, h, w, 3C]` → attention output before the projection for the queries of the
-    /// top-left `qh × qw` tokens, `[B, qh, qw, C]`; every token is a key.
-    /// `tables`: [`Attention::rel_pos_tables`] for the `h × w` key grid.
-    pub fn attend(
-        &self,
-        qkv: Tensor<4>,
-        (qh, qw): (usize, usize),
-        tables: (Tensor<3>, Tensor<3>),
-    ) -> Tensor<4> {
-        let [b, h, w, c3] = qkv.dims();
-        let (c, nh) = (c3 / 3, self.num_heads);
-        let hd = c / nh;
-        // Channels of qkv are laid out [3][heads][head_dim].
-        let qkv = qkv.reshape([b, h, w, 3, nh, hd]);
-        // [b, rows, cols, heads, hd] of part i → [b·heads, rows·cols, hd].
-        let part = |i: usize, rows: usize, cols: usize| {
-            qkv.clone()
-                .slice([0..b, 0..rows, 0..cols, i..i + 1, 0..nh, 0..hd])
-                .reshape([b, rows * cols, nh, hd])
-                .swap_dims(1, 2)
-                .reshape([b * nh, rows * cols, hd])
-        };
-        let (q, k, v) = (part(0, qh, qw), part(1, h, w), part(2, h, w));
-        let scale = (hd as f64).powf(-0.5);
-        let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-        let attn = add_rel_pos(attn, q, (qh, qw), tables);
-        softmax(attn, 2)
-            .matmul(v)
-            .reshape([b, nh, qh, qw, hd])
-            .permute([0, 2, 3, 1, 4])
-            .reshape([b, qh, qw, c])
-    }
-
     /// SAM's relative-position tables for an `h × w` grid: `([h, h, hd], [w, w, hd])`.
     pub fn rel_pos_tables(&self, h: usize, w: usize) -> (Tensor<3>, Tensor<3>) {
         (
@@ -341,40 +232,6 @@ impl Attention {
             rel_pos_for(self.rel_pos_w.val(), w, w),
         )
     }
-}
-
-/// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
-/// top-left `qh × qw` queries of the grid of `tables` (their first rows).
-fn add_rel_pos(
-    attn: Tensor<3>,
-    q: Tensor<3>,
-    (qh, qw): (usize, usize),
-    (r_h, r_w): (Tensor<3>, Tensor<3>),
-) -> Tensor<3> {
-    let [bn, _, hd] = q.dims();
-    let [h, w] = [r_h.dims()[0], r_w.dims()[0]];
-    let r_h = r_h.slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
-    let r_w = r_w.slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
-    let r_q = q.reshape([bn, qh, qw, hd]);
-    // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
-    let rel_h = r_q
-        .clone()
-        .permute([1, 0, 2, 3])
-        .reshape([qh, bn * qw, hd])
-        .matmul(r_h.swap_dims(1, 2))
-        .reshape([qh, bn, qw, h])
-        .permute([1, 0, 2, 3]);
-    // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
-    let rel_w = r_q
-        .permute([2, 0, 1, 3])
-        .reshape([qw, bn * qh, hd])
-        .matmul(r_w.swap_dims(1, 2))
-        .reshape([qw, bn, qh, w])
-        .permute([1, 2, 0, 3]);
-    let attn = attn.reshape([bn, qh, qw, h, w])
-        + rel_h.reshape([bn, qh, qw, h, 1])
-        + rel_w.reshape([bn, qh, qw, 1, w]);
-    attn.reshape([bn, qh * qw, h * w])
 }
 
 /// SAM's `get_rel_pos`: the `[q, k, hd]` table of relative embeddings for query/key sizes

@@ -4,6 +4,7 @@
 //! (two-way transformer + heads); [`config`] reads the sizes off a checkpoint and [`weights`]
 //! takes tensors out of it by their official names.
 
+pub mod attention;
 pub mod config;
 pub mod image_encoder;
 pub mod layers;

@@ -1,0 +1,178 @@
+//! The fused CPU kernels against burn's composed ops (the path of every other device): SAM's
+//! attention (windowed with padding on both axes, global, several query tiles, a batch of two),
+//! LayerNorm and GELU, values and gradients of every input.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sam_cobot::kernels;
+use sam_cobot::sam::attention::rel_pos_attention;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn random<const D: usize>(rng: &mut StdRng, shape: [usize; D], scale: f32) -> Tensor<D> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_data(TensorData::new(values, shape), &device()).require_grad()
+}
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data().try_to_vec::<f32>().unwrap()
+}
+
+/// `‖a − b‖ / ‖b‖`.
+fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn check_attention(name: &str, shape: [usize; 4], heads: usize, window: (usize, usize)) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let [b, h, w, c3] = shape;
+    let hd = c3 / 3 / heads;
+    let qkv = random(&mut rng, shape, 1.0);
+    let pad = random(&mut rng, [c3], 1.0);
+    let rel_h = random(&mut rng, [window.0, window.0, hd], 0.5);
+    let rel_w = random(&mut rng, [window.1, window.1, hd], 0.5);
+    let weights = random(&mut rng, [b, h, w, c3 / 3], 1.0).detach();
+    let run = |fused: bool| {
+        kernels::set_enabled(fused);
+        let out = rel_pos_attention(
+            qkv.clone(),
+            pad.clone(),
+            rel_h.clone(),
+            rel_w.clone(),
+            heads,
+        );
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        // An input the output does not depend on (pad, with no padding) may get no gradient.
+        let pad_grad = pad.grad(&grads).map_or(vec![0.0; c3], |g| values(&g));
+        (
+            values(&out),
+            [
+                values(&qkv.grad(&grads).unwrap()),
+                pad_grad,
+                values(&rel_h.grad(&grads).unwrap()),
+                values(&rel_w.grad(&grads).unwrap()),
+            ],
+        )
+    };
+    let (fused_out, fused_grads) = run(true);
+    let (composed_out, composed_grads) = run(false);
+    kernels::set_enabled(true);
+    let err = relative_l2(&fused_out, &composed_out);
+    assert!(err < 1e-6, "{name}: output differs by {err:e}");
+    for (input, (got, want)) in ["qkv", "pad", "rel_h", "rel_w"]
+        .iter()
+        .zip(fused_grads.iter().zip(&composed_grads))
+    {
+        if want.iter().all(|v| *v == 0.0) {
+            assert!(
+                got.iter().all(|v| *v == 0.0),
+                "{name}: {input} gets a gradient"
+            );
+            continue;
+        }
+        let err = relative_l2(got, want);
+        assert!(err < 1e-5, "{name}: gradient of {input} differs by {err:e}");
+    }
+}
+
+#[test]
+fn windowed_attention_with_padding_on_both_axes() {
+    // 11 × 9 tokens in 4 × 4 windows: full windows, a 3-row band, a 1-column band and a corner.
+    check_attention("windowed", [1, 11, 9, 3 * 2 * 8], 2, (4, 4));
+}
+
+#[test]
+fn windowed_attention_over_a_batch_with_unequal_window_sides() {
+    check_attention("batch", [2, 7, 10, 3 * 3 * 4], 3, (5, 3));
+}
+
+#[test]
+fn global_attention_in_several_query_tiles() {
+    // 24 × 24 keys: the kernel takes the 576 queries in tiles of 113.
+    check_attention("global", [1, 24, 24, 3 * 2 * 8], 2, (24, 24));
+}
+
+#[test]
+fn windowed_attention_in_several_query_tiles() {
+    // 20 × 20 windows (400 keys, tiles of 163 queries) on a 23 × 21 grid.
+    check_attention("large windows", [1, 23, 21, 3 * 8], 1, (20, 20));
+}
+
+/// `op` with the fused kernel and with burn's composed op: values, and gradients of every
+/// input of `Σ op(inputs) · weights`.
+fn check_elementwise<const D: usize>(
+    name: &str,
+    inputs: &[Tensor<D>],
+    op: impl Fn(&[Tensor<D>]) -> Tensor<D>,
+) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let weights = random(&mut rng, op(inputs).dims(), 1.0).detach();
+    let run = |fused: bool| {
+        kernels::set_enabled(fused);
+        let out = op(inputs);
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        let grads: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|t| values(&t.grad(&grads).unwrap()))
+            .collect();
+        (values(&out), grads)
+    };
+    let (fused_out, fused_grads) = run(true);
+    let (composed_out, composed_grads) = run(false);
+    kernels::set_enabled(true);
+    let err = relative_l2(&fused_out, &composed_out);
+    assert!(err < 1e-6, "{name}: output differs by {err:e}");
+    for (i, (got, want)) in fused_grads.iter().zip(&composed_grads).enumerate() {
+        let err = relative_l2(got, want);
+        assert!(
+            err < 1e-5,
+            "{name}: gradient of input {i} differs by {err:e}"
+        );
+    }
+}
+
+#[test]
+fn layer_norm_matches_composed_ops() {
+    let mut rng = StdRng::seed_from_u64(5);
+    // An offset mean, rows of an odd width, and a non-contiguous view as SAM's LayerNorm2d has.
+    let x = (random(&mut rng, [5, 2, 37], 2.0) + 3.0)
+        .detach()
+        .require_grad();
+    let gamma = random(&mut rng, [37], 1.0);
+    let beta = random(&mut rng, [37], 1.0);
+    let weights = random(&mut rng, [2, 5, 37], 1.0).detach();
+    let run = |fused: bool| {
+        kernels::set_enabled(fused);
+        let out = kernels::layer_norm(x.clone().swap_dims(0, 1), gamma.clone(), beta.clone(), 1e-6);
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        [
+            values(&out),
+            values(&x.grad(&grads).unwrap()),
+            values(&gamma.grad(&grads).unwrap()),
+            values(&beta.grad(&grads).unwrap()),
+        ]
+    };
+    let (fused, composed) = (run(true), run(false));
+    kernels::set_enabled(true);
+    for (what, (got, want)) in ["output", "x", "gamma", "beta"]
+        .iter()
+        .zip(fused.iter().zip(&composed))
+    {
+        let err = relative_l2(got, want);
+        assert!(err < 1e-5, "layer_norm: {what} differs by {err:e}");
+    }
+}
+
+#[test]
+fn gelu_matches_composed_ops() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let x = random(&mut rng, [3, 1000], 6.0);
+    check_elementwise("gelu", &[x], |t| kernels::gelu(t[0].clone()));
+}
