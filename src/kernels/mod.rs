@@ -156,92 +156,34 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         rel_w: FloatTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct RelPosAttention;
-
-        impl Backward<Flex, 4> for RelPosAttention {
-            type State = ([NodeId; 4], usize);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 4>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let (ids, heads) = ops.state;
-                let saved: [FlexTensor; 4] = ids.map(|id| checkpointer.retrieve_node_output(id));
-                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        differentiable::<C, _, 4>(
+            [qkv, pad, rel_h, rel_w],
+            heads,
+            |[qkv, pad, rel_h, rel_w], &heads| {
+                Flex::rel_pos_attention(qkv, pad, rel_h, rel_w, heads)
+            },
+            |saved, &heads, grad| {
                 let shapes = saved.each_ref().map(|t| t.layout().shape().to_vec());
                 let (geo, [qkv, pad, rel_h, rel_w]) = attention_inputs(saved, heads);
-                let g = attention::backward(geo, &inputs(&qkv, &pad, &rel_h, &rel_w), f32s(&grad));
-                let input_grads = [g.qkv, g.pad, g.rel_h, g.rel_w];
-                for ((parent, grad), shape) in ops.parents.into_iter().zip(input_grads).zip(shapes)
-                {
-                    if let Some(node) = parent {
-                        grads.register::<Flex>(node.id, flex(grad, shape));
-                    }
-                }
-            }
-        }
-
-        let nodes = [qkv.node(), pad.node(), rel_h.node(), rel_w.node()];
-        match RelPosAttention
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let ids = [&qkv, &pad, &rel_h, &rel_w].map(|t| prep.checkpoint(t));
-                let out = Flex::rel_pos_attention(
-                    qkv.into_primitive(),
-                    pad.into_primitive(),
-                    rel_h.into_primitive(),
-                    rel_w.into_primitive(),
-                    heads,
-                );
-                prep.finish((ids, heads), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::rel_pos_attention(
-                qkv.into_primitive(),
-                pad.into_primitive(),
-                rel_h.into_primitive(),
-                rel_w.into_primitive(),
-                heads,
-            )),
-        }
+                let inputs = inputs(&qkv, &pad, &rel_h, &rel_w);
+                let g = attention::backward(geo, &inputs, f32s(&grad));
+                let mut shapes = shapes.into_iter();
+                [g.qkv, g.pad, g.rel_h, g.rel_w].map(|v| flex(v, shapes.next().unwrap()))
+            },
+        )
     }
 
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Gelu;
-
-        impl Backward<Flex, 1> for Gelu {
-            type State = NodeId;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
-                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-                let [parent] = ops.parents;
-                if let Some(node) = parent {
-                    let x = x.to_contiguous();
-                    let dx = gelu::backward(f32s(&x), f32s(&grad));
-                    grads.register::<Flex>(node.id, flex(dx, x.layout().shape().to_vec()));
-                }
-            }
-        }
-
-        match Gelu.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let id = prep.checkpoint(&x);
-                prep.finish(id, Flex::gelu(x.into_primitive()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::gelu(x.into_primitive())),
-        }
+        differentiable::<C, _, 1>(
+            [x],
+            (),
+            |[x], _| Flex::gelu(x),
+            |[x], _, grad| {
+                let x = x.to_contiguous();
+                let dx = gelu::backward(f32s(&x), f32s(&grad));
+                [flex(dx, x.layout().shape().to_vec())]
+            },
+        )
     }
 
     fn layer_norm(
@@ -250,63 +192,82 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LayerNorm;
-
-        impl Backward<Flex, 3> for LayerNorm {
-            type State = ([NodeId; 3], f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let ([x, gamma, _], eps) = ops.state;
-                let x: FlexTensor = checkpointer.retrieve_node_output(x);
-                let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma);
-                let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        differentiable::<C, _, 3>(
+            [x, gamma, beta],
+            eps,
+            |[x, gamma, beta], &eps| Flex::layer_norm(x, gamma, beta, eps),
+            |[x, gamma, _], &eps, grad| {
                 let [x, gamma] = [x, gamma].map(|t| t.to_contiguous());
                 let g = layer_norm::backward(f32s(&x), f32s(&gamma), f32s(&grad), eps as f32);
-                let shapes = [
-                    x.layout().shape().to_vec(),
-                    vec![g.gamma.len()],
-                    vec![g.beta.len()],
-                ];
-                for ((parent, grad), shape) in ops
-                    .parents
-                    .into_iter()
-                    .zip([g.x, g.gamma, g.beta])
-                    .zip(shapes)
-                {
-                    if let Some(node) = parent {
-                        grads.register::<Flex>(node.id, flex(grad, shape));
-                    }
-                }
+                let c = g.gamma.len();
+                [
+                    flex(g.x, x.layout().shape().to_vec()),
+                    flex(g.gamma, vec![c]),
+                    flex(g.beta, vec![c]),
+                ]
+            },
+        )
+    }
+}
+
+/// The backward pass of a fused op: its saved inputs, its parameters and the gradient of its
+/// output → the gradient of every input.
+type BackwardFn<P, const N: usize> = fn([FlexTensor; N], &P, FlexTensor) -> [FlexTensor; N];
+
+/// A fused op in the autodiff graph: its inputs are saved, and [`Fused::backward`] turns the
+/// output's gradient into theirs (registered for the inputs that need one).
+#[derive(Debug)]
+struct Fused<P, const N: usize> {
+    backward: BackwardFn<P, N>,
+}
+
+impl<P, const N: usize> Backward<Flex, N> for Fused<P, N>
+where
+    P: Clone + Send + std::fmt::Debug + 'static,
+{
+    type State = ([NodeId; N], P);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, N>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let (ids, params) = ops.state;
+        let saved = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let input_grads = (self.backward)(saved, &params, grad);
+        for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, grad);
             }
         }
+    }
+}
 
-        match LayerNorm
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let ids = [&x, &gamma, &beta].map(|t| prep.checkpoint(t));
-                let out = Flex::layer_norm(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    eps,
-                );
-                prep.finish((ids, eps), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::layer_norm(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                eps,
-            )),
+/// Runs `forward` on the inputs' values and records it in the autodiff graph with `backward`.
+fn differentiable<C: CheckpointStrategy, P, const N: usize>(
+    inputs: [FloatTensor<Autodiff<Flex, C>>; N],
+    params: P,
+    forward: fn([FlexTensor; N], &P) -> FlexTensor,
+    backward: BackwardFn<P, N>,
+) -> FloatTensor<Autodiff<Flex, C>>
+where
+    P: Clone + Send + std::fmt::Debug + 'static,
+{
+    let nodes = inputs.each_ref().map(|t| t.node());
+    match (Fused { backward })
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let ids = inputs.each_ref().map(|t| prep.checkpoint(t));
+            let out = forward(inputs.map(|t| t.into_primitive()), &params);
+            prep.finish((ids, params), out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(forward(inputs.map(|t| t.into_primitive()), &params))
         }
     }
 }
