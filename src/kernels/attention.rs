@@ -125,8 +125,8 @@ impl Geometry {
                 q.extend_from_slice(&inputs.qkv[at..at + hd]);
             }
         }
-        let (mut k, mut v) = (Vec::with_capacity(self.keys() * hd), Vec::new());
-        v.reserve(self.keys() * hd);
+        let mut k = Vec::with_capacity(self.keys() * hd);
+        let mut v = Vec::with_capacity(self.keys() * hd);
         for ky in 0..self.wh {
             for kx in 0..self.ww {
                 let (y, x) = (t.y0 + ky, t.x0 + kx);
