@@ -94,6 +94,12 @@ fn windowed_attention_over_a_batch_with_unequal_window_sides() {
 }
 
 #[test]
+fn windows_larger_than_the_grid() {
+    // A small image: 3 rows in windows of 4 (all padding below), 5 columns in 4 + 1.
+    check_attention("small grid", [1, 3, 5, 3 * 2 * 4], 2, (4, 4));
+}
+
+#[test]
 fn global_attention_in_several_query_tiles() {
     // 24 × 24 keys: the kernel takes the 576 queries in tiles of 113.
     check_attention("global", [1, 24, 24, 3 * 2 * 8], 2, (24, 24));
