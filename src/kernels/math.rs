@@ -81,18 +81,18 @@ fn erf(x: f32) -> f32 {
 multiversion! {
     /// Softmax of a row, in place.
     fn softmax(row: &mut [f32]) {
-        let max = lanes(row, f32::NEG_INFINITY, f32::max);
+        let max = lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
         for v in row.iter_mut() {
             *v = exp(*v - max);
         }
-        let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
+        let inv = 1.0 / sum(row);
         for v in row.iter_mut() {
             *v *= inv;
         }
     }
 }
 
-/// `Σ a·b`, in lanes like [`lanes`].
+/// `Σ a·b`, in lanes like [`lanes`] (which folds one slice).
 #[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
@@ -112,20 +112,31 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Reduces `values` with `op` in 16 independent lanes: a single running value would chain
-/// every step on the previous one and keep the loop scalar.
+/// Folds `values` into 16 independent lanes with `step`, then merges the lanes with `merge`: a
+/// single running value would chain every step on the previous one and keep the loop scalar.
 #[inline(always)]
-fn lanes(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+fn lanes<A: Copy>(
+    values: &[f32],
+    init: A,
+    step: impl Fn(A, f32) -> A,
+    merge: impl Fn(A, A) -> A,
+) -> A {
     const LANES: usize = 16;
     let mut acc = [init; LANES];
     let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(init, |a, &b| op(a, b));
+    let tail = chunks.remainder().iter().fold(init, |a, &v| step(a, v));
     for chunk in chunks {
         for lane in 0..LANES {
-            acc[lane] = op(acc[lane], chunk[lane]);
+            acc[lane] = step(acc[lane], chunk[lane]);
         }
     }
-    acc.iter().fold(tail, |a, &b| op(a, b))
+    acc.iter().fold(tail, |a, &b| merge(a, b))
+}
+
+/// `Σ values`, in lanes.
+#[inline(always)]
+fn sum(values: &[f32]) -> f32 {
+    lanes(values, 0.0, |a, v| a + v, |a, b| a + b)
 }
 
 multiversion! {
@@ -184,7 +195,7 @@ multiversion! {
                 *xh = (v - mean) * rstd;
                 *gg = dy * gm;
             }
-            let mean_g = lanes(&g, 0.0, |a, b| a + b) / c as f32;
+            let mean_g = sum(&g) / c as f32;
             let mean_gx = dot(&g, &xhat) / c as f32;
             for (((d, &gg), &xh), ((dg, db), &dy)) in dx.iter_mut().zip(&g).zip(&xhat).zip(d_gamma.iter_mut().zip(d_beta.iter_mut()).zip(grad)) {
                 *d = rstd * (gg - mean_g - xh * mean_gx);
@@ -200,21 +211,10 @@ multiversion! {
 /// from the reference (tests/peft_gradients.rs).
 #[inline(always)]
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
-    // Sums in 8 lanes, as in `lanes`, so that they vectorise.
-    let sum = |term: &dyn Fn(f32) -> f64| {
-        let mut acc = [0.0f64; 8];
-        let chunks = x.chunks_exact(8);
-        let tail: f64 = chunks.remainder().iter().map(|&v| term(v)).sum();
-        for chunk in chunks {
-            for lane in 0..8 {
-                acc[lane] += term(chunk[lane]);
-            }
-        }
-        acc.iter().sum::<f64>() + tail
-    };
     let n = x.len() as f64;
-    let mean = sum(&|v| v as f64) / n;
-    let var = sum(&|v| (v as f64 - mean).powi(2)) / n;
+    let add = |a: f64, b: f64| a + b;
+    let mean = lanes(x, 0.0, |a, v| a + v as f64, add) / n;
+    let var = lanes(x, 0.0, |a, v| a + (v as f64 - mean).powi(2), add) / n;
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 

@@ -30,12 +30,8 @@ use std::cell::Cell;
 
 use attention::{Geometry, Inputs};
 
-/// `qkv` `[B, H, W, 3C]` (channels `[3][heads][hd]`) → attention output `[B, H, W, C]` before
-/// the projection, attended in windows of the size of the tables (`rel_h` `[wh, wh, hd]`,
-/// `rel_w` `[ww, ww, hd]`; the whole grid for global attention). The grid is padded to whole
-/// windows with `pad` (`[3C]`, the qkv of a padding token); padding tokens are keys only.
-///
-/// Flex only: callers check [`fused`] and compose burn ops elsewhere.
+/// The fused path of [`crate::sam::attention::rel_pos_attention`] (same arguments and result).
+/// Flex only: that function checks [`fused`] and composes burn's ops elsewhere.
 pub fn rel_pos_attention(
     qkv: Tensor<4>,
     pad: Tensor<1>,
