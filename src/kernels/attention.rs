@@ -107,6 +107,11 @@ impl Geometry {
         ((b * self.h + y) * self.w + x) * channels
     }
 
+    /// Offset of the head slice of task `t`'s query `i` in a `[b, h, w, channels]` buffer.
+    fn query(&self, t: Task, i: usize, channels: usize) -> usize {
+        self.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, channels) + t.head * self.hd
+    }
+
     fn check(&self, inputs: &Inputs) {
         let c = self.channels();
         assert_eq!(inputs.qkv.len(), self.b * self.h * self.w * 3 * c, "qkv");
@@ -119,11 +124,9 @@ impl Geometry {
         let (c, hd) = (self.channels(), self.hd);
         let head = t.head * hd;
         let mut q = Vec::with_capacity(t.qh * t.qw * hd);
-        for y in 0..t.qh {
-            for x in 0..t.qw {
-                let at = self.token(t.b, t.y0 + y, t.x0 + x, 3 * c) + head;
-                q.extend_from_slice(&inputs.qkv[at..at + hd]);
-            }
+        for i in 0..t.qh * t.qw {
+            let at = self.query(t, i, 3 * c);
+            q.extend_from_slice(&inputs.qkv[at..at + hd]);
         }
         let mut k = Vec::with_capacity(self.keys() * hd);
         let mut v = Vec::with_capacity(self.keys() * hd);
@@ -222,7 +225,7 @@ pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
     let mut out = vec![0.0; geo.b * geo.h * geo.w * c];
     for (t, o) in tasks.iter().zip(&outputs) {
         for (i, row) in o.chunks_exact(hd).enumerate() {
-            let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, c) + t.head * hd;
+            let at = geo.query(*t, i, c);
             out[at..at + hd].copy_from_slice(row);
         }
     }
@@ -243,7 +246,7 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
             let nq = t.qh * t.qw;
             let mut d_out = Vec::with_capacity(nq * hd);
             for i in 0..nq {
-                let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, c) + t.head * hd;
+                let at = geo.query(t, i, c);
                 d_out.extend_from_slice(&grad[at..at + hd]);
             }
             let (mut d_rel_h, mut d_rel_w) = (
@@ -344,7 +347,7 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
         let head = t.head * hd;
         // Every real token is a query and a key of exactly one window, so these are writes.
         for (i, row) in tg.dq.chunks_exact(hd).enumerate() {
-            let at = geo.token(t.b, t.y0 + i / t.qw, t.x0 + i % t.qw, 3 * c) + head;
+            let at = geo.query(*t, i, 3 * c);
             grads.qkv[at..at + hd].copy_from_slice(row);
         }
         for (j, (dk, dv)) in tg
