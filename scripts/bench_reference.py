@@ -12,9 +12,15 @@ PyTorch runs first, in a child process (this script with --torch-worker) so that
 (ru_maxrss) is its own; sam-cobot runs after it with --json. Each prints one JSON line, then a
 table gives the median times, peak RSS and the ratios sam-cobot / PyTorch.
 
+On a GPU (`--device cuda` or `--device vulkan`), PyTorch runs on CUDA, its native path, and
+sam-cobot on the named burn backend; both in f32 (PyTorch's TF32 switched off). Each step ends
+with a synchronisation. Peak GPU memory is the card's used memory sampled by nvidia-smi every
+50 ms while each side runs (the same measure for both, CUDA context included); PyTorch's own
+allocator peak is reported beside it.
+
     python3 scripts/bench_reference.py --workload train-step --model vit_b --image-size 256 \\
         --method lora+cobot --batch 1 --boxes 1 --threads 2 --warmup 2 --runs 5 \\
-        [--sam-cobot target/release/sam-cobot] [--json-out FILE]
+        [--device cpu|cuda|vulkan] [--sam-cobot target/release/sam-cobot] [--json-out FILE]
 """
 
 import argparse
@@ -24,6 +30,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -64,6 +71,8 @@ def parse_args():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--boxes", type=int, default=1)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--device", choices=("cpu", "cuda", "vulkan"), default="cpu",
+                   help="sam-cobot's device; PyTorch runs on CUDA for either GPU backend")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--sam-cobot", type=Path, default=REPO / "target/release/sam-cobot")
@@ -113,7 +122,7 @@ def build_model(args) -> Sam:
     return sam
 
 
-def synthetic_input(size: int, batch: int, boxes: int):
+def synthetic_input(size: int, batch: int, boxes: int, device: torch.device):
     """Images [B,3,S,S] U(-2,2), boxes per image [N,4] (x1,y1,x2,y2), targets [N,1,S,S]."""
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, size, size, generator=gen) * 4 - 2
@@ -126,8 +135,8 @@ def synthetic_input(size: int, batch: int, boxes: int):
             y = int(torch.randint(0, size - h, (1,), generator=gen))
             rects.append([x, y, x + w, y + h])
             targets[n, 0, y:y + h, x:x + w] = 1.0
-        prompts.append((torch.tensor(rects, dtype=torch.float32), targets))
-    return images, prompts
+        prompts.append((torch.tensor(rects, dtype=torch.float32).to(device), targets.to(device)))
+    return images.to(device), prompts
 
 
 def decode(sam: Sam, embedding, rects):
@@ -157,8 +166,11 @@ def batch_loss(sam: Sam, images, prompts, size: int):
 def torch_worker(args) -> dict:
     """Times the workload in this process; the report has sam-cobot's JSON schema."""
     torch.set_num_threads(args.threads)
-    sam = build_model(args)
-    images, prompts = synthetic_input(args.image_size, args.batch, args.boxes)
+    device = torch.device("cpu" if args.device == "cpu" else "cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    sam = build_model(args).to(device)
+    images, prompts = synthetic_input(args.image_size, args.batch, args.boxes, device)
     train = args.workload == "train-step"
     trainable = [p for p in sam.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-4, weight_decay=5e-5) if train and trainable else None
@@ -181,29 +193,64 @@ def torch_worker(args) -> dict:
     for run in range(args.warmup + args.runs):
         started = time.perf_counter()
         step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if run >= args.warmup:
             runs_ms.append((time.perf_counter() - started) * 1e3)
-    return {
+    report = {
         "workload": args.workload, "model": args.model, "image_size": args.image_size,
-        "method": args.method, "batch": args.batch, "boxes": args.boxes,
+        "method": args.method, "batch": args.batch, "boxes": args.boxes, "device": str(device),
         "threads": torch.get_num_threads(), "runs_ms": runs_ms,
         "median_ms": statistics.median(runs_ms),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
+    if device.type == "cuda":
+        report["gpu_name"] = torch.cuda.get_device_name(device)
+        report["allocator_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return report
 
 
-def run_json(cmd, env=None) -> dict:
-    """Runs `cmd`, which prints its report as the last line of its output."""
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+class GpuMemoryPeak:
+    """The largest memory.used that nvidia-smi reports while the `with` block runs, MiB."""
+
+    def __enter__(self):
+        self.peak, self.done = None, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.done.wait(0.05):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True).stdout.split()
+            if out:
+                self.peak = max(self.peak or 0.0, float(out[0]))
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+def run_json(cmd, gpu: bool, env=None) -> dict:
+    """Runs `cmd`, which prints its report as the last line of its output; on a GPU the report
+    gains `peak_gpu_mib`."""
+    if gpu:
+        with GpuMemoryPeak() as memory:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    else:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(map(str, cmd))}\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if gpu:
+        report["peak_gpu_mib"] = memory.peak
+    return report
 
 
 def sam_cobot_command(args) -> list:
     cmd = [str(args.sam_cobot), "bench", "--json"]
     for flag in ("workload", "model", "image_size", "method", *PEFT_FLAGS,
-                 "batch", "boxes", "threads", "warmup", "runs"):
+                 "batch", "boxes", "threads", "device", "warmup", "runs"):
         cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     return cmd
 
@@ -220,15 +267,17 @@ def main():
     if not (args.sam_cobot.is_file() and os.access(args.sam_cobot, os.X_OK)):
         sys.exit(f"sam-cobot is not built at {args.sam_cobot}: run `cargo build --release` "
                  "or pass --sam-cobot PATH")
-    print(f"torch {torch.__version__}, {args.threads} thread(s); sam-cobot {args.sam_cobot}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}; "
+          f"sam-cobot {args.sam_cobot}")
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    ref = run_json([sys.executable, __file__, *sys.argv[1:], "--torch-worker"], env)
+    gpu = args.device != "cpu"
+    ref = run_json([sys.executable, __file__, *sys.argv[1:], "--torch-worker"], gpu, env)
     print("pytorch  ", json.dumps(ref))
-    ours = run_json(sam_cobot_command(args))
+    ours = run_json(sam_cobot_command(args), gpu)
     print("sam-cobot", json.dumps(ours))
-    ratios = {"median_ms": ratio(ours["median_ms"], ref["median_ms"]),
-              "peak_rss_mib": ratio(ours["peak_rss_mib"], ref["peak_rss_mib"])}
+    ratios = {key: ratio(ours.get(key), ref.get(key))
+              for key in ("median_ms", "peak_rss_mib", "peak_gpu_mib")}
 
     def num(v, fmt):
         return "n/a" if v is None else format(v, fmt)
@@ -239,6 +288,11 @@ def main():
           f"{ref['median_ms']:>10.1f} {ours['median_ms']:>10.1f} {num(ratios['median_ms'], '.2f'):>6}"
           f"{ref['peak_rss_mib']:>11.0f} {num(ours['peak_rss_mib'], '.0f'):>10}"
           f" {num(ratios['peak_rss_mib'], '.2f'):>6}")
+    if gpu:
+        print(f"peak GPU memory (nvidia-smi): torch {num(ref['peak_gpu_mib'], '.0f')} MiB, "
+              f"sam-cobot {num(ours['peak_gpu_mib'], '.0f')} MiB, "
+              f"ratio {num(ratios['peak_gpu_mib'], '.2f')}; torch allocator peak "
+              f"{ref['allocator_peak_mib']:.0f} MiB")
     if args.json_out:
         report = {"torch_version": torch.__version__, "pytorch": ref, "sam_cobot": ours,
                   "ratios": ratios}

@@ -43,6 +43,10 @@ pub struct BenchSettings {
     pub boxes: usize,
     pub warmup: usize,
     pub runs: usize,
+    /// Where it runs (`Device::flex()` for the CPU, or a GPU backend).
+    pub device: Device,
+    /// How the report names the device (`cpu`, `vulkan:0`, …).
+    pub device_name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +57,7 @@ pub struct BenchReport {
     pub method: String,
     pub batch: usize,
     pub boxes: usize,
+    pub device: String,
     pub threads: usize,
     /// Whether the fused CPU kernels ran (`--unfused` times burn's composed ops instead).
     pub fused_kernels: bool,
@@ -75,9 +80,9 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         anyhow::bail!("--method freeze trains nothing: time it with --workload inference");
     }
     let device = if train {
-        Device::flex().autodiff()
+        s.device.clone().autodiff()
     } else {
-        Device::flex()
+        s.device.clone()
     };
     let sam = Sam::from_state_dict(base, Some(s.image_size), &device)?;
     let e = &sam.config.encoder;
@@ -102,8 +107,8 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
                 logits.into_data();
             }
         }
-        // Reading one value back waits for lazy or asynchronous backends to finish the step.
-        sam.prompt_encoder.no_mask_embed.val().into_data();
+        // GPU backends run asynchronously: the step is done when the device is idle.
+        sync(&device)?;
         if run >= s.warmup {
             runs_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
@@ -115,8 +120,9 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         method: s.peft.method.to_string(),
         batch: s.batch,
         boxes: s.boxes,
+        device: s.device_name.clone(),
         threads: rayon::current_num_threads(),
-        fused_kernels: crate::kernels::enabled(),
+        fused_kernels: crate::kernels::serve(&s.device),
         median_ms: median(&runs_ms),
         runs_ms,
         peak_rss_mib: peak_rss_mib(),
@@ -162,24 +168,39 @@ impl std::str::FromStr for GemmShape {
     }
 }
 
+fn sync(device: &Device) -> anyhow::Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
+}
+
 /// Times `[m, k] · [k, n]` in f32 on seeded random matrices; returns the timed runs in ms.
-pub fn gemm(shape: GemmShape, warmup: usize, runs: usize) -> Vec<f64> {
-    let device = Device::flex();
+pub fn gemm(
+    shape: GemmShape,
+    device: &Device,
+    warmup: usize,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
     let mut rng = StdRng::seed_from_u64(0);
     let mut matrix = |rows: usize, cols: usize| {
         let values: Vec<f32> = (0..rows * cols)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
-        Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), &device)
+        Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device)
     };
     let (a, b) = (matrix(shape.m, shape.k), matrix(shape.k, shape.n));
-    (0..warmup + runs)
-        .filter_map(|run| {
-            let started = Instant::now();
-            a.clone().matmul(b.clone()).into_data();
-            (run >= warmup).then(|| started.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect()
+    sync(device)?;
+    let mut timed = Vec::with_capacity(runs);
+    for run in 0..warmup + runs {
+        let started = Instant::now();
+        let product = a.clone().matmul(b.clone());
+        sync(device)?;
+        if run >= warmup {
+            timed.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        drop(product);
+    }
+    Ok(timed)
 }
 
 /// A seeded noise image with `boxes` boxes, each target the filled box.

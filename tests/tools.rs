@@ -121,6 +121,7 @@ fn bench_reports_medians_and_refuses_freeze_steps() {
         assert_eq!(report["workload"], workload);
         assert_eq!(report["model"], "tiny");
         assert_eq!(report["boxes"], 2);
+        assert_eq!(report["device"], "cpu");
         let runs = report["runs_ms"].as_array().unwrap();
         assert_eq!(runs.len(), 3);
         let median = report["median_ms"].as_f64().unwrap();
@@ -154,4 +155,35 @@ fn bench_reports_medians_and_refuses_freeze_steps() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("freeze trains nothing"));
+}
+
+#[test]
+fn bench_and_train_refuse_unknown_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let run = run_dir.to_str().unwrap();
+    for (args, expected) in [
+        (
+            &["bench", "--device", "tpu"][..],
+            "--device tpu: unknown device",
+        ),
+        (
+            &["bench", "--device", "vulkan:first"][..],
+            "'first' is not a device index",
+        ),
+        (
+            &["train", "--device", "tpu", "--out", run][..],
+            "--device tpu: unknown device",
+        ),
+    ] {
+        let out = sam_cobot(tmp.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(
+        !run_dir.exists(),
+        "a refused run must not create its folder"
+    );
 }

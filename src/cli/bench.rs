@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Box prompts per image.
     #[arg(long, default_value_t = 1)]
     boxes: usize,
+    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Worker threads (default: every core, or RAYON_NUM_THREADS).
     #[arg(long)]
     threads: Option<usize>,
@@ -60,17 +63,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .context("cannot set up the worker threads")?;
     }
     crate::kernels::set_enabled(!args.unfused);
+    let device = super::device::parse(&args.device)?;
     if args.workload == Workload::Gemm {
         let shape = args.gemm_size;
-        let ms = crate::bench::median(&crate::bench::gemm(shape, args.warmup, args.runs.max(1)));
+        let runs = crate::bench::gemm(shape, &device, args.warmup, args.runs.max(1))?;
+        let ms = crate::bench::median(&runs);
         let gflops = shape.flops() / (ms * 1e-3) / 1e9;
         if args.json {
             let report = serde_json::json!({"workload": "gemm", "size": shape.to_string(),
-                "median_ms": ms, "gflops": gflops, "threads": rayon::current_num_threads()});
+                "device": args.device, "median_ms": ms, "gflops": gflops,
+                "threads": rayon::current_num_threads()});
             println!("{report}");
         } else {
             println!(
-                "gemm {shape} f32, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                "gemm {shape} f32 on {}, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                args.device,
                 rayon::current_num_threads()
             );
         }
@@ -92,13 +99,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         boxes: args.boxes.max(1),
         warmup: args.warmup,
         runs: args.runs.max(1),
+        device,
+        device_name: args.device.clone(),
     };
     let report = crate::bench::run(base, &settings)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {} at {} px, {} image(s) x {} box(es), {} threads{}: median {:.1} ms over {} runs, peak RSS {}",
+            "{} {} {} at {} px, {} image(s) x {} box(es), {}, {} threads{}: median {:.1} ms over {} runs, peak RSS {}",
             clap::ValueEnum::to_possible_value(&report.workload)
                 .expect("every workload has a name")
                 .get_name(),
@@ -107,12 +116,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             report.image_size,
             report.batch,
             report.boxes,
+            report.device,
             report.threads,
-            if report.fused_kernels {
-                ""
-            } else {
-                ", unfused"
-            },
+            if args.unfused { ", unfused" } else { "" },
             report.median_ms,
             report.runs_ms.len(),
             report

@@ -33,9 +33,13 @@ pub struct DemoArgs {
     /// Generated training images (a quarter as many again for validation).
     #[arg(long, default_value_t = 96)]
     images: usize,
+    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
+    let device = super::device::parse(&args.device)?;
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let checkpoint = out.join("tiny_sam_random.safetensors");
@@ -84,10 +88,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         val: Some(&val),
         out: run_dir.clone(),
         stop: None,
+        device: device.clone(),
     };
     trainer.run(false, &mut super::train::Bars::default())?;
 
-    let device = burn::tensor::Device::flex();
     let sam = load_with_adapter(
         &checkpoint,
         &run_dir.join("best/adapter.safetensors"),

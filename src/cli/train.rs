@@ -105,6 +105,9 @@ pub struct TrainArgs {
     /// Stop at the first unreadable item instead of skipping it.
     #[arg(long)]
     strict: bool,
+    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 macro_rules! merge {
@@ -114,6 +117,7 @@ macro_rules! merge {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let device = super::device::parse(&args.device)?;
     let mut e = args.flags;
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
@@ -232,6 +236,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         val: val.as_ref(),
         out: args.out.clone(),
         stop: Some(stop),
+        device,
     };
     let state = trainer.run(args.resume, &mut Bars::default())?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {

@@ -24,7 +24,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use std::cell::Cell;
 
@@ -76,12 +76,23 @@ pub fn layer_norm<const D: usize>(
     }
 }
 
-/// Whether the fused kernels serve `x`: an f32 tensor on the Flex device, unless they were
-/// switched off with [`set_enabled`].
+/// Whether the fused kernels serve `x`: an f32 tensor on a device they [`serve`].
 pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
-    enabled()
-        && x.dtype() == DType::F32
-        && matches!(x.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    x.dtype() == DType::F32 && serve(&x.device())
+}
+
+/// Whether the fused kernels run on `device`: the Flex device (with or without autodiff), unless
+/// they were switched off with [`set_enabled`].
+pub fn serve(device: &Device) -> bool {
+    enabled() && is_cpu(device)
+}
+
+/// Whether `device` is burn's Flex CPU backend (with or without autodiff).
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
 }
 
 thread_local! {

@@ -1,14 +1,12 @@
 //! SAM's ViT image encoder (SPEC §1.2): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::attention::rel_pos_attention;
 use super::config::ImageEncoderConfig;
 use super::layers::{Conv2d, LayerNorm, Linear};
-use super::transforms::linear_interpolation_matrix;
+use super::transforms::{linear_interpolation_matrix, resize_bilinear};
 use super::weights::{ModelLoadError, Weights};
 use crate::kernels;
 use crate::peft::adapter::Adapter;
@@ -88,13 +86,7 @@ pub fn resize_pos_embed(pos: Tensor<4>, g: usize) -> Tensor<4> {
     if pos.dims()[1] == g {
         return pos;
     }
-    let resized = interpolate(
-        pos.permute([0, 3, 1, 2]),
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(false)
-            .with_output_size([g, g]),
-    );
-    resized.permute([0, 2, 3, 1])
+    resize_bilinear(pos.permute([0, 3, 1, 2]), [g, g], false).permute([0, 2, 3, 1])
 }
 
 /// A pre-norm transformer block, windowed (`window_size > 0`) or global.
@@ -243,7 +235,7 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
     let table = if rows == needed {
         table
     } else {
-        let m = linear_interpolation_matrix(rows, needed);
+        let m = linear_interpolation_matrix(rows, needed, false);
         Tensor::<2>::from_data(TensorData::new(m, [needed, rows]), &device).matmul(table)
     };
     // Computed in f32 like the reference, then truncated.

@@ -4,7 +4,12 @@
 //! - the image resize is PIL's `Image.resize(.., BILINEAR)` (8-bit fixed point, antialiased),
 //! - coordinates are scaled in f64 as NumPy does, then cast to f32,
 //! - logits are upsampled as PyTorch's CPU `interpolate(mode="bilinear", align_corners=False)`.
+//!
+//! [`resize_bilinear`] is the tensor resize that training differentiates, on every backend.
 
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 /// SAM's `ResizeLongestSide`: the longest side becomes `target`, the aspect ratio is kept.
@@ -241,21 +246,61 @@ struct Lerp {
     w1: f32,
 }
 
-/// The `[out, in]` matrix of 1-D linear interpolation (`align_corners = false`), row-major:
-/// multiplying a signal by it resizes it exactly as PyTorch's `interpolate` does, and keeps the
-/// resize differentiable when the signal is a trained tensor.
-pub fn linear_interpolation_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
+/// The `[out, in]` matrix of 1-D linear interpolation, row-major: multiplying a signal by it
+/// resizes it exactly as PyTorch's `interpolate` does, and keeps the resize differentiable when
+/// the signal is a trained tensor.
+pub fn linear_interpolation_matrix(
+    in_size: usize,
+    out_size: usize,
+    align_corners: bool,
+) -> Vec<f32> {
     let mut m = vec![0f32; out_size * in_size];
-    for (row, l) in m.chunks_mut(in_size).zip(lerp_table(in_size, out_size)) {
+    for (row, l) in m
+        .chunks_mut(in_size)
+        .zip(lerp_table(in_size, out_size, align_corners))
+    {
         row[l.i0] += l.w0;
         row[l.i1] += l.w1;
     }
     m
 }
 
-/// PyTorch's `compute_source_index_and_lambda` (align_corners=False, no scale factor), in f32:
-/// `scale = in / out`, `src = max(scale * (dst + 0.5) - 0.5, 0)`.
-fn lerp_table(in_size: usize, out_size: usize) -> Vec<Lerp> {
+/// Bilinear resize of `[N, C, h, w]` to `[N, C, out_h, out_w]`, as PyTorch's
+/// `interpolate(mode="bilinear")`, differentiable on every backend: burn's `interpolate` on the
+/// CPU, and elsewhere (burn's GPU kernels have no bilinear backward pass) two products with the
+/// [`linear_interpolation_matrix`]es, which apply the same weights.
+pub fn resize_bilinear(x: Tensor<4>, out: [usize; 2], align_corners: bool) -> Tensor<4> {
+    if crate::kernels::is_cpu(&x.device()) {
+        interpolate(
+            x,
+            InterpolateOptions::new(InterpolateMode::Bilinear)
+                .with_align_corners(align_corners)
+                .with_output_size(out),
+        )
+    } else {
+        resize_by_matrices(x, out, align_corners)
+    }
+}
+
+/// `R_h · x · R_wᵀ` over the last two axes.
+fn resize_by_matrices(x: Tensor<4>, [out_h, out_w]: [usize; 2], align_corners: bool) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let matrix = |from: usize, to: usize| {
+        let values = linear_interpolation_matrix(from, to, align_corners);
+        Tensor::<2>::from_data(TensorData::new(values, [to, from]), &device)
+    };
+    let rows = matrix(h, out_h).unsqueeze::<4>().expand([n, c, out_h, h]);
+    let cols = matrix(w, out_w)
+        .transpose()
+        .unsqueeze::<4>()
+        .expand([n, c, w, out_w]);
+    rows.matmul(x).matmul(cols)
+}
+
+/// PyTorch's `compute_source_index_and_lambda` (no scale factor), in f32. `align_corners`:
+/// `src = dst · (in − 1) / (out − 1)`; otherwise `src = max(in / out · (dst + 0.5) − 0.5, 0)`.
+fn lerp_table(in_size: usize, out_size: usize, align_corners: bool) -> Vec<Lerp> {
     if in_size == out_size {
         return (0..out_size)
             .map(|i| Lerp {
@@ -266,12 +311,19 @@ fn lerp_table(in_size: usize, out_size: usize) -> Vec<Lerp> {
             })
             .collect();
     }
-    let scale = in_size as f32 / out_size as f32;
+    let scale = match (align_corners, out_size) {
+        (true, 1) => 0.0,
+        (true, _) => (in_size - 1) as f32 / (out_size - 1) as f32,
+        (false, _) => in_size as f32 / out_size as f32,
+    };
     (0..out_size)
         .map(|d| {
             // Two separately rounded f32 operations (no fma), as the reference computes it.
-            let prod = scale * (d as f32 + 0.5);
-            let src = (prod - 0.5).max(0.0);
+            let src = if align_corners {
+                scale * d as f32
+            } else {
+                (scale * (d as f32 + 0.5) - 0.5).max(0.0)
+            };
             let i0 = (src.floor() as usize).min(in_size - 1);
             let w1 = (src - i0 as f32).clamp(0.0, 1.0);
             let i1 = if i0 < in_size - 1 { i0 + 1 } else { i0 };
@@ -315,8 +367,8 @@ fn upsample_bilinear_crop(
     assert_eq!(src.len(), sh * sw, "buffer is not sh*sw");
     let (ch, cw) = crop;
     assert!(ch <= sh && cw <= sw && ch > 0 && cw > 0, "bad crop");
-    let ys = lerp_table(ch, dh);
-    let xs = lerp_table(cw, dw);
+    let ys = lerp_table(ch, dh, false);
+    let xs = lerp_table(cw, dw, false);
     let mut out = vec![0f32; dh * dw];
     // Row-parallel; each row interpolates the two source rows horizontally then mixes them.
     out.par_chunks_mut(dw)
@@ -351,8 +403,8 @@ pub fn postprocess_logits(
         nh <= target && nw <= target,
         "new size larger than the target"
     );
-    let ys = lerp_table(g4, target);
-    let xs = lerp_table(g4, target);
+    let ys = lerp_table(g4, target, false);
+    let xs = lerp_table(g4, target, false);
     let mut mid = vec![0f32; nh * nw];
     mid.par_chunks_mut(nw)
         .zip(ys[..nh].par_iter())
@@ -541,5 +593,73 @@ mod tests {
             .collect();
         let want = upsample_bilinear(&crop, new.0, new.1, orig.0, orig.1);
         assert_eq!(postprocess_logits(&src, g4, target, new, orig), want);
+    }
+
+    /// The matrix resize (the GPU path of `resize_bilinear`) gives burn's `interpolate` values
+    /// and gradients, up- and downsampling, with and without aligned corners.
+    #[test]
+    fn matrix_resize_matches_interpolate() {
+        use burn::tensor::Device;
+        let device = Device::flex().autodiff();
+        for (from, to) in [
+            ([64, 64], [256, 256]),
+            ([64, 64], [16, 16]),
+            ([27, 13], [50, 7]),
+            ([5, 9], [1, 12]),
+        ] {
+            for align_corners in [false, true] {
+                let n = 2 * 3 * from[0] * from[1];
+                let values: Vec<f32> = (0..n)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let x = || {
+                    Tensor::<4>::from_data(
+                        TensorData::new(values.clone(), [2, 3, from[0], from[1]]),
+                        &device,
+                    )
+                    .require_grad()
+                };
+                let run = |resize: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+                    let input = x();
+                    let out = resize(input.clone());
+                    // A non-uniform weighting, so every output position's gradient differs.
+                    let weight = out.clone().detach().sin();
+                    let grads = (out.clone() * weight).sum().backward();
+                    let grad = input.grad(&grads).expect("input gradient");
+                    (
+                        out.into_data().try_to_vec::<f32>().unwrap(),
+                        grad.into_data().try_to_vec::<f32>().unwrap(),
+                    )
+                };
+                let (want, want_grad) = run(&|t| {
+                    interpolate(
+                        t,
+                        InterpolateOptions::new(InterpolateMode::Bilinear)
+                            .with_align_corners(align_corners)
+                            .with_output_size(to),
+                    )
+                });
+                let (got, got_grad) = run(&|t| resize_by_matrices(t, to, align_corners));
+                let case = format!("{from:?} -> {to:?}, align_corners {align_corners}");
+                assert_eq!(got.len(), 2 * 3 * to[0] * to[1], "{case}");
+                for (name, a, b) in [
+                    ("values", &got, &want),
+                    ("gradients", &got_grad, &want_grad),
+                ] {
+                    // Relative to the largest entry. burn computes aligned source positions exactly, PyTorch
+                    // (and the matrices) as `f32(scale) · dst`, which moves weights by ~1e-6 relative.
+                    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    let worst = a
+                        .iter()
+                        .zip(b.iter())
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst <= 5e-5 * scale,
+                        "{case}: {name} differ by {worst} (largest {scale})"
+                    );
+                }
+            }
+        }
     }
 }

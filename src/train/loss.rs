@@ -3,18 +3,11 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 /// Low-resolution logits `[N, 1, h, w]` → `[N, 1, S, S]`, bilinear with `align_corners = true`
 /// and no crop, as the authors' training code.
 pub fn upsample_logits(low_res: Tensor<4>, size: usize) -> Tensor<4> {
-    interpolate(
-        low_res,
-        InterpolateOptions::new(InterpolateMode::Bilinear)
-            .with_align_corners(true)
-            .with_output_size([size, size]),
-    )
+    crate::sam::transforms::resize_bilinear(low_res, [size, size], true)
 }
 
 /// The Dice term of the loss.

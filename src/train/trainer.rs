@@ -91,6 +91,8 @@ pub struct Trainer<'a> {
     pub out: PathBuf,
     /// Set (by Ctrl-C) to stop after the current step.
     pub stop: Option<&'a AtomicBool>,
+    /// Where the model trains (not part of the settings: a run may resume on another device).
+    pub device: Device,
 }
 
 /// The run was stopped by [`Trainer::stop`]; the weights of that moment are in `out/interrupted`.
@@ -104,8 +106,8 @@ impl Trainer<'_> {
     /// Trains from the start, or from `out/last` when `resume`.
     pub fn run(&self, resume: bool, progress: &mut dyn Progress) -> Result<RunState> {
         let s = &self.settings;
-        let device = Device::flex().autodiff();
-        let inner = Device::flex();
+        let inner = self.device.clone();
+        let device = inner.clone().autodiff();
         let mut optimizer = Optimizer::new(s.optimizer.clone());
         let (mut sam, mut state) = if resume {
             self.resume(&device, &inner, &mut optimizer)?
