@@ -24,6 +24,7 @@ allocator peak is reported beside it.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -234,10 +235,7 @@ class GpuMemoryPeak:
 def run_json(cmd, gpu: bool, env=None) -> dict:
     """Runs `cmd`, which prints its report as the last line of its output; on a GPU the report
     gains `peak_gpu_mib`."""
-    if gpu:
-        with GpuMemoryPeak() as memory:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    else:
+    with GpuMemoryPeak() if gpu else contextlib.nullcontext() as memory:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(map(str, cmd))}\n{done.stderr.strip()}")

@@ -235,8 +235,7 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
     let table = if rows == needed {
         table
     } else {
-        let m = linear_interpolation_matrix(rows, needed, false);
-        Tensor::<2>::from_data(TensorData::new(m, [needed, rows]), &device).matmul(table)
+        linear_interpolation_matrix(rows, needed, false, &device).matmul(table)
     };
     // Computed in f32 like the reference, then truncated.
     let q_scale = (k as f32 / q as f32).max(1.0);

@@ -9,7 +9,7 @@
 
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 /// SAM's `ResizeLongestSide`: the longest side becomes `target`, the aspect ratio is kept.
@@ -246,14 +246,15 @@ struct Lerp {
     w1: f32,
 }
 
-/// The `[out, in]` matrix of 1-D linear interpolation, row-major: multiplying a signal by it
+/// The `[out, in]` matrix of 1-D linear interpolation on `device`: multiplying a signal by it
 /// resizes it exactly as PyTorch's `interpolate` does, and keeps the resize differentiable when
 /// the signal is a trained tensor.
 pub fn linear_interpolation_matrix(
     in_size: usize,
     out_size: usize,
     align_corners: bool,
-) -> Vec<f32> {
+    device: &Device,
+) -> Tensor<2> {
     let mut m = vec![0f32; out_size * in_size];
     for (row, l) in m
         .chunks_mut(in_size)
@@ -262,7 +263,7 @@ pub fn linear_interpolation_matrix(
         row[l.i0] += l.w0;
         row[l.i1] += l.w1;
     }
-    m
+    Tensor::from_data(TensorData::new(m, [out_size, in_size]), device)
 }
 
 /// Bilinear resize of `[N, C, h, w]` to `[N, C, out_h, out_w]`, as PyTorch's
@@ -286,10 +287,8 @@ pub fn resize_bilinear(x: Tensor<4>, out: [usize; 2], align_corners: bool) -> Te
 fn resize_by_matrices(x: Tensor<4>, [out_h, out_w]: [usize; 2], align_corners: bool) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
-    let matrix = |from: usize, to: usize| {
-        let values = linear_interpolation_matrix(from, to, align_corners);
-        Tensor::<2>::from_data(TensorData::new(values, [to, from]), &device)
-    };
+    let matrix =
+        |from: usize, to: usize| linear_interpolation_matrix(from, to, align_corners, &device);
     let rows = matrix(h, out_h).unsqueeze::<4>().expand([n, c, out_h, h]);
     let cols = matrix(w, out_w)
         .transpose()
@@ -646,8 +645,9 @@ mod tests {
                     ("values", &got, &want),
                     ("gradients", &got_grad, &want_grad),
                 ] {
-                    // Relative to the largest entry. burn computes aligned source positions exactly, PyTorch
-                    // (and the matrices) as `f32(scale) · dst`, which moves weights by ~1e-6 relative.
+                    // Relative to the largest entry. burn computes aligned source positions
+                    // exactly, PyTorch (and the matrices) as `f32(scale) · dst`, which moves
+                    // weights by ~1e-6 relative.
                     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
                     let worst = a
                         .iter()
