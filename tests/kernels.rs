@@ -1,6 +1,6 @@
 //! The fused CPU kernels against burn's composed ops (the path of every other device): SAM's
 //! attention (windowed with padding on both axes, global, several query tiles, a batch of two),
-//! LayerNorm and GELU, values and gradients of every input.
+//! LayerNorm, GELU and linear, values and gradients of every input.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -146,4 +146,48 @@ fn gelu_matches_composed_ops() {
         let grads = (out.clone() * weights.clone()).sum().backward();
         vec![values(&out), values(&x.grad(&grads).unwrap())]
     });
+}
+
+/// Both orientations of the product (few rows, many rows), a transposed view as `x`, and a
+/// frozen weight and bias: those get no gradient, and x still gets its own.
+#[test]
+fn linear_matches_composed_ops() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for rows in [40, 700] {
+        let x = random(&mut rng, [24, rows], 1.0);
+        let weight = random(&mut rng, [19, 24], 0.5);
+        let bias = random(&mut rng, [19], 0.5);
+        let weights = random(&mut rng, [rows, 19], 1.0).detach();
+        compare(
+            &format!("linear over {rows} rows"),
+            &["output", "x", "weight", "bias"],
+            || {
+                let out = kernels::linear(x.clone().transpose(), weight.clone(), bias.clone());
+                let grads = (out.clone() * weights.clone()).sum().backward();
+                vec![
+                    values(&out),
+                    values(&x.grad(&grads).unwrap()),
+                    values(&weight.grad(&grads).unwrap()),
+                    values(&bias.grad(&grads).unwrap()),
+                ]
+            },
+        );
+        // Copies without require_grad.
+        let frozen_weight = Tensor::<2>::from_data(weight.to_data(), &device());
+        let frozen_bias = Tensor::<1>::from_data(bias.to_data(), &device());
+        compare(
+            &format!("frozen linear over {rows} rows"),
+            &["output", "x"],
+            || {
+                let out = kernels::linear(
+                    x.clone().transpose(),
+                    frozen_weight.clone(),
+                    frozen_bias.clone(),
+                );
+                let grads = (out.clone() * weights.clone()).sum().backward();
+                assert!(frozen_weight.grad(&grads).is_none() && frozen_bias.grad(&grads).is_none());
+                vec![values(&out), values(&x.grad(&grads).unwrap())]
+            },
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::peft_args::PeftArgs;
@@ -35,9 +35,6 @@ pub struct BenchArgs {
     /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Worker threads (default: every core, or RAYON_NUM_THREADS).
-    #[arg(long)]
-    threads: Option<usize>,
     /// Untimed runs first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -56,12 +53,6 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("cannot set up the worker threads")?;
-    }
     crate::kernels::set_enabled(!args.unfused);
     let device = super::device::parse(&args.device)?;
     if args.workload == Workload::Gemm {

@@ -1,4 +1,5 @@
-//! A bounds-checked view of the `gemm` crate for the small per-head products of the kernels.
+//! A bounds-checked view of the `gemm` crate: the small per-head products of the attention
+//! kernel, and the parallel products of [`super::linear`].
 
 /// A strided `rows × cols` view of a slice.
 #[derive(Clone, Copy)]
@@ -46,6 +47,48 @@ impl<'a> Mat<'a> {
 /// `out = alpha · a · b`, or `out += alpha · a · b` with `accumulate`; `out` is row-major
 /// `a.rows × b.cols`. Runs on the calling thread: the kernels parallelise over heads.
 pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool) {
+    product(
+        out,
+        Layout::RowMajor,
+        a,
+        b,
+        alpha,
+        accumulate,
+        gemm::Parallelism::None,
+    );
+}
+
+/// `out = a · b` (or `out += a · b` with `accumulate`) on rayon's worker threads, for products
+/// large enough to split (gemm runs small ones on one thread); `out` is `a.rows × b.cols` in
+/// `layout`.
+pub(super) fn gemm_parallel(out: &mut [f32], layout: Layout, a: Mat, b: Mat, accumulate: bool) {
+    product(
+        out,
+        layout,
+        a,
+        b,
+        1.0,
+        accumulate,
+        gemm::Parallelism::Rayon(0),
+    );
+}
+
+/// How a product's output is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    RowMajor,
+    ColumnMajor,
+}
+
+fn product(
+    out: &mut [f32],
+    layout: Layout,
+    a: Mat,
+    b: Mat,
+    alpha: f32,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert!(out.len() >= m * n, "output too small");
@@ -58,16 +101,21 @@ pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool
         }
         return;
     }
+    let (out_row_stride, out_col_stride) = match layout {
+        Layout::RowMajor => (n, 1),
+        Layout::ColumnMajor => (1, m),
+    };
     // SAFETY: both views were bounds-checked when made (`Mat::rows`, kept by `t`), `out` holds
-    // the m × n result, and none of the slices overlap `out` (it is borrowed mutably).
+    // the m × n result in either layout, and none of the slices overlap `out` (it is borrowed
+    // mutably).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            1,
-            n as isize,
+            out_col_stride as isize,
+            out_row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -80,7 +128,7 @@ pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

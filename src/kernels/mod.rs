@@ -5,7 +5,8 @@
 //! - [`rel_pos_attention`]: windowed or global attention with decomposed relative positions,
 //!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
 //! - [`layer_norm`]: LayerNorm over the last axis;
-//! - [`gelu`]: exact GELU.
+//! - [`gelu`]: exact GELU;
+//! - [`linear`]: `x·Wᵀ + b`, oriented by shape, with only the gradients the graph needs.
 //!
 //! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
 //! the same functions compose burn's tensor ops, so results never depend on the path taken
@@ -14,6 +15,7 @@
 mod attention;
 mod gelu;
 mod layer_norm;
+mod linear;
 mod math;
 mod matmul;
 
@@ -76,6 +78,19 @@ pub fn layer_norm<const D: usize>(
     }
 }
 
+/// `x·Wᵀ + b` for `x` `[rows, in]`, `weight` `[out, in]` (PyTorch's layout) and `bias` `[out]`.
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    if fused(&x) {
+        Tensor::from_dispatch(<Dispatch as CpuKernels>::linear(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            bias.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::module::linear(x, weight.transpose(), Some(bias))
+    }
+}
+
 /// Whether the fused kernels serve `x`: an f32 tensor on a device they [`serve`].
 pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && serve(&x.device())
@@ -127,6 +142,12 @@ pub trait CpuKernels: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self>;
+
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -153,6 +174,13 @@ impl CpuKernels for Flex {
         let out = layer_norm::forward(f32s(&x), f32s(&gamma), f32s(&beta), eps as f32);
         flex(out, x.layout().shape().to_vec())
     }
+
+    fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
+        let [m, k, n] = linear_dims(&x, &weight);
+        let out = linear::forward(f32s(&x), f32s(&weight), f32s(&bias), m, k, n);
+        flex(out, vec![m, n])
+    }
 }
 
 impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
@@ -169,13 +197,15 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             |[qkv, pad, rel_h, rel_w], &heads| {
                 Flex::rel_pos_attention(qkv, pad, rel_h, rel_w, heads)
             },
-            |saved, &heads, grad| {
+            every_input,
+            |saved, &heads, grad, _| {
+                let saved = saved.map(|t| t.expect("every input is saved"));
                 let shapes = saved.each_ref().map(|t| t.layout().shape().to_vec());
                 let (geo, [qkv, pad, rel_h, rel_w]) = attention_inputs(saved, heads);
                 let inputs = inputs(&qkv, &pad, &rel_h, &rel_w);
                 let g = attention::backward(geo, &inputs, f32s(&grad));
                 let mut shapes = shapes.into_iter();
-                [g.qkv, g.pad, g.rel_h, g.rel_w].map(|v| flex(v, shapes.next().unwrap()))
+                [g.qkv, g.pad, g.rel_h, g.rel_w].map(|v| Some(flex(v, shapes.next().unwrap())))
             },
         )
     }
@@ -185,10 +215,11 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             [x],
             (),
             |[x], _| Flex::gelu(x),
-            |[x], _, grad| {
-                let x = x.to_contiguous();
+            every_input,
+            |[x], _, grad, _| {
+                let x = x.expect("the input is saved").to_contiguous();
                 let dx = gelu::backward(f32s(&x), f32s(&grad));
-                [flex(dx, x.layout().shape().to_vec())]
+                [Some(flex(dx, x.layout().shape().to_vec()))]
             },
         )
     }
@@ -203,25 +234,71 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             [x, gamma, beta],
             eps,
             |[x, gamma, beta], &eps| Flex::layer_norm(x, gamma, beta, eps),
-            |[x, gamma, _], &eps, grad| {
-                let [x, gamma] = [x, gamma].map(|t| t.to_contiguous());
+            |_| [true, true, false],
+            |[x, gamma, _], &eps, grad, _| {
+                let [x, gamma] = [x, gamma].map(|t| t.expect("saved").to_contiguous());
                 let g = layer_norm::backward(f32s(&x), f32s(&gamma), f32s(&grad), eps as f32);
                 let c = g.gamma.len();
                 [
-                    flex(g.x, x.layout().shape().to_vec()),
-                    flex(g.gamma, vec![c]),
-                    flex(g.beta, vec![c]),
+                    Some(flex(g.x, x.layout().shape().to_vec())),
+                    Some(flex(g.gamma, vec![c])),
+                    Some(flex(g.beta, vec![c])),
                 ]
+            },
+        )
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        differentiable::<C, _, 3>(
+            [x, weight, bias],
+            (),
+            |[x, weight, bias], _| Flex::linear(x, weight, bias),
+            // x's gradient reads the weight, the weight's reads x, the bias's neither.
+            |[x, weight, _]| [weight, x, false],
+            |[x, weight, _], _, grad, [need_x, need_weight, need_bias]| {
+                let [x, weight] = [x, weight].map(|t| t.map(|t| t.to_contiguous()));
+                let n = grad.layout().shape()[1];
+                let m = grad.layout().shape()[0];
+                let g = f32s(&grad);
+                let dx = need_x.then(|| {
+                    let w = weight
+                        .as_ref()
+                        .expect("the weight is saved for x's gradient");
+                    let k = w.layout().shape()[1];
+                    flex(linear::input_grad(g, f32s(w), m, k, n), vec![m, k])
+                });
+                let dw = need_weight.then(|| {
+                    let x = x.as_ref().expect("x is saved for the weight's gradient");
+                    let k = x.layout().shape()[1];
+                    flex(linear::weight_grad(g, f32s(x), m, k, n), vec![n, k])
+                });
+                let db = need_bias.then(|| flex(linear::bias_grad(g, m, n), vec![n]));
+                [dx, dw, db]
             },
         )
     }
 }
 
-/// The backward pass of a fused op: its saved inputs, its parameters and the gradient of its
-/// output → the gradient of every input.
-type BackwardFn<P, const N: usize> = fn([FlexTensor; N], &P, FlexTensor) -> [FlexTensor; N];
+/// What a fused op's backward pass reads, by which inputs need a gradient → which inputs to
+/// save.
+type SavesFn<const N: usize> = fn([bool; N]) -> [bool; N];
 
-/// A fused op in the autodiff graph: its inputs are saved, and [`Fused::backward`] turns the
+/// For ops whose backward pass reads every input, whatever it computes.
+fn every_input<const N: usize>(_: [bool; N]) -> [bool; N] {
+    [true; N]
+}
+
+/// The backward pass of a fused op: its saved inputs (as [`SavesFn`] chose), its parameters, the
+/// gradient of its output and which inputs need a gradient → the gradients asked for (others may
+/// be `None`).
+type BackwardFn<P, const N: usize> =
+    fn([Option<FlexTensor>; N], &P, FlexTensor, [bool; N]) -> [Option<FlexTensor>; N];
+
+/// A fused op in the autodiff graph: the inputs it saved, and [`Fused::backward`] turns the
 /// output's gradient into theirs (registered for the inputs that need one).
 #[derive(Debug)]
 struct Fused<P, const N: usize> {
@@ -232,7 +309,7 @@ impl<P, const N: usize> Backward<Flex, N> for Fused<P, N>
 where
     P: Clone + Send + std::fmt::Debug + 'static,
 {
-    type State = ([NodeId; N], P);
+    type State = ([Option<NodeId>; N], P);
 
     fn backward(
         self,
@@ -241,35 +318,43 @@ where
         checkpointer: &mut Checkpointer,
     ) {
         let (ids, params) = ops.state;
-        let saved = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
+        let saved = ids.map(|id| id.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id)));
         let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let input_grads = (self.backward)(saved, &params, grad);
+        let needed = ops.parents.each_ref().map(Option::is_some);
+        let input_grads = (self.backward)(saved, &params, grad, needed);
         for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
             if let Some(node) = parent {
+                let grad = grad.expect("a fused op's backward computes every gradient asked for");
                 grads.register::<Flex>(node.id, grad);
             }
         }
     }
 }
 
-/// Runs `forward` on the inputs' values and records it in the autodiff graph with `backward`.
+/// Runs `forward` on the inputs' values and records it in the autodiff graph with `backward`,
+/// saving the inputs that `saves` names for the inputs that need a gradient.
 fn differentiable<C: CheckpointStrategy, P, const N: usize>(
     inputs: [FloatTensor<Autodiff<Flex, C>>; N],
     params: P,
     forward: fn([FlexTensor; N], &P) -> FlexTensor,
+    saves: SavesFn<N>,
     backward: BackwardFn<P, N>,
 ) -> FloatTensor<Autodiff<Flex, C>>
 where
     P: Clone + Send + std::fmt::Debug + 'static,
 {
     let nodes = inputs.each_ref().map(|t| t.node());
+    let save = saves(inputs.each_ref().map(|t| t.is_tracked()));
     match (Fused { backward })
         .prepare::<C>(nodes)
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(mut prep) => {
-            let ids = inputs.each_ref().map(|t| prep.checkpoint(t));
+            let mut keep = save.into_iter();
+            let ids = inputs
+                .each_ref()
+                .map(|t| keep.next().unwrap().then(|| prep.checkpoint(t)));
             let out = forward(inputs.map(|t| t.into_primitive()), &params);
             prep.finish((ids, params), out)
         }
@@ -277,6 +362,18 @@ where
             prep.finish(forward(inputs.map(|t| t.into_primitive()), &params))
         }
     }
+}
+
+/// `[m, k, n]` of a linear: `x` `[m, k]`, `weight` `[n, k]`.
+fn linear_dims(x: &FlexTensor, weight: &FlexTensor) -> [usize; 3] {
+    let (x, w) = (x.layout().shape(), weight.layout().shape());
+    assert!(
+        x.num_dims() == 2 && w.num_dims() == 2 && x[1] == w[1],
+        "linear: x {:?}, weight {:?}",
+        x.to_vec(),
+        w.to_vec()
+    );
+    [x[0], x[1], w[0]]
 }
 
 /// The geometry of a [`CpuKernels::rel_pos_attention`] call, and its inputs made contiguous.

@@ -41,11 +41,11 @@ impl Linear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut dims = x.dims();
         let rows = x.reshape([-1, dims[D - 1] as i64]);
-        let y = linear(
-            rows,
-            self.weight.val().transpose(),
-            self.bias.as_ref().map(Param::val),
-        );
+        let weight = self.weight.val();
+        let y = match &self.bias {
+            Some(bias) => crate::kernels::linear(rows, weight, bias.val()),
+            None => linear(rows, weight.transpose(), None),
+        };
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
     }
