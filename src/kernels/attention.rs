@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::math::{self, dot};
 use super::matmul::{Mat, gemm};
+use super::zeros;
 
 /// The geometry of one call: `qkv` is `[b, h, w, 3·heads·hd]` (channels `[3][heads][hd]`),
 /// attended in windows of `wh × ww` (the whole grid for global attention). The grid is padded to
@@ -222,7 +223,7 @@ pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
             o
         })
         .collect();
-    let mut out = vec![0.0; geo.b * geo.h * geo.w * c];
+    let mut out = zeros(geo.b * geo.h * geo.w * c);
     for (t, o) in tasks.iter().zip(&outputs) {
         for (i, row) in o.chunks_exact(hd).enumerate() {
             let at = geo.query(*t, i, c);
@@ -338,7 +339,7 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
         .collect();
 
     let mut grads = Grads {
-        qkv: vec![0.0; inputs.qkv.len()],
+        qkv: zeros(inputs.qkv.len()),
         pad: vec![0.0; 3 * c],
         rel_h: vec![0.0; inputs.rel_h.len()],
         rel_w: vec![0.0; inputs.rel_w.len()],

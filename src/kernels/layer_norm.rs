@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::math;
+use super::{math, zeros};
 
 /// Rows per parallel task (SAM's rows are 256 to 1,280 wide).
 const ROWS: usize = 64;
@@ -10,7 +10,7 @@ const ROWS: usize = 64;
 /// `x` `[rows, c]` → normalised, scaled and shifted, `c = gamma.len()`.
 pub(super) fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
     let chunk = ROWS * gamma.len();
-    let mut out = vec![0.0; x.len()];
+    let mut out = zeros(x.len());
     out.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
         .for_each(|(out, x)| math::layer_norm_rows(x, gamma, beta, eps, out));
@@ -27,7 +27,7 @@ pub(super) struct Grads {
 pub(super) fn backward(x: &[f32], gamma: &[f32], grad: &[f32], eps: f32) -> Grads {
     let c = gamma.len();
     let chunk = ROWS * c;
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = zeros(x.len());
     let (gamma_grad, beta_grad) = dx
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk).zip(grad.par_chunks(chunk)))

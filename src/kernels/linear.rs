@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{Layout, Mat, gemm_parallel};
+use super::zeros;
 
 /// Up to this many rows the product is computed column-major and transposed (measured with the
 /// gemm crate at 2 threads: faster at 256 rows for every ViT shape, slower at 1024).
@@ -23,12 +24,12 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: us
     assert_eq!(b.len(), n, "bias length");
     let (x, w) = (Mat::rows(x, m, k), Mat::rows(w, n, k).t());
     if m <= COLUMN_MAJOR_MAX_ROWS {
-        // Column-major: each output column (feature) starts as its bias.
-        let mut columns: Vec<f32> = b.iter().flat_map(|&v| std::iter::repeat_n(v, m)).collect();
-        gemm_parallel(&mut columns, Layout::ColumnMajor, x, w, true);
-        transpose(&columns, n, m)
+        let mut columns = zeros(m * n);
+        gemm_parallel(&mut columns, Layout::ColumnMajor, x, w, false);
+        transpose_adding(&columns, n, m, b)
     } else {
-        let mut out = b.repeat(m);
+        let mut out = zeros(m * n);
+        out.par_chunks_mut(n).for_each(|row| row.copy_from_slice(b));
         gemm_parallel(&mut out, Layout::RowMajor, x, w, true);
         out
     }
@@ -36,7 +37,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: us
 
 /// `dL/dx = grad · W`, `[m, k]`, for `grad` `[m, n]`.
 pub(super) fn input_grad(grad: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0; m * k];
+    let mut out = zeros(m * k);
     gemm_parallel(
         &mut out,
         Layout::RowMajor,
@@ -49,7 +50,7 @@ pub(super) fn input_grad(grad: &[f32], w: &[f32], m: usize, k: usize, n: usize) 
 
 /// `dL/dW = gradᵀ · x`, `[n, k]`.
 pub(super) fn weight_grad(grad: &[f32], x: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0.0; n * k];
+    let mut out = zeros(n * k);
     gemm_parallel(
         &mut out,
         Layout::RowMajor,
@@ -75,21 +76,23 @@ pub(super) fn bias_grad(grad: &[f32], m: usize, n: usize) -> Vec<f32> {
     out
 }
 
-/// The row-major `[cols, rows]` transpose of row-major `[rows, cols]` `src`, in parallel over
-/// tiles of output rows.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// The row-major `[cols, rows]` transpose of row-major `[rows, cols]` `src`, plus `row_values`
+/// (`[rows]`) along each output row, in parallel over tiles of output rows.
+fn transpose_adding(src: &[f32], rows: usize, cols: usize, row_values: &[f32]) -> Vec<f32> {
     assert_eq!(src.len(), rows * cols);
-    let mut out = vec![0.0; rows * cols];
+    assert_eq!(row_values.len(), rows);
+    let mut out = zeros(rows * cols);
     out.par_chunks_mut(TILE * rows)
         .enumerate()
         .for_each(|(t, block)| {
             let c0 = t * TILE;
             let block_cols = block.len() / rows;
             for r0 in (0..rows).step_by(TILE) {
+                let r1 = rows.min(r0 + TILE);
                 for c in 0..block_cols {
-                    let dst = &mut block[c * rows..][r0..rows.min(r0 + TILE)];
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d = src[(r0 + i) * cols + c0 + c];
+                    let dst = &mut block[c * rows..][r0..r1];
+                    for ((d, r), add) in dst.iter_mut().zip(r0..).zip(&row_values[r0..r1]) {
+                        *d = src[r * cols + c0 + c] + add;
                     }
                 }
             }
@@ -148,11 +151,11 @@ mod tests {
     #[test]
     fn transpose_crosses_tiles() {
         let (rows, cols) = (TILE + 3, 2 * TILE + 1);
-        let src = values(rows * cols, 0.9);
-        let t = transpose(&src, rows, cols);
+        let (src, add) = (values(rows * cols, 0.9), values(rows, 0.4));
+        let t = transpose_adding(&src, rows, cols, &add);
         for r in 0..rows {
             for c in 0..cols {
-                assert_eq!(t[c * rows + r], src[r * cols + c]);
+                assert_eq!(t[c * rows + r], src[r * cols + c] + add[r]);
             }
         }
     }

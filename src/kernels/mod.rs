@@ -28,6 +28,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
 use std::cell::Cell;
 
 use attention::{Geometry, Inputs};
@@ -409,6 +410,18 @@ fn inputs<'a>(
         rel_h: f32s(rel_h),
         rel_w: f32s(rel_w),
     }
+}
+
+/// `vec![0.0; len]`, zeroed by the worker threads: `vec!` zeroes a reused allocation on the
+/// calling thread, and the outputs of a training step's kernels add up to tens of megabytes.
+fn zeros(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(1 << 16)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the first `len` values were all written just above.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// The values of a contiguous f32 tensor.
