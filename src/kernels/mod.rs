@@ -6,12 +6,14 @@
 //!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
 //! - [`layer_norm`]: LayerNorm over the last axis;
 //! - [`gelu`]: exact GELU;
-//! - [`linear`]: `x·Wᵀ + b`, oriented by shape, with only the gradients the graph needs.
+//! - [`linear`]: `x·Wᵀ + b`, oriented by shape, with only the gradients the graph needs;
+//! - [`adam_step`]: the optimiser's update of one parameter (no gradient of its own).
 //!
 //! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
 //! the same functions compose burn's tensor ops, so results never depend on the path taken
 //! beyond float rounding (tests/kernels.rs compares both, values and gradients).
 
+mod adam;
 mod attention;
 mod gelu;
 mod layer_norm;
@@ -25,12 +27,15 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
+};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 use std::cell::Cell;
 
+pub use adam::{AdamStep, WeightDecay};
 use attention::{Geometry, Inputs};
 
 /// The fused path of [`crate::sam::attention::rel_pos_attention`] (same arguments and result).
@@ -92,6 +97,26 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
     }
 }
 
+/// One Adam update of a flat parameter `theta` from its gradient and moments: `[θ', m', v']`.
+/// The caller checks [`serve`]; `train::optim` composes burn's ops elsewhere.
+pub fn adam_step(
+    theta: Tensor<1>,
+    grad: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: AdamStep,
+) -> [Tensor<1>; 3] {
+    let n = theta.dims()[0];
+    let out = Tensor::<1>::from_dispatch(<Dispatch as CpuKernels>::adam_step(
+        theta.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    ));
+    [0, 1, 2].map(|i| out.clone().slice(i * n..(i + 1) * n))
+}
+
 /// Whether the fused kernels serve `x`: an f32 tensor on a device they [`serve`].
 pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && serve(&x.device())
@@ -149,6 +174,14 @@ pub trait CpuKernels: Backend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    fn adam_step(
+        theta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> FloatTensor<Self>;
 }
 
 impl CpuKernels for Flex {
@@ -165,22 +198,35 @@ impl CpuKernels for Flex {
     }
 
     fn gelu(x: FlexTensor) -> FlexTensor {
-        let x = x.to_contiguous();
+        let x = contiguous(x);
         let out = gelu::forward(f32s(&x));
         flex(out, x.layout().shape().to_vec())
     }
 
     fn layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> FlexTensor {
-        let [x, gamma, beta] = [x, gamma, beta].map(|t| t.to_contiguous());
+        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
         let out = layer_norm::forward(f32s(&x), f32s(&gamma), f32s(&beta), eps as f32);
         flex(out, x.layout().shape().to_vec())
     }
 
     fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
+        let [x, weight, bias] = [x, weight, bias].map(contiguous);
         let [m, k, n] = linear_dims(&x, &weight);
         let out = linear::forward(f32s(&x), f32s(&weight), f32s(&bias), m, k, n);
         flex(out, vec![m, n])
+    }
+
+    fn adam_step(
+        theta: FlexTensor,
+        grad: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        step: AdamStep,
+    ) -> FlexTensor {
+        let [theta, grad, m, v] = [theta, grad, m, v].map(contiguous);
+        let out = adam::step(f32s(&theta), f32s(&grad), f32s(&m), f32s(&v), &step);
+        let len = out.len();
+        flex(out, vec![len])
     }
 }
 
@@ -218,7 +264,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             |[x], _| Flex::gelu(x),
             every_input,
             |[x], _, grad, _| {
-                let x = x.expect("the input is saved").to_contiguous();
+                let x = contiguous(x.expect("the input is saved"));
                 let dx = gelu::backward(f32s(&x), f32s(&grad));
                 [Some(flex(dx, x.layout().shape().to_vec()))]
             },
@@ -237,7 +283,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             |[x, gamma, beta], &eps| Flex::layer_norm(x, gamma, beta, eps),
             |_| [true, true, false],
             |[x, gamma, _], &eps, grad, _| {
-                let [x, gamma] = [x, gamma].map(|t| t.expect("saved").to_contiguous());
+                let [x, gamma] = [x, gamma].map(|t| contiguous(t.expect("saved")));
                 let g = layer_norm::backward(f32s(&x), f32s(&gamma), f32s(&grad), eps as f32);
                 let c = g.gamma.len();
                 [
@@ -261,7 +307,7 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             // x's gradient reads the weight, the weight's reads x, the bias's neither.
             |[x, weight, _]| [weight, x, false],
             |[x, weight, _], _, grad, [need_x, need_weight, need_bias]| {
-                let [x, weight] = [x, weight].map(|t| t.map(|t| t.to_contiguous()));
+                let [x, weight] = [x, weight].map(|t| t.map(contiguous));
                 let n = grad.layout().shape()[1];
                 let m = grad.layout().shape()[0];
                 let g = f32s(&grad);
@@ -281,6 +327,18 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
                 [dx, dw, db]
             },
         )
+    }
+
+    /// On values outside the graph: the update is not differentiated.
+    fn adam_step(
+        theta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> FloatTensor<Self> {
+        let [theta, grad, m, v] = [theta, grad, m, v].map(Self::inner);
+        Self::from_inner(Flex::adam_step(theta, grad, m, v, step))
     }
 }
 
@@ -320,7 +378,7 @@ where
     ) {
         let (ids, params) = ops.state;
         let saved = ids.map(|id| id.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id)));
-        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let needed = ops.parents.each_ref().map(Option::is_some);
         let input_grads = (self.backward)(saved, &params, grad, needed);
         for (parent, grad) in ops.parents.into_iter().zip(input_grads) {
@@ -379,7 +437,7 @@ fn linear_dims(x: &FlexTensor, weight: &FlexTensor) -> [usize; 3] {
 
 /// The geometry of a [`CpuKernels::rel_pos_attention`] call, and its inputs made contiguous.
 fn attention_inputs(tensors: [FlexTensor; 4], heads: usize) -> (Geometry, [FlexTensor; 4]) {
-    let [qkv, pad, rel_h, rel_w] = tensors.map(|t| t.to_contiguous());
+    let [qkv, pad, rel_h, rel_w] = tensors.map(contiguous);
     let dims = |t: &FlexTensor| t.layout().shape().to_vec();
     let (q, h, w) = (dims(&qkv), dims(&rel_h), dims(&rel_w));
     assert!(
@@ -422,6 +480,16 @@ fn zeros(len: usize) -> Vec<f32> {
     // SAFETY: the first `len` values were all written just above.
     unsafe { v.set_len(len) };
     v
+}
+
+/// `t` itself when its values are one run in its buffer (a slice of a larger buffer too: burn's
+/// `to_contiguous` copies those), else a contiguous copy.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
 }
 
 /// The values of a contiguous f32 tensor.
