@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::math::{self, dot};
+use super::math::{self, RelPos, RelPosGrads};
 use super::matmul::{Mat, gemm};
 use super::zeros;
 
@@ -166,21 +166,21 @@ impl Geometry {
             scale,
             false,
         );
-        let (mut rel_h, mut rel_w) = (vec![0.0; self.wh], vec![0.0; self.ww]);
+        let (mut terms_h, mut terms_w) = (vec![0.0; self.wh], vec![0.0; self.ww]);
         for ((i, row), q) in rows.zip(p.chunks_exact_mut(nk)).zip(q.chunks_exact(hd)) {
-            let (y, x) = (i / t.qw, i % t.qw);
-            for (ky, r) in rel_h.iter_mut().enumerate() {
-                *r = dot(q, &inputs.rel_h[(y * self.wh + ky) * hd..][..hd]);
-            }
-            for (kx, r) in rel_w.iter_mut().enumerate() {
-                *r = dot(q, &inputs.rel_w[(x * self.ww + kx) * hd..][..hd]);
-            }
-            for (ky, keys) in row.chunks_exact_mut(self.ww).enumerate() {
-                for (s, r) in keys.iter_mut().zip(&rel_w) {
-                    *s += rel_h[ky] + r;
-                }
-            }
-            math::softmax(row);
+            let rel = self.rel_pos(inputs, t, i, q);
+            math::rel_pos_softmax(row, &rel, &mut terms_h, &mut terms_w);
+        }
+    }
+
+    /// Query `i` of task `t` (values `q`) and its rows of the relative-position tables.
+    fn rel_pos<'a>(&self, inputs: &Inputs<'a>, t: Task, i: usize, q: &'a [f32]) -> RelPos<'a> {
+        let (y, x) = (i / t.qw, i % t.qw);
+        let (h, w) = (self.wh * self.hd, self.ww * self.hd);
+        RelPos {
+            q,
+            h: &inputs.rel_h[y * h..(y + 1) * h],
+            w: &inputs.rel_w[x * w..(x + 1) * w],
         }
     }
 
@@ -257,7 +257,8 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
             let (mut dq, mut dk, mut dv) =
                 (vec![0.0; nq * hd], vec![0.0; nk * hd], vec![0.0; nk * hd]);
             let (mut p, mut ds) = (Vec::new(), Vec::new());
-            let (mut row_h, mut row_w) = (vec![0.0; geo.wh], vec![0.0; geo.ww]);
+            let (mut sums_h, mut sums_w) = (vec![0.0; geo.wh], vec![0.0; geo.ww]);
+            let (rows_h, rows_w) = (geo.wh * hd, geo.ww * hd);
             for rows in geo.query_tiles(t) {
                 let n = rows.len();
                 p.resize(n * nk, 0.0);
@@ -281,36 +282,28 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
                     1.0,
                     false,
                 );
-                // Softmax backward: dS = P ⊙ (dP − Σ_j dP·P), row by row; the logits'
-                // relative-position terms get dS summed over key columns (rows).
+                // Softmax backward, row by row, with the relative-position terms' gradients.
                 let dq = &mut dq[rows.start * hd..rows.end * hd];
                 for (i, ((ds_row, p_row), (q, dq_row))) in rows.clone().zip(
                     ds.chunks_exact_mut(nk)
                         .zip(p.chunks_exact(nk))
                         .zip(q.chunks_exact(hd).zip(dq.chunks_exact_mut(hd))),
                 ) {
-                    let weighted = dot(ds_row, p_row);
-                    for (d, &pr) in ds_row.iter_mut().zip(p_row) {
-                        *d = pr * (*d - weighted);
-                    }
-                    row_w.fill(0.0);
-                    for (ky, keys) in ds_row.chunks_exact(geo.ww).enumerate() {
-                        row_h[ky] = keys.iter().sum();
-                        for (r, &d) in row_w.iter_mut().zip(keys) {
-                            *r += d;
-                        }
-                    }
+                    let rel = geo.rel_pos(inputs, t, i, q);
                     let (y, x) = (i / t.qw, i % t.qw);
-                    for (ky, &d) in row_h.iter().enumerate() {
-                        let at = (y * geo.wh + ky) * hd;
-                        axpy(dq_row, d, &inputs.rel_h[at..at + hd]);
-                        axpy(&mut d_rel_h[at..at + hd], d, q);
-                    }
-                    for (kx, &d) in row_w.iter().enumerate() {
-                        let at = (x * geo.ww + kx) * hd;
-                        axpy(dq_row, d, &inputs.rel_w[at..at + hd]);
-                        axpy(&mut d_rel_w[at..at + hd], d, q);
-                    }
+                    let mut grads = RelPosGrads {
+                        q: dq_row,
+                        h: &mut d_rel_h[y * rows_h..(y + 1) * rows_h],
+                        w: &mut d_rel_w[x * rows_w..(x + 1) * rows_w],
+                    };
+                    math::rel_pos_softmax_backward(
+                        ds_row,
+                        p_row,
+                        &rel,
+                        &mut grads,
+                        &mut sums_h,
+                        &mut sums_w,
+                    );
                 }
                 // dQ += scale·dS·K; dK += scale·dSᵀ·Q.
                 gemm(

@@ -92,6 +92,89 @@ multiversion! {
     }
 }
 
+/// One query's relative-position inputs: its `q` (`hd` values) and the rows of the tables for
+/// its window row and column, `h` `[wh, hd]` and `w` `[ww, hd]`.
+pub(super) struct RelPos<'a> {
+    pub q: &'a [f32],
+    pub h: &'a [f32],
+    pub w: &'a [f32],
+}
+
+/// Gradients into the same rows: of `q`, `h` and `w`.
+pub(super) struct RelPosGrads<'a> {
+    pub q: &'a mut [f32],
+    pub h: &'a mut [f32],
+    pub w: &'a mut [f32],
+}
+
+multiversion! {
+    /// One query's scores `row` (`[wh·ww]`, key rows of `ww`) plus its relative-position terms
+    /// `q·h[ky] + q·w[kx]`, then their softmax, in place. `terms_h`, `terms_w`: scratch of
+    /// `wh` and `ww` values.
+    fn rel_pos_softmax(
+        row: &mut [f32],
+        rel: &RelPos,
+        terms_h: &mut [f32],
+        terms_w: &mut [f32],
+    ) {
+        let hd = rel.q.len();
+        for (t, table) in terms_h.iter_mut().zip(rel.h.chunks_exact(hd)) {
+            *t = dot(rel.q, table);
+        }
+        for (t, table) in terms_w.iter_mut().zip(rel.w.chunks_exact(hd)) {
+            *t = dot(rel.q, table);
+        }
+        for (keys, &h) in row.chunks_exact_mut(terms_w.len()).zip(terms_h.iter()) {
+            for (s, &w) in keys.iter_mut().zip(terms_w.iter()) {
+                *s += h + w;
+            }
+        }
+        softmax(row);
+    }
+}
+
+multiversion! {
+    /// The backward pass of [`rel_pos_softmax`] for one query, given its probabilities `p`:
+    /// `ds` goes from dL/dP to dL/dscores = `p ⊙ (ds − ds·p)`, and the terms' gradients are
+    /// added: with `Sh[ky]`, `Sw[kx]` the sums of `ds` over each key row and key column,
+    /// `dq += Σ Sh[ky]·h[ky] + Σ Sw[kx]·w[kx]`, `dh[ky] += Sh[ky]·q`, `dw[kx] += Sw[kx]·q`.
+    /// `sums_h`, `sums_w`: scratch of `wh` and `ww` values.
+    fn rel_pos_softmax_backward(
+        ds: &mut [f32],
+        p: &[f32],
+        rel: &RelPos,
+        grads: &mut RelPosGrads,
+        sums_h: &mut [f32],
+        sums_w: &mut [f32],
+    ) {
+        let weighted = dot(ds, p);
+        for (d, &pr) in ds.iter_mut().zip(p) {
+            *d = pr * (*d - weighted);
+        }
+        sums_w.fill(0.0);
+        for (keys, s) in ds.chunks_exact(sums_w.len()).zip(sums_h.iter_mut()) {
+            *s = sum(keys);
+            for (w, &d) in sums_w.iter_mut().zip(keys) {
+                *w += d;
+            }
+        }
+        let hd = rel.q.len();
+        let rows = [(&*sums_h, rel.h, &mut *grads.h), (&*sums_w, rel.w, &mut *grads.w)];
+        for (sums, table, d_table) in rows {
+            for ((&s, row), d_row) in sums
+                .iter()
+                .zip(table.chunks_exact(hd))
+                .zip(d_table.chunks_exact_mut(hd))
+            {
+                for (((dq, &t), d), &q) in grads.q.iter_mut().zip(row).zip(d_row).zip(rel.q) {
+                    *dq += s * t;
+                    *d += s * q;
+                }
+            }
+        }
+    }
+}
+
 /// `Σ a·b`, in lanes like [`lanes`] (which folds one slice).
 #[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
