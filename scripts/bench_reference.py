@@ -62,7 +62,8 @@ def parse_args():
     p.add_argument("--workload", choices=("train-step", "inference"), default="train-step")
     p.add_argument("--model", choices=tuple(CONFIGS), default="vit_b")
     p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--method", choices=pr.METHODS, required=True)
+    p.add_argument("--method", choices=pr.METHODS, default="lora+cobot",
+                   help="as `sam-cobot bench --method` (the same default)")
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--bottleneck", type=int, default=16)
     p.add_argument("--lora-init", choices=("xavier", "zero-b"), default="xavier")

@@ -26,7 +26,8 @@ pub enum Workload {
     TrainStep,
     /// Image encoder, prompt encoder and mask decoder, no gradients.
     Inference,
-    /// One square f32 matrix product: the machine's GEMM rate, to set the others against.
+    /// One f32 matrix product (square unless --gemm-size says otherwise): the machine's GEMM
+    /// rate, to set the others against.
     Gemm,
 }
 
@@ -174,7 +175,9 @@ fn sync(device: &Device) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
 }
 
-/// Times `[m, k] · [k, n]` in f32 on seeded random matrices; returns the timed runs in ms.
+/// Times `[m, k] · [k, n]` in f32 on seeded random matrices; returns the timed runs in ms. On
+/// the CPU the product is the one the model's linear layers run (`kernels::linear`, with a zero
+/// bias and the right factor stored `[n, k]`); elsewhere burn's matmul.
 pub fn gemm(
     shape: GemmShape,
     device: &Device,
@@ -188,13 +191,20 @@ pub fn gemm(
             .collect();
         Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device)
     };
-    let (a, b) = (matrix(shape.m, shape.k), matrix(shape.k, shape.n));
+    let a = matrix(shape.m, shape.k);
+    let product: Box<dyn Fn() -> Tensor<2>> = if crate::kernels::serve(device) {
+        let (w, bias) = (matrix(shape.n, shape.k), Tensor::zeros([shape.n], device));
+        Box::new(move || crate::kernels::linear(a.clone(), w.clone(), bias.clone()))
+    } else {
+        let b = matrix(shape.k, shape.n);
+        Box::new(move || a.clone().matmul(b.clone()))
+    };
     sync(device)?;
     let mut timed = Vec::with_capacity(runs);
     for run in 0..warmup + runs {
         let started = Instant::now();
         // Bound, so the product lives until the device has computed it.
-        let _product = a.clone().matmul(b.clone());
+        let _product = product();
         sync(device)?;
         if run >= warmup {
             timed.push(started.elapsed().as_secs_f64() * 1e3);
