@@ -148,16 +148,16 @@ fn gelu_matches_composed_ops() {
     });
 }
 
-/// Both orientations of the product (few rows, many rows), a transposed view as `x`, and a
-/// frozen weight and bias: those get no gradient, and x still gets its own.
+/// A product small enough for one thread and one split across the threads, a transposed view as
+/// `x`, and a frozen weight and bias: those get no gradient, and x still gets its own.
 #[test]
 fn linear_matches_composed_ops() {
     let mut rng = StdRng::seed_from_u64(11);
-    for rows in [40, 700] {
-        let x = random(&mut rng, [24, rows], 1.0);
-        let weight = random(&mut rng, [19, 24], 0.5);
-        let bias = random(&mut rng, [19], 0.5);
-        let weights = random(&mut rng, [rows, 19], 1.0).detach();
+    for (rows, d_in, d_out) in [(40, 24, 19), (300, 64, 96)] {
+        let x = random(&mut rng, [d_in, rows], 1.0);
+        let weight = random(&mut rng, [d_out, d_in], 0.5);
+        let bias = random(&mut rng, [d_out], 0.5);
+        let weights = random(&mut rng, [rows, d_out], 1.0).detach();
         compare(
             &format!("linear over {rows} rows"),
             &["output", "x", "weight", "bias"],

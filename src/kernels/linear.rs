@@ -1,50 +1,31 @@
 //! `y = x·Wᵀ + b` and its gradients on the gemm crate directly, for `x` `[m, k]`, `W` `[n, k]`
 //! (PyTorch's layout) and `b` `[n]`.
 //!
-//! burn's `linear` zeroes each output, adds the bias in a pass of its own on one thread, and
-//! leaves gemm to re-pack the whole weight on every call. With few rows (SAM's encoder at
-//! 256 px runs 256 tokens) that packing is not amortised: a column-major product, transposed
-//! afterwards, packs the small `x` instead and was 1.2–1.4× faster at `256 × 768 → 768 / 3072`
-//! on two threads. With many rows the row-major product is faster, so that is kept there.
+//! burn's `linear` zeroes each output and adds the bias in passes of its own on one thread, and
+//! its product leaves gemm's threading to pack the weight on the calling thread while the
+//! others wait; [`super::matmul::gemm_parallel`] splits the output columns across the threads
+//! instead, and the output starts as the bias, written by the threads.
 
 use rayon::prelude::*;
 
-use super::matmul::{Layout, Mat, gemm_parallel};
-use super::zeros;
+use super::matmul::{Mat, gemm_parallel};
+use super::{repeat_rows, zeros};
 
-/// Up to this many rows the product is computed column-major and transposed (measured with the
-/// gemm crate at 2 threads: faster at 256 rows for every ViT shape, slower at 1024).
-const COLUMN_MAJOR_MAX_ROWS: usize = 512;
-
-/// Rows or columns per parallel task of the elementwise passes.
+/// Columns per parallel task of the bias gradient.
 const TILE: usize = 32;
 
 /// `x·Wᵀ + b`, row-major `[m, n]`.
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(b.len(), n, "bias length");
-    let (x, w) = (Mat::rows(x, m, k), Mat::rows(w, n, k).t());
-    if m <= COLUMN_MAJOR_MAX_ROWS {
-        let mut columns = zeros(m * n);
-        gemm_parallel(&mut columns, Layout::ColumnMajor, x, w, false);
-        transpose_adding(&columns, n, m, b)
-    } else {
-        let mut out = zeros(m * n);
-        out.par_chunks_mut(n).for_each(|row| row.copy_from_slice(b));
-        gemm_parallel(&mut out, Layout::RowMajor, x, w, true);
-        out
-    }
+    let mut out = repeat_rows(b, m);
+    gemm_parallel(&mut out, Mat::rows(x, m, k), Mat::rows(w, n, k).t(), true);
+    out
 }
 
 /// `dL/dx = grad · W`, `[m, k]`, for `grad` `[m, n]`.
 pub(super) fn input_grad(grad: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = zeros(m * k);
-    gemm_parallel(
-        &mut out,
-        Layout::RowMajor,
-        Mat::rows(grad, m, n),
-        Mat::rows(w, n, k),
-        false,
-    );
+    gemm_parallel(&mut out, Mat::rows(grad, m, n), Mat::rows(w, n, k), false);
     out
 }
 
@@ -53,7 +34,6 @@ pub(super) fn weight_grad(grad: &[f32], x: &[f32], m: usize, k: usize, n: usize)
     let mut out = zeros(n * k);
     gemm_parallel(
         &mut out,
-        Layout::RowMajor,
         Mat::rows(grad, m, n).t(),
         Mat::rows(x, m, k),
         false,
@@ -76,30 +56,6 @@ pub(super) fn bias_grad(grad: &[f32], m: usize, n: usize) -> Vec<f32> {
     out
 }
 
-/// The row-major `[cols, rows]` transpose of row-major `[rows, cols]` `src`, plus `row_values`
-/// (`[rows]`) along each output row, in parallel over tiles of output rows.
-fn transpose_adding(src: &[f32], rows: usize, cols: usize, row_values: &[f32]) -> Vec<f32> {
-    assert_eq!(src.len(), rows * cols);
-    assert_eq!(row_values.len(), rows);
-    let mut out = zeros(rows * cols);
-    out.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(t, block)| {
-            let c0 = t * TILE;
-            let block_cols = block.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                let r1 = rows.min(r0 + TILE);
-                for c in 0..block_cols {
-                    let dst = &mut block[c * rows..][r0..r1];
-                    for ((d, r), add) in dst.iter_mut().zip(r0..).zip(&row_values[r0..r1]) {
-                        *d = src[r * cols + c0 + c] + add;
-                    }
-                }
-            }
-        });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,11 +64,11 @@ mod tests {
         (0..len).map(|i| (i as f32 * seed).sin()).collect()
     }
 
-    /// Both orientations of the forward product, and every gradient, against plain loops.
+    /// The forward product and every gradient against plain loops.
     #[test]
     fn products_match_loops() {
         let (k, n) = (7, 5);
-        for m in [3, COLUMN_MAJOR_MAX_ROWS + 2] {
+        for m in [3, 70] {
             let (x, w, b, g) = (
                 values(m * k, 0.7),
                 values(n * k, 1.3),
@@ -144,18 +100,6 @@ mod tests {
                         (0..m).map(|i| g[i * n + j] * x[i * k + c]).sum(),
                     );
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn transpose_crosses_tiles() {
-        let (rows, cols) = (TILE + 3, 2 * TILE + 1);
-        let (src, add) = (values(rows * cols, 0.9), values(rows, 0.4));
-        let t = transpose_adding(&src, rows, cols, &add);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(t[c * rows + r], src[r * cols + c] + add[r]);
             }
         }
     }

@@ -61,25 +61,28 @@ impl<'a> Mat<'a> {
 /// `out = alpha · a · b`, or `out += alpha · a · b` with `accumulate`; `out` is row-major
 /// `a.rows × b.cols`. Runs on the calling thread: the kernels parallelise over heads.
 pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool) {
-    product(
-        out,
-        Layout::RowMajor,
-        a,
-        b,
-        alpha,
-        accumulate,
-        gemm::Parallelism::None,
-    );
+    assert!(out.len() >= a.rows * b.cols, "output too small");
+    // SAFETY: `out` holds the m × n values and is borrowed mutably, so it overlaps neither view.
+    unsafe {
+        product_into(
+            out.as_mut_ptr(),
+            b.cols,
+            a,
+            b,
+            alpha,
+            accumulate,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 /// `out = a · b` (or `out += a · b` with `accumulate`) on rayon's worker threads; `out` is
-/// `a.rows × b.cols` in `layout`. Each thread computes a block of output columns with gemm's
+/// row-major `a.rows × b.cols`. Each thread computes a block of output columns with gemm's
 /// single-threaded kernel: gemm's own threading packs its left operand on the calling thread
 /// while the others wait and meets the threads once per block of the inner dimension (measured
 /// at 256 rows: 5–15% slower).
-pub(super) fn gemm_parallel(out: &mut [f32], layout: Layout, a: Mat, b: Mat, accumulate: bool) {
+pub(super) fn gemm_parallel(out: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    assert!(out.len() >= m * n, "output too small");
     let parts = if m * n * k < SPLIT_MIN_WORK {
         1
     } else {
@@ -88,21 +91,19 @@ pub(super) fn gemm_parallel(out: &mut [f32], layout: Layout, a: Mat, b: Mat, acc
             .max(1)
     };
     if parts == 1 {
-        return product(out, layout, a, b, 1.0, accumulate, gemm::Parallelism::None);
+        return gemm(out, a, b, 1.0, accumulate);
     }
-    let (row_stride, col_stride) = strides(layout, m, n);
+    assert!(out.len() >= m * n, "output too small");
     let out = SharedOut(out.as_mut_ptr());
     (0..parts).into_par_iter().for_each(|part| {
         let columns = n * part / parts..n * (part + 1) / parts;
-        let start = columns.start * col_stride;
         // SAFETY: `out` holds the m × n result; each part writes (and with `accumulate` reads)
         // only its own columns, so the parts' blocks are disjoint, and `out` overlaps neither
         // view (it was borrowed mutably).
         unsafe {
             product_into(
-                out.at(start),
-                row_stride,
-                col_stride,
+                out.at(columns.start),
+                n,
                 a,
                 b.columns(columns),
                 1.0,
@@ -133,59 +134,15 @@ impl SharedOut {
     }
 }
 
-/// `(row stride, column stride)` of an `m × n` output in `layout`.
-fn strides(layout: Layout, m: usize, n: usize) -> (usize, usize) {
-    match layout {
-        Layout::RowMajor => (n, 1),
-        Layout::ColumnMajor => (1, m),
-    }
-}
-
-/// How a product's output is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Layout {
-    RowMajor,
-    ColumnMajor,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn product(
-    out: &mut [f32],
-    layout: Layout,
-    a: Mat,
-    b: Mat,
-    alpha: f32,
-    accumulate: bool,
-    parallelism: gemm::Parallelism,
-) {
-    let (m, n) = (a.rows, b.cols);
-    assert!(out.len() >= m * n, "output too small");
-    let (row_stride, col_stride) = strides(layout, m, n);
-    // SAFETY: `out` holds the m × n values and is borrowed mutably, so it overlaps neither view.
-    unsafe {
-        product_into(
-            out.as_mut_ptr(),
-            row_stride,
-            col_stride,
-            a,
-            b,
-            alpha,
-            accumulate,
-            parallelism,
-        )
-    }
-}
-
-/// `out = alpha · a · b` (or `+=` with `accumulate`) for an output with the given strides.
+/// `out = alpha · a · b` (or `+=` with `accumulate`) for a row-major output whose rows are
+/// `row_stride` apart.
 ///
 /// # Safety
-/// `out` must be valid for reads and writes of the `a.rows × b.cols` values at those strides,
-/// and overlap neither view.
-#[allow(clippy::too_many_arguments)]
+/// `out` must be valid for reads and writes of the `a.rows × b.cols` values at that stride, and
+/// overlap neither view.
 unsafe fn product_into(
     out: *mut f32,
     row_stride: usize,
-    col_stride: usize,
     a: Mat,
     b: Mat,
     alpha: f32,
@@ -200,10 +157,8 @@ unsafe fn product_into(
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                for j in 0..n {
-                    // SAFETY: within the output, as the caller vouches.
-                    unsafe { *out.add(i * row_stride + j * col_stride) = 0.0 };
-                }
+                // SAFETY: row i of the output, as the caller vouches.
+                unsafe { std::slice::from_raw_parts_mut(out.add(i * row_stride), n).fill(0.0) };
             }
         }
         return;
@@ -216,7 +171,7 @@ unsafe fn product_into(
             n,
             k,
             out,
-            col_stride as isize,
+            1,
             row_stride as isize,
             accumulate,
             a.data.as_ptr(),
@@ -259,30 +214,24 @@ mod tests {
         }
     }
 
-    /// Large enough to be split across threads: both layouts, overwriting and accumulating,
-    /// against plain loops.
+    /// Large enough to be split across threads, overwriting and accumulating, against plain
+    /// loops.
     #[test]
     fn parallel_products_match_loops() {
         let (m, k, n) = (33, 130, 260);
         assert!(m * n * k >= SPLIT_MIN_WORK && n >= 2 * SPLIT_MIN_COLUMNS);
         let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect(); // n × k
-        for layout in [Layout::RowMajor, Layout::ColumnMajor] {
-            for accumulate in [false, true] {
-                let mut out = vec![0.5; m * n];
-                let (a, b) = (Mat::rows(&a, m, k), Mat::rows(&b, n, k).t());
-                gemm_parallel(&mut out, layout, a, b, accumulate);
-                let (row_stride, col_stride) = strides(layout, m, n);
-                for i in 0..m {
-                    for j in 0..n {
-                        let dot: f32 = (0..k).map(|c| a.data[i * k + c] * b.data[j * k + c]).sum();
-                        let want = dot + if accumulate { 0.5 } else { 0.0 };
-                        let got = out[i * row_stride + j * col_stride];
-                        assert!(
-                            (got - want).abs() < 1e-3,
-                            "{layout:?} {accumulate}: {got} {want}"
-                        );
-                    }
+        for accumulate in [false, true] {
+            let mut out = vec![0.5; m * n];
+            let (a, b) = (Mat::rows(&a, m, k), Mat::rows(&b, n, k).t());
+            gemm_parallel(&mut out, a, b, accumulate);
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f32 = (0..k).map(|c| a.data[i * k + c] * b.data[j * k + c]).sum();
+                    let want = dot + if accumulate { 0.5 } else { 0.0 };
+                    let got = out[i * n + j];
+                    assert!((got - want).abs() < 1e-3, "{accumulate}: {got} {want}");
                 }
             }
         }

@@ -6,7 +6,7 @@
 //!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
 //! - [`layer_norm`]: LayerNorm over the last axis;
 //! - [`gelu`]: exact GELU;
-//! - [`linear`]: `x·Wᵀ + b`, oriented by shape, with only the gradients the graph needs;
+//! - [`linear`]: `x·Wᵀ + b`, split across the threads, with only the gradients the graph needs;
 //! - [`adam_step`]: the optimiser's update of one parameter (no gradient of its own).
 //!
 //! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
@@ -490,6 +490,23 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
     } else {
         t.to_contiguous()
     }
+}
+
+/// `count` copies of `row` end to end, written by the worker threads (`repeat` writes on the
+/// calling thread).
+fn repeat_rows(row: &[f32], count: usize) -> Vec<f32> {
+    let len = row.len() * count;
+    let mut v = Vec::with_capacity(len);
+    if len > 0 {
+        v.spare_capacity_mut()[..len]
+            .par_chunks_mut(row.len())
+            .for_each(|copy| {
+                copy.write_copy_of_slice(row);
+            });
+    }
+    // SAFETY: the first `len` values were all written just above (whole copies of `row`).
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// The values of a contiguous f32 tensor.
