@@ -8,8 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{Mat, gemm_parallel};
-use super::{repeat_rows, zeros};
+use super::matmul::{Mat, gemm_parallel, parallel_product};
+use super::repeat_rows;
 
 /// Columns per parallel task of the bias gradient.
 const TILE: usize = 32;
@@ -24,21 +24,12 @@ pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: us
 
 /// `dL/dx = grad · W`, `[m, k]`, for `grad` `[m, n]`.
 pub(super) fn input_grad(grad: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = zeros(m * k);
-    gemm_parallel(&mut out, Mat::rows(grad, m, n), Mat::rows(w, n, k), false);
-    out
+    parallel_product(Mat::rows(grad, m, n), Mat::rows(w, n, k))
 }
 
 /// `dL/dW = gradᵀ · x`, `[n, k]`.
 pub(super) fn weight_grad(grad: &[f32], x: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = zeros(n * k);
-    gemm_parallel(
-        &mut out,
-        Mat::rows(grad, m, n).t(),
-        Mat::rows(x, m, k),
-        false,
-    );
-    out
+    parallel_product(Mat::rows(grad, m, n).t(), Mat::rows(x, m, k))
 }
 
 /// `dL/db`: the column sums of `grad` `[m, n]`, in parallel over column tiles.

@@ -114,6 +114,13 @@ pub(super) fn gemm_parallel(out: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     });
 }
 
+/// `a · b` in a fresh row-major vector, by [`gemm_parallel`].
+pub(super) fn parallel_product(a: Mat, b: Mat) -> Vec<f32> {
+    let mut out = super::zeros(a.rows * b.cols);
+    gemm_parallel(&mut out, a, b, false);
+    out
+}
+
 /// Products smaller than this (m·n·k) run on one thread.
 const SPLIT_MIN_WORK: usize = 1 << 20;
 /// Output columns per thread at least.
