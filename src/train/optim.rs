@@ -177,37 +177,32 @@ impl Optimizer {
                         m: g.zeros_like(),
                         v: g.zeros_like(),
                     });
-                let t = self.steps as i32;
+                let step = adam_scalars(&c, lr, self.steps as i32);
                 if kernels::serve(&theta.device()) {
-                    let step = adam_step(&c, lr, t);
                     let [theta, m, v] =
                         kernels::adam_step(theta, g, moments.m.clone(), moments.v.clone(), step);
                     (moments.m, moments.v) = (m, v);
                     return theta;
                 }
-                let (theta, g) = match c.kind {
-                    OptimizerKind::Adam if c.weight_decay > 0.0 => {
-                        let g = g + theta.clone() * c.weight_decay;
-                        (theta, g)
-                    }
-                    OptimizerKind::Adamw if c.weight_decay > 0.0 => {
-                        (theta * (1.0 - lr * c.weight_decay), g)
-                    }
-                    _ => (theta, g),
+                // The kernel's operations, in its order, composed of burn's ops.
+                let (theta, g) = match step.decay {
+                    WeightDecay::None => (theta, g),
+                    WeightDecay::Coupled(wd) => (theta.clone(), g + theta * wd),
+                    WeightDecay::Decoupled(keep) => (theta * keep, g),
                 };
-                moments.m = moments.m.clone() * c.beta1 + g.clone() * (1.0 - c.beta1);
-                moments.v = moments.v.clone() * c.beta2 + g.clone() * g * (1.0 - c.beta2);
-                let m_hat = moments.m.clone() / (1.0 - c.beta1.powi(t));
-                let v_hat = moments.v.clone() / (1.0 - c.beta2.powi(t));
-                theta - m_hat / (v_hat.sqrt() + c.eps) * lr
+                moments.m = moments.m.clone() * step.beta1 + g.clone() * step.one_minus_beta1;
+                moments.v = moments.v.clone() * step.beta2 + g.clone() * g * step.one_minus_beta2;
+                let m_hat = moments.m.clone() / step.bias_correction1;
+                let v_hat = moments.v.clone() / step.bias_correction2;
+                theta - m_hat / (v_hat.sqrt() + step.eps) * step.lr
             }
         }
     }
 }
 
-/// The scalars of Adam step `t` for the CPU kernel, each rounded from the same f64 expression
-/// as the composed update's (burn rounds its f64 scalars to the tensor's f32).
-fn adam_step(c: &OptimizerConfig, lr: f64, t: i32) -> AdamStep {
+/// The scalars of Adam step `t`, each computed in f64 and rounded once to f32, for both the CPU
+/// kernel and the composed update (so the two agree bit for bit).
+fn adam_scalars(c: &OptimizerConfig, lr: f64, t: i32) -> AdamStep {
     let decay = match c.kind {
         _ if c.weight_decay <= 0.0 => WeightDecay::None,
         OptimizerKind::Adamw => WeightDecay::Decoupled((1.0 - lr * c.weight_decay) as f32),
