@@ -176,8 +176,8 @@ fn sync(device: &Device) -> anyhow::Result<()> {
 }
 
 /// Times `[m, k] · [k, n]` in f32 on seeded random matrices; returns the timed runs in ms. On
-/// the CPU the product is the one the model's linear layers run (`kernels::linear`, with a zero
-/// bias and the right factor stored `[n, k]`); elsewhere burn's matmul.
+/// the CPU the product is the one the model's linear layers run (`kernels::linear` without a
+/// bias, the right factor stored `[n, k]`); elsewhere burn's matmul.
 pub fn gemm(
     shape: GemmShape,
     device: &Device,
@@ -193,8 +193,8 @@ pub fn gemm(
     };
     let a = matrix(shape.m, shape.k);
     let product: Box<dyn Fn() -> Tensor<2>> = if crate::kernels::serve(device) {
-        let (w, bias) = (matrix(shape.n, shape.k), Tensor::zeros([shape.n], device));
-        Box::new(move || crate::kernels::linear(a.clone(), w.clone(), bias.clone()))
+        let w = matrix(shape.n, shape.k);
+        Box::new(move || crate::kernels::linear(a.clone(), w.clone(), None))
     } else {
         let b = matrix(shape.k, shape.n);
         Box::new(move || a.clone().matmul(b.clone()))

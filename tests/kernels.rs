@@ -1,6 +1,7 @@
 //! The fused CPU kernels against burn's composed ops (the path of every other device): SAM's
 //! attention (windowed with padding on both axes, global, several query tiles, a batch of two),
-//! LayerNorm, GELU and linear, values and gradients of every input.
+//! LayerNorm, GELU, linear (with a bias, without, and with a low-rank addend), values and
+//! gradients of every input.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -162,7 +163,8 @@ fn linear_matches_composed_ops() {
             &format!("linear over {rows} rows"),
             &["output", "x", "weight", "bias"],
             || {
-                let out = kernels::linear(x.clone().transpose(), weight.clone(), bias.clone());
+                let out =
+                    kernels::linear(x.clone().transpose(), weight.clone(), Some(bias.clone()));
                 let grads = (out.clone() * weights.clone()).sum().backward();
                 vec![
                     values(&out),
@@ -182,7 +184,7 @@ fn linear_matches_composed_ops() {
                 let out = kernels::linear(
                     x.clone().transpose(),
                     frozen_weight.clone(),
-                    frozen_bias.clone(),
+                    Some(frozen_bias.clone()),
                 );
                 let grads = (out.clone() * weights.clone()).sum().backward();
                 assert!(frozen_weight.grad(&grads).is_none() && frozen_bias.grad(&grads).is_none());
@@ -190,4 +192,81 @@ fn linear_matches_composed_ops() {
             },
         );
     }
+}
+
+/// Without a bias, small and split across the threads, the narrow output by rows.
+#[test]
+fn unbiased_linear_matches_composed_ops() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for (rows, d_in, d_out) in [(40, 24, 19), (300, 64, 96), (700, 256, 8)] {
+        let x = random(&mut rng, [rows, d_in], 1.0);
+        let weight = random(&mut rng, [d_out, d_in], 0.5);
+        let weights = random(&mut rng, [rows, d_out], 1.0).detach();
+        compare(
+            &format!("unbiased linear {rows}×{d_in}→{d_out}"),
+            &["output", "x", "weight"],
+            || {
+                let out = kernels::linear(x.clone(), weight.clone(), None);
+                let grads = (out.clone() * weights.clone()).sum().backward();
+                vec![
+                    values(&out),
+                    values(&x.grad(&grads).unwrap()),
+                    values(&weight.grad(&grads).unwrap()),
+                ]
+            },
+        );
+    }
+}
+
+/// `x·Wᵀ + b + z·upᵀ` with a frozen weight and bias (LoRA's case) and with all five trainable.
+#[test]
+fn low_rank_linear_matches_composed_ops() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let (rows, d_in, d_out, r) = (300, 64, 96, 8);
+    let x = random(&mut rng, [rows, d_in], 1.0);
+    let weight = random(&mut rng, [d_out, d_in], 0.5);
+    let bias = random(&mut rng, [d_out], 0.5);
+    let z = random(&mut rng, [rows, r], 1.0);
+    let up = random(&mut rng, [d_out, r], 0.5);
+    let weights = random(&mut rng, [rows, d_out], 1.0).detach();
+    let inputs = [&x, &weight, &z, &up];
+    compare(
+        "low-rank linear",
+        &["output", "x", "weight", "bias", "z", "up"],
+        || {
+            let out = kernels::linear_low_rank(
+                x.clone(),
+                weight.clone(),
+                bias.clone(),
+                z.clone(),
+                up.clone(),
+            );
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            let mut all = vec![values(&out)];
+            all.extend(inputs[..2].iter().map(|t| values(&t.grad(&grads).unwrap())));
+            all.push(values(&bias.grad(&grads).unwrap()));
+            all.extend(inputs[2..].iter().map(|t| values(&t.grad(&grads).unwrap())));
+            all
+        },
+    );
+    let frozen_weight = Tensor::<2>::from_data(weight.to_data(), &device());
+    let frozen_bias = Tensor::<1>::from_data(bias.to_data(), &device());
+    compare(
+        "low-rank linear, frozen weight and bias",
+        &["output", "x", "z", "up"],
+        || {
+            let out = kernels::linear_low_rank(
+                x.clone(),
+                frozen_weight.clone(),
+                frozen_bias.clone(),
+                z.clone(),
+                up.clone(),
+            );
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            assert!(frozen_weight.grad(&grads).is_none() && frozen_bias.grad(&grads).is_none());
+            let mut all = vec![values(&out)];
+            all.extend([&x, &z, &up].map(|t| values(&t.grad(&grads).unwrap())));
+            all
+        },
+    );
 }

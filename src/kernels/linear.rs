@@ -18,8 +18,13 @@ const TILE: usize = 32;
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(b.len(), n, "bias length");
     let mut out = repeat_rows(b, m);
-    gemm_parallel(&mut out, Mat::rows(x, m, k), Mat::rows(w, n, k).t(), true);
+    accumulate(&mut out, x, w, m, k, n);
     out
+}
+
+/// `out += x·Wᵀ`, `out` `[m, n]`: also a low-rank addend `z·upᵀ` (`z` `[m, r]`, `up` `[n, r]`).
+pub(super) fn accumulate(out: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usize, n: usize) {
+    gemm_parallel(out, Mat::rows(x, m, k), Mat::rows(w, n, k).t(), true);
 }
 
 /// `dL/dx = grad · W`, `[m, k]`, for `grad` `[m, n]`.

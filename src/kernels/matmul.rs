@@ -80,38 +80,59 @@ pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool
 /// row-major `a.rows × b.cols`. Each thread computes a block of output columns with gemm's
 /// single-threaded kernel: gemm's own threading packs its left operand on the calling thread
 /// while the others wait and meets the threads once per block of the inner dimension (measured
-/// at 256 rows: 5–15% slower).
+/// at 256 rows: 5–15% slower). Outputs too narrow to split by columns (LoRA's rank-wide
+/// gradients) are split by rows.
 pub(super) fn gemm_parallel(out: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let parts = if m * n * k < SPLIT_MIN_WORK {
-        1
+    let threads = rayon::current_num_threads();
+    let split = if m * n * k < SPLIT_MIN_WORK || threads == 1 {
+        None
+    } else if n >= 2 * SPLIT_MIN_COLUMNS {
+        Some((Axis::Columns, threads.min(n / SPLIT_MIN_COLUMNS)))
+    } else if m >= 2 * SPLIT_MIN_ROWS {
+        Some((Axis::Rows, threads.min(m / SPLIT_MIN_ROWS)))
     } else {
-        rayon::current_num_threads()
-            .min(n / SPLIT_MIN_COLUMNS)
-            .max(1)
+        None
     };
-    if parts == 1 {
+    let Some((axis, parts)) = split else {
         return gemm(out, a, b, 1.0, accumulate);
-    }
+    };
     assert!(out.len() >= m * n, "output too small");
     let out = SharedOut(out.as_mut_ptr());
     (0..parts).into_par_iter().for_each(|part| {
-        let columns = n * part / parts..n * (part + 1) / parts;
+        let block = |len: usize| len * part / parts..len * (part + 1) / parts;
+        let (start, a, b) = match axis {
+            Axis::Columns => {
+                let columns = block(n);
+                (columns.start, a, b.columns(columns))
+            }
+            Axis::Rows => {
+                let rows = block(m);
+                (rows.start * n, a.t().columns(rows).t(), b)
+            }
+        };
         // SAFETY: `out` holds the m × n result; each part writes (and with `accumulate` reads)
-        // only its own columns, so the parts' blocks are disjoint, and `out` overlaps neither
-        // view (it was borrowed mutably).
+        // only its own block of columns or rows, so the parts' blocks are disjoint, and `out`
+        // overlaps neither view (it was borrowed mutably).
         unsafe {
             product_into(
-                out.at(columns.start),
+                out.at(start),
                 n,
                 a,
-                b.columns(columns),
+                b,
                 1.0,
                 accumulate,
                 gemm::Parallelism::None,
             )
         }
     });
+}
+
+/// How [`gemm_parallel`] splits the output.
+#[derive(Clone, Copy)]
+enum Axis {
+    Columns,
+    Rows,
 }
 
 /// `a · b` in a fresh row-major vector, by [`gemm_parallel`].
@@ -125,6 +146,8 @@ pub(super) fn parallel_product(a: Mat, b: Mat) -> Vec<f32> {
 const SPLIT_MIN_WORK: usize = 1 << 20;
 /// Output columns per thread at least.
 const SPLIT_MIN_COLUMNS: usize = 32;
+/// Output rows per thread at least, when the columns are too few to split.
+const SPLIT_MIN_ROWS: usize = 64;
 
 /// The output pointer, shared by the parts of [`gemm_parallel`] (which write disjoint blocks).
 #[derive(Clone, Copy)]
@@ -221,24 +244,33 @@ mod tests {
         }
     }
 
-    /// Large enough to be split across threads, overwriting and accumulating, against plain
-    /// loops.
+    /// Large enough to be split across threads, by columns and (a narrow output) by rows,
+    /// overwriting and accumulating, against plain loops.
     #[test]
     fn parallel_products_match_loops() {
-        let (m, k, n) = (33, 130, 260);
-        assert!(m * n * k >= SPLIT_MIN_WORK && n >= 2 * SPLIT_MIN_COLUMNS);
-        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect(); // n × k
-        for accumulate in [false, true] {
-            let mut out = vec![0.5; m * n];
-            let (a, b) = (Mat::rows(&a, m, k), Mat::rows(&b, n, k).t());
-            gemm_parallel(&mut out, a, b, accumulate);
-            for i in 0..m {
-                for j in 0..n {
-                    let dot: f32 = (0..k).map(|c| a.data[i * k + c] * b.data[j * k + c]).sum();
-                    let want = dot + if accumulate { 0.5 } else { 0.0 };
-                    let got = out[i * n + j];
-                    assert!((got - want).abs() < 1e-3, "{accumulate}: {got} {want}");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (m, k, n) in [(33, 130, 260), (600, 300, 8)] {
+            assert!(m * n * k >= SPLIT_MIN_WORK);
+            assert!(n >= 2 * SPLIT_MIN_COLUMNS || m >= 2 * SPLIT_MIN_ROWS);
+            let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect(); // n × k
+            for accumulate in [false, true] {
+                let mut out = vec![0.5; m * n];
+                let (a, b) = (Mat::rows(&a, m, k), Mat::rows(&b, n, k).t());
+                pool.install(|| gemm_parallel(&mut out, a, b, accumulate));
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|c| a.data[i * k + c] * b.data[j * k + c]).sum();
+                        let want = dot + if accumulate { 0.5 } else { 0.0 };
+                        let got = out[i * n + j];
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "{m}×{n} {accumulate}: {got} {want}"
+                        );
+                    }
                 }
             }
         }

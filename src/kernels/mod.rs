@@ -6,7 +6,9 @@
 //!   straight from `qkv` (windows, padding, heads, softmax and both products, fused);
 //! - [`layer_norm`]: LayerNorm over the last axis;
 //! - [`gelu`]: exact GELU;
-//! - [`linear`]: `x·Wᵀ + b`, split across the threads, with only the gradients the graph needs;
+//! - [`linear`]: `x·Wᵀ + b` or `x·Wᵀ`, split across the threads, with only the gradients the
+//!   graph needs;
+//! - [`linear_low_rank`]: the same plus a low-rank addend `z·Uᵀ` (LoRA's deltas) in that pass;
 //! - [`adam_step`]: the optimiser's update of one parameter (no gradient of its own).
 //!
 //! They run on the Flex backend (with or without autodiff) in f32; on any other device or dtype
@@ -84,16 +86,40 @@ pub fn layer_norm<const D: usize>(
     }
 }
 
-/// `x·Wᵀ + b` for `x` `[rows, in]`, `weight` `[out, in]` (PyTorch's layout) and `bias` `[out]`.
-pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+/// `x·Wᵀ + b` (or `x·Wᵀ` without a bias) for `x` `[rows, in]`, `weight` `[out, in]` (PyTorch's
+/// layout) and `bias` `[out]`.
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if !fused(&x) {
+        return burn::tensor::module::linear(x, weight.transpose(), bias);
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as CpuKernels>::linear(x, weight, bias.into_dispatch()),
+        None => <Dispatch as CpuKernels>::product_t(x, weight),
+    })
+}
+
+/// `x·Wᵀ + b + z·upᵀ` for `x` `[rows, in]`, `weight` `[out, in]`, `bias` `[out]`, `z`
+/// `[rows, r]` and `up` `[out, r]`: a linear layer with a low-rank addend, such as LoRA's
+/// `B·(A·x)`. The fused path adds it into the linear's output as it is written, where composed
+/// ops build the `[rows, out]` addend and add it in passes of their own on one thread.
+pub fn linear_low_rank(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    z: Tensor<2>,
+    up: Tensor<2>,
+) -> Tensor<2> {
     if fused(&x) {
-        Tensor::from_dispatch(<Dispatch as CpuKernels>::linear(
+        Tensor::from_dispatch(<Dispatch as CpuKernels>::linear_low_rank(
             x.into_dispatch(),
             weight.into_dispatch(),
             bias.into_dispatch(),
+            z.into_dispatch(),
+            up.into_dispatch(),
         ))
     } else {
-        burn::tensor::module::linear(x, weight.transpose(), Some(bias))
+        burn::tensor::module::linear(x, weight.transpose(), Some(bias)) + z.matmul(up.transpose())
     }
 }
 
@@ -175,6 +201,17 @@ pub trait CpuKernels: Backend {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    fn linear_low_rank(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `x·weightᵀ`: a linear layer without a bias.
+    fn product_t(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
     fn adam_step(
         theta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -213,6 +250,33 @@ impl CpuKernels for Flex {
         let [x, weight, bias] = [x, weight, bias].map(contiguous);
         let [m, k, n] = linear_dims(&x, &weight);
         let out = linear::forward(f32s(&x), f32s(&weight), f32s(&bias), m, k, n);
+        flex(out, vec![m, n])
+    }
+
+    fn linear_low_rank(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        z: FlexTensor,
+        up: FlexTensor,
+    ) -> FlexTensor {
+        let [x, weight, bias, z, up] = [x, weight, bias, z, up].map(contiguous);
+        let [m, k, n] = linear_dims(&x, &weight);
+        let [rows, r, cols] = linear_dims(&z, &up);
+        assert!(
+            rows == m && cols == n,
+            "linear_low_rank: z·upᵀ is [{rows}, {cols}], x·Wᵀ [{m}, {n}]"
+        );
+        let mut out = linear::forward(f32s(&x), f32s(&weight), f32s(&bias), m, k, n);
+        linear::accumulate(&mut out, f32s(&z), f32s(&up), m, r, n);
+        flex(out, vec![m, n])
+    }
+
+    fn product_t(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let [x, weight] = [x, weight].map(contiguous);
+        let [m, k, n] = linear_dims(&x, &weight);
+        let mut out = zeros(m * n);
+        linear::accumulate(&mut out, f32s(&x), f32s(&weight), m, k, n);
         flex(out, vec![m, n])
     }
 
@@ -307,25 +371,40 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             // x's gradient reads the weight, the weight's reads x, the bias's neither.
             |[x, weight, _]| [weight, x, false],
             |[x, weight, _], _, grad, [need_x, need_weight, need_bias]| {
-                let [x, weight] = [x, weight].map(|t| t.map(contiguous));
-                let n = grad.layout().shape()[1];
-                let m = grad.layout().shape()[0];
-                let g = f32s(&grad);
-                let dx = need_x.then(|| {
-                    let w = weight
-                        .as_ref()
-                        .expect("the weight is saved for x's gradient");
-                    let k = w.layout().shape()[1];
-                    flex(linear::input_grad(g, f32s(w), m, k, n), vec![m, k])
-                });
-                let dw = need_weight.then(|| {
-                    let x = x.as_ref().expect("x is saved for the weight's gradient");
-                    let k = x.layout().shape()[1];
-                    flex(linear::weight_grad(g, f32s(x), m, k, n), vec![n, k])
-                });
-                let db = need_bias.then(|| flex(linear::bias_grad(g, m, n), vec![n]));
-                [dx, dw, db]
+                let [dx, dw] = product_grads(&grad, [x, weight], [need_x, need_weight]);
+                [dx, dw, need_bias.then(|| bias_grad(&grad))]
             },
+        )
+    }
+
+    fn linear_low_rank(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        differentiable::<C, _, 5>(
+            [x, weight, bias, z, up],
+            (),
+            |[x, weight, bias, z, up], _| Flex::linear_low_rank(x, weight, bias, z, up),
+            // As `linear`, for both products.
+            |[x, weight, _, z, up]| [weight, x, false, up, z],
+            |[x, weight, _, z, up], _, grad, [need_x, need_weight, need_bias, need_z, need_up]| {
+                let [dx, dw] = product_grads(&grad, [x, weight], [need_x, need_weight]);
+                let [dz, dup] = product_grads(&grad, [z, up], [need_z, need_up]);
+                [dx, dw, need_bias.then(|| bias_grad(&grad)), dz, dup]
+            },
+        )
+    }
+
+    fn product_t(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        differentiable::<C, _, 2>(
+            [x, weight],
+            (),
+            |[x, weight], _| Flex::product_t(x, weight),
+            |[x, weight]| [weight, x],
+            |saved, _, grad, needed| product_grads(&grad, saved, needed),
         )
     }
 
@@ -421,6 +500,37 @@ where
             prep.finish(forward(inputs.map(|t| t.into_primitive()), &params))
         }
     }
+}
+
+/// The gradients asked for of `x` `[m, k]` and `weight` `[n, k]` in an output `… + x·weightᵀ`,
+/// from its gradient `[m, n]`; each reads the other input, saved when needed.
+fn product_grads(
+    grad: &FlexTensor,
+    [x, weight]: [Option<FlexTensor>; 2],
+    [need_x, need_weight]: [bool; 2],
+) -> [Option<FlexTensor>; 2] {
+    let [x, weight] = [x, weight].map(|t| t.map(contiguous));
+    let [m, n] = [0, 1].map(|i| grad.layout().shape()[i]);
+    let g = f32s(grad);
+    let dx = need_x.then(|| {
+        let w = weight
+            .as_ref()
+            .expect("the weight is saved for x's gradient");
+        let k = w.layout().shape()[1];
+        flex(linear::input_grad(g, f32s(w), m, k, n), vec![m, k])
+    });
+    let dw = need_weight.then(|| {
+        let x = x.as_ref().expect("x is saved for the weight's gradient");
+        let k = x.layout().shape()[1];
+        flex(linear::weight_grad(g, f32s(x), m, k, n), vec![n, k])
+    });
+    [dx, dw]
+}
+
+/// The bias gradient of a linear: the column sums of its output's gradient `[m, n]`.
+fn bias_grad(grad: &FlexTensor) -> FlexTensor {
+    let [m, n] = [0, 1].map(|i| grad.layout().shape()[i]);
+    flex(linear::bias_grad(f32s(grad), m, n), vec![n])
 }
 
 /// `[m, k, n]` of a linear: `x` `[m, k]`, `weight` `[n, k]`.

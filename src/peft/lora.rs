@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 
 use super::cobot::{Head, scale};
 use super::{PeftConfig, load_head};
+use crate::kernels;
 use crate::sam::weights::{ModelLoadError, Weights};
 
 /// Per-block COBOT tensors of a LoRA wrapper: `gamma` `[2r]` (q uses `[0, r)`, v `[r, 2r)`).
@@ -61,22 +62,57 @@ impl LoraQv {
         x: Tensor<2>,
         cross_block: Option<(Tensor<1>, Tensor<1>)>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h_q = x.clone().matmul(self.a_q.val().transpose());
-        let h_v = x.matmul(self.a_v.val().transpose());
-        let (z_q, z_v) = match &self.cobot {
+        let (z_q, z_v) = self.bottleneck(x, cross_block);
+        (
+            z_q.matmul(self.b_q.val().transpose()),
+            z_v.matmul(self.b_v.val().transpose()),
+        )
+    }
+
+    /// The whole qkv delta `[Δq, 0, Δv]` `[n, 3C]` as factors `z·upᵀ`, for a linear layer that
+    /// adds it as it writes its output: `z = [z_q, z_v]` `[n, 2r]` and
+    /// `up = [[B_q, 0], [0, 0], [0, B_v]]` `[3C, 2r]`.
+    pub fn qkv_factors(
+        &self,
+        x: Tensor<2>,
+        cross_block: Option<(Tensor<1>, Tensor<1>)>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let (z_q, z_v) = self.bottleneck(x, cross_block);
+        let (b_q, b_v) = (self.b_q.val(), self.b_v.val());
+        let zeros = b_q.zeros_like();
+        let up = Tensor::cat(
+            vec![
+                Tensor::cat(vec![b_q, zeros.clone()], 1),
+                Tensor::cat(vec![zeros.clone(), zeros.clone()], 1),
+                Tensor::cat(vec![zeros, b_v], 1),
+            ],
+            0,
+        );
+        (Tensor::cat(vec![z_q, z_v], 1), up)
+    }
+
+    /// `(z_q, z_v)` `[n, r]`: `head(scale(A·x))` for q and v (`A·x` alone without COBOT).
+    fn bottleneck(
+        &self,
+        x: Tensor<2>,
+        cross_block: Option<(Tensor<1>, Tensor<1>)>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        // One product for both: `[n, 2r]`.
+        let a = Tensor::cat(vec![self.a_q.val(), self.a_v.val()], 0);
+        let h = kernels::linear(x, a, None);
+        let [n, r2] = h.dims();
+        let r = r2 / 2;
+        let h_q = h.clone().slice([0..n, 0..r]);
+        let h_v = h.slice([0..n, r..r2]);
+        match &self.cobot {
             None => (h_q, h_v),
             Some(cobot) => {
-                let r = self.a_q.dims()[0];
                 let gamma = cobot.gamma.val();
                 let (m_q, m_v) = cross_block.unzip();
                 let u_q = scale(h_q, m_q, gamma.clone().slice(0..r));
                 let u_v = scale(h_v, m_v, gamma.slice(r..2 * r));
                 (cobot.head_q.forward(u_q), cobot.head_v.forward(u_v))
             }
-        };
-        (
-            z_q.matmul(self.b_q.val().transpose()),
-            z_v.matmul(self.b_v.val().transpose()),
-        )
+        }
     }
 }

@@ -208,12 +208,13 @@ impl Attention {
     pub fn qkv(&self, x: Tensor<4>, lora_columns: Option<(Tensor<1>, Tensor<1>)>) -> Tensor<4> {
         let [b, h, w, c] = x.dims();
         let x = x.reshape([b * h * w, c]);
-        let mut qkv = self.qkv.forward(x.clone()); // [n, 3C]
-        if let Some(lora) = &self.lora {
-            let (dq, dv) = lora.deltas(x, lora_columns);
-            let dk = dq.zeros_like();
-            qkv = qkv + Tensor::cat(vec![dq, dk, dv], 1);
-        }
+        let qkv = match &self.lora {
+            Some(lora) => {
+                let (z, up) = lora.qkv_factors(x.clone(), lora_columns);
+                self.qkv.forward_low_rank(x, z, up)
+            }
+            None => self.qkv.forward(x),
+        }; // [n, 3C]
         qkv.reshape([b, h, w, 3 * c])
     }
 

@@ -41,13 +41,20 @@ impl Linear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut dims = x.dims();
         let rows = x.reshape([-1, dims[D - 1] as i64]);
-        let weight = self.weight.val();
-        let y = match &self.bias {
-            Some(bias) => crate::kernels::linear(rows, weight, bias.val()),
-            None => linear(rows, weight.transpose(), None),
-        };
+        let bias = self.bias.as_ref().map(Param::val);
+        let y = crate::kernels::linear(rows, self.weight.val(), bias);
         dims[D - 1] = y.dims()[1];
         y.reshape(dims)
+    }
+
+    /// `x·Wᵀ + b + z·upᵀ` for `x` `[n, in]` and a low-rank addend (`z` `[n, r]`, `up`
+    /// `[out, r]`), added as the output is written.
+    pub fn forward_low_rank(&self, x: Tensor<2>, z: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
+        let weight = self.weight.val();
+        match &self.bias {
+            Some(bias) => crate::kernels::linear_low_rank(x, weight, bias.val(), z, up),
+            None => linear(x, weight.transpose(), None) + z.matmul(up.transpose()),
+        }
     }
 }
 
