@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::math::{self, RelPos, RelPosGrads};
 use super::matmul::{Mat, gemm};
-use super::zeros;
+use super::{SharedOut, zeros};
 
 /// The geometry of one call: `qkv` is `[b, h, w, 3·heads·hd]` (channels `[3][heads][hd]`),
 /// attended in windows of `wh × ww` (the whole grid for global attention). The grid is padded to
@@ -45,11 +45,12 @@ struct Gathered {
     v: Vec<f32>,
 }
 
-/// Gradients of one task, scattered by [`backward`].
+/// Gradients of one task that other tasks share, summed by [`backward`] (its q, k and v
+/// gradients of real tokens are its own, and written by the task).
 struct TaskGrads {
-    dq: Vec<f32>,
-    dk: Vec<f32>,
-    dv: Vec<f32>,
+    /// `[hd]` each: the k and v gradients of the padding keys, summed.
+    pad_k: Vec<f32>,
+    pad_v: Vec<f32>,
     d_rel_h: Vec<f32>,
     d_rel_w: Vec<f32>,
 }
@@ -206,35 +207,29 @@ const TILE_SCORES: usize = 1 << 16;
 pub(super) fn forward(geo: Geometry, inputs: &Inputs) -> Vec<f32> {
     geo.check(inputs);
     let (c, hd) = (geo.channels(), geo.hd);
-    let tasks = geo.tasks();
-    let outputs: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .with_max_len(1)
-        .map(|&t| {
-            let g = geo.gather(inputs, t);
-            let mut o = vec![0.0; t.qh * t.qw * hd];
-            let mut p = Vec::new();
-            for rows in geo.query_tiles(t) {
-                p.resize(rows.len() * geo.keys(), 0.0);
-                geo.probabilities(inputs, t, &g, rows.clone(), &mut p);
-                gemm(
-                    &mut o[rows.start * hd..rows.end * hd],
-                    Mat::rows(&p, rows.len(), geo.keys()),
-                    Mat::rows(&g.v, geo.keys(), hd),
-                    1.0,
-                    false,
-                );
-            }
-            o
-        })
-        .collect();
     let mut out = zeros(geo.b * geo.h * geo.w * c);
-    for (t, o) in tasks.iter().zip(&outputs) {
-        for (i, row) in o.chunks_exact(hd).enumerate() {
-            let at = geo.query(*t, i, c);
-            out[at..at + hd].copy_from_slice(row);
+    let shared = SharedOut::new(&mut out);
+    geo.tasks().par_iter().with_max_len(1).for_each(|&t| {
+        let g = geo.gather(inputs, t);
+        let mut o = vec![0.0; t.qh * t.qw * hd];
+        let mut p = Vec::new();
+        for rows in geo.query_tiles(t) {
+            p.resize(rows.len() * geo.keys(), 0.0);
+            geo.probabilities(inputs, t, &g, rows.clone(), &mut p);
+            gemm(
+                &mut o[rows.start * hd..rows.end * hd],
+                Mat::rows(&p, rows.len(), geo.keys()),
+                Mat::rows(&g.v, geo.keys(), hd),
+                1.0,
+                false,
+            );
         }
-    }
+        for (i, row) in o.chunks_exact(hd).enumerate() {
+            // SAFETY: every real token is a query of exactly one window, and this task writes
+            // only its head's columns of its window's tokens.
+            unsafe { shared.write(geo.query(t, i, c), row) };
+        }
+    });
     out
 }
 
@@ -245,6 +240,8 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
     assert_eq!(grad.len(), geo.b * geo.h * geo.w * c, "output gradient");
     let scale = (hd as f32).powf(-0.5);
     let tasks = geo.tasks();
+    let mut qkv_grad = zeros(inputs.qkv.len());
+    let shared = SharedOut::new(&mut qkv_grad);
     let task_grads: Vec<TaskGrads> = tasks
         .par_iter()
         .with_max_len(1)
@@ -327,50 +324,67 @@ pub(super) fn backward(geo: Geometry, inputs: &Inputs, grad: &[f32]) -> Grads {
                     !first,
                 );
             }
+            let (mut pad_k, mut pad_v) = (vec![0.0; hd], vec![0.0; hd]);
+            // SAFETY (the writes): every real token is a query and a key of exactly one window,
+            // and this task writes only its head's q, k and v columns of its window's tokens,
+            // so no other task touches them.
+            for (i, row) in dq.chunks_exact(hd).enumerate() {
+                unsafe { shared.write(geo.query(t, i, 3 * c), row) };
+            }
+            for (j, (dk, dv)) in dk.chunks_exact(hd).zip(dv.chunks_exact(hd)).enumerate() {
+                let (y, x) = (t.y0 + j / geo.ww, t.x0 + j % geo.ww);
+                if y < geo.h && x < geo.w {
+                    let at = geo.token(t.b, y, x, 3 * c) + t.head * hd;
+                    unsafe { shared.write(at + c, dk) };
+                    unsafe { shared.write(at + 2 * c, dv) };
+                } else {
+                    axpy(&mut pad_k, 1.0, dk);
+                    axpy(&mut pad_v, 1.0, dv);
+                }
+            }
             TaskGrads {
-                dq,
-                dk,
-                dv,
+                pad_k,
+                pad_v,
                 d_rel_h,
                 d_rel_w,
             }
         })
         .collect();
 
-    let mut grads = Grads {
-        qkv: zeros(inputs.qkv.len()),
-        pad: vec![0.0; 3 * c],
-        rel_h: vec![0.0; inputs.rel_h.len()],
-        rel_w: vec![0.0; inputs.rel_w.len()],
-    };
+    let mut pad = vec![0.0; 3 * c];
     for (t, tg) in tasks.iter().zip(&task_grads) {
         let head = t.head * hd;
-        // Every real token is a query and a key of exactly one window, so these are writes.
-        for (i, row) in tg.dq.chunks_exact(hd).enumerate() {
-            let at = geo.query(*t, i, 3 * c);
-            grads.qkv[at..at + hd].copy_from_slice(row);
-        }
-        for (j, (dk, dv)) in tg
-            .dk
-            .chunks_exact(hd)
-            .zip(tg.dv.chunks_exact(hd))
-            .enumerate()
-        {
-            let (y, x) = (t.y0 + j / geo.ww, t.x0 + j % geo.ww);
-            if y < geo.h && x < geo.w {
-                let at = geo.token(t.b, y, x, 3 * c) + head;
-                grads.qkv[at + c..at + c + hd].copy_from_slice(dk);
-                grads.qkv[at + 2 * c..at + 2 * c + hd].copy_from_slice(dv);
-            } else {
-                axpy(&mut grads.pad[c + head..c + head + hd], 1.0, dk);
-                axpy(&mut grads.pad[2 * c + head..2 * c + head + hd], 1.0, dv);
-            }
-        }
-        axpy(&mut grads.rel_h, 1.0, &tg.d_rel_h);
-        axpy(&mut grads.rel_w, 1.0, &tg.d_rel_w);
+        axpy(&mut pad[c + head..c + head + hd], 1.0, &tg.pad_k);
+        axpy(&mut pad[2 * c + head..2 * c + head + hd], 1.0, &tg.pad_v);
     }
-    grads
+    Grads {
+        qkv: qkv_grad,
+        pad,
+        rel_h: sum_tasks(inputs.rel_h.len(), &task_grads, |tg| &tg.d_rel_h),
+        rel_w: sum_tasks(inputs.rel_w.len(), &task_grads, |tg| &tg.d_rel_w),
+    }
 }
+
+/// `Σ_tasks part(task)` (`len` values), in parallel over chunks of the sum: a table per task,
+/// at 512 px tens of millions of additions.
+fn sum_tasks(
+    len: usize,
+    task_grads: &[TaskGrads],
+    part: impl Fn(&TaskGrads) -> &[f32] + Sync,
+) -> Vec<f32> {
+    let mut sum = zeros(len);
+    sum.par_chunks_mut(SUM_CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            for tg in task_grads {
+                axpy(chunk, 1.0, &part(tg)[i * SUM_CHUNK..]);
+            }
+        });
+    sum
+}
+
+/// Values per parallel chunk of [`sum_tasks`].
+const SUM_CHUNK: usize = 4096;
 
 /// `y += a·x`.
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {

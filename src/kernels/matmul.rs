@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::SharedOut;
+
 /// A strided `rows × cols` view of a slice.
 #[derive(Clone, Copy)]
 pub(super) struct Mat<'a> {
@@ -98,7 +100,7 @@ pub(super) fn gemm_parallel(out: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
         return gemm(out, a, b, 1.0, accumulate);
     };
     assert!(out.len() >= m * n, "output too small");
-    let out = SharedOut(out.as_mut_ptr());
+    let out = SharedOut::new(out);
     (0..parts).into_par_iter().for_each(|part| {
         let block = |len: usize| len * part / parts..len * (part + 1) / parts;
         let (start, a, b) = match axis {
@@ -148,21 +150,6 @@ const SPLIT_MIN_WORK: usize = 1 << 20;
 const SPLIT_MIN_COLUMNS: usize = 32;
 /// Output rows per thread at least, when the columns are too few to split.
 const SPLIT_MIN_ROWS: usize = 64;
-
-/// The output pointer, shared by the parts of [`gemm_parallel`] (which write disjoint blocks).
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-// SAFETY: see `gemm_parallel`: the threads write disjoint blocks.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// `offset` values in (by value, so closures capture the whole `Send` wrapper).
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
 
 /// `out = alpha · a · b` (or `+=` with `accumulate`) for a row-major output whose rows are
 /// `row_stride` apart.

@@ -592,6 +592,44 @@ fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// An output that parallel tasks write in disjoint parts: each task's part is its own by
+/// construction, which the caller vouches for where it writes.
+#[derive(Clone, Copy)]
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the tasks write disjoint parts (each use says why), and the output outlives them (it
+// is borrowed by the function that runs them).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(out: &mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// `offset` values in (by value, so closures capture the whole `Send` wrapper).
+    fn at(self, offset: usize) -> *mut f32 {
+        assert!(offset <= self.len, "offset out of the output");
+        self.ptr.wrapping_add(offset)
+    }
+
+    /// Copies `values` to `offset..offset + values.len()`.
+    ///
+    /// # Safety
+    /// No other task reads or writes those values meanwhile.
+    unsafe fn write(self, offset: usize, values: &[f32]) {
+        assert!(offset + values.len() <= self.len, "write out of the output");
+        // SAFETY: in bounds (just checked); the caller vouches that no one else touches them.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.at(offset), values.len()) }
+    }
+}
+
 /// `t` itself when its values are one run in its buffer (a slice of a larger buffer too: burn's
 /// `to_contiguous` copies those), else a contiguous copy.
 fn contiguous(t: FlexTensor) -> FlexTensor {
