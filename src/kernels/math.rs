@@ -5,46 +5,6 @@
 //! activations they were a tenth of a training step. The polynomials below stay within a few
 //! units in the last place of f32 (tests at the end).
 
-/// Defines `pub(super) fn NAME` that runs its body compiled for AVX-512 or AVX2 + FMA when the
-/// CPU has them (the body is an `#[inline(always)]` function inlined into copies with those
-/// target features), else for the baseline.
-macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$doc])*
-        pub(super) fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512($($arg: $ty),*) {
-                body($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) {
-                body($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features `avx512` was compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-
 /// `e^x` for f32: `2^n · e^r` with `n = round(x·log2 e)`, `r = x − n·ln 2` (ln 2 in two parts,
 /// so `r` is exact enough) and a degree-7 Taylor polynomial of `e^r` on `|r| ≤ ½ ln 2`. Inputs
 /// are clamped to [-87, 88], so tiny results stay ~1e-38 instead of 0 and nothing overflows.

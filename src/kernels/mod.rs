@@ -15,6 +15,9 @@
 //! the same functions compose burn's tensor ops, so results never depend on the path taken
 //! beyond float rounding (tests/kernels.rs compares both, values and gradients).
 
+#[macro_use]
+mod multiversion;
+
 mod adam;
 mod attention;
 mod gelu;
