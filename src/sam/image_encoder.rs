@@ -67,10 +67,12 @@ impl ImageEncoder {
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x, i, cross_block.as_ref());
         }
-        let x = x.permute([0, 3, 1, 2]); // [B, C, g, g]
+        // The 1×1 convolution and its LayerNorm2d run channels-last, as a linear layer and a
+        // LayerNorm over the last axis.
         let x = self
             .neck_norm1
-            .forward_channels_first(self.neck_conv1.forward(x));
+            .forward(self.neck_conv1.forward_pointwise(x));
+        let x = x.permute([0, 3, 1, 2]); // [B, out_chans, g, g]
         self.neck_norm2
             .forward_channels_first(self.neck_conv2.forward(x))
     }

@@ -121,6 +121,22 @@ impl Conv2d {
         })
     }
 
+    /// A 1×1 convolution (stride 1, no padding) on channels-last `x` `[.., C_in]` →
+    /// `[.., C_out]`: a linear layer over the channels, on the parallel linear kernel.
+    pub fn forward_pointwise<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let [c_out, c_in, kh, kw] = self.weight.dims();
+        assert!(
+            [kh, kw, self.stride] == [1, 1, 1] && self.padding == 0,
+            "forward_pointwise needs a 1×1 convolution of stride 1 without padding"
+        );
+        let mut dims = x.dims();
+        let rows = x.reshape([-1, c_in as i64]);
+        let weight = self.weight.val().reshape([c_out, c_in]);
+        let y = crate::kernels::linear(rows, weight, self.bias.as_ref().map(Param::val));
+        dims[D - 1] = c_out;
+        y.reshape(dims)
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
         conv2d(
