@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{conv2d, linear};
+use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use super::weights::{ModelLoadError, Weights};
@@ -35,27 +35,36 @@ impl Linear {
         })
     }
 
-    /// Leading dims are folded into rows first: one `[rows, in] · [in, out]` product. (burn may
-    /// otherwise keep them as a batch of small products that each repack the weight; at 512 px
-    /// that packing was a fifth of a training step.)
+    /// Over the last axis of `x` `[.., in]` (see [`linear_over_last_axis`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let mut dims = x.dims();
-        let rows = x.reshape([-1, dims[D - 1] as i64]);
-        let bias = self.bias.as_ref().map(Param::val);
-        let y = crate::kernels::linear(rows, self.weight.val(), bias);
-        dims[D - 1] = y.dims()[1];
-        y.reshape(dims)
+        linear_over_last_axis(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
 
     /// `x·Wᵀ + b + z·upᵀ` for `x` `[n, in]` and a low-rank addend (`z` `[n, r]`, `up`
     /// `[out, r]`), added as the output is written.
     pub fn forward_low_rank(&self, x: Tensor<2>, z: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
         let weight = self.weight.val();
-        match &self.bias {
-            Some(bias) => crate::kernels::linear_low_rank(x, weight, bias.val(), z, up),
-            None => linear(x, weight.transpose(), None) + z.matmul(up.transpose()),
-        }
+        let bias = match &self.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([weight.dims()[0]], &weight.device()),
+        };
+        crate::kernels::linear_low_rank(x, weight, bias, z, up)
     }
+}
+
+/// `x·Wᵀ + b` over the last axis of `x` `[.., in]`, its leading dims folded into rows first:
+/// one `[rows, in] · [in, out]` product. (burn may otherwise keep them as a batch of small
+/// products that each repack the weight; at 512 px that packing was a fifth of a training step.)
+fn linear_over_last_axis<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let rows = x.reshape([-1, dims[D - 1] as i64]);
+    let y = crate::kernels::linear(rows, weight, bias);
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }
 
 /// LayerNorm over the last axis (affine).
@@ -129,12 +138,8 @@ impl Conv2d {
             [kh, kw, self.stride] == [1, 1, 1] && self.padding == 0,
             "forward_pointwise needs a 1×1 convolution of stride 1 without padding"
         );
-        let mut dims = x.dims();
-        let rows = x.reshape([-1, c_in as i64]);
         let weight = self.weight.val().reshape([c_out, c_in]);
-        let y = crate::kernels::linear(rows, weight, self.bias.as_ref().map(Param::val));
-        dims[D - 1] = c_out;
-        y.reshape(dims)
+        linear_over_last_axis(x, weight, self.bias.as_ref().map(Param::val))
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
