@@ -3,7 +3,7 @@
 //! LayerNorm, GELU, linear (with a bias, without, and with a low-rank addend), values and
 //! gradients of every input.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sam_cobot::kernels;
@@ -21,6 +21,11 @@ fn random<const D: usize>(rng: &mut StdRng, shape: [usize; D], scale: f32) -> Te
 
 fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
     t.to_data().try_to_vec::<f32>().unwrap()
+}
+
+/// The values of `t`'s gradient, which must exist.
+fn grad<const D: usize>(t: &Tensor<D>, grads: &Gradients) -> Vec<f32> {
+    values(&t.grad(grads).unwrap())
 }
 
 /// `‖a − b‖ / ‖b‖`.
@@ -78,10 +83,10 @@ fn check_attention(name: &str, shape: [usize; 4], heads: usize, window: (usize, 
         let pad_grad = pad.grad(&grads).map_or(vec![0.0; c3], |g| values(&g));
         vec![
             values(&out),
-            values(&qkv.grad(&grads).unwrap()),
+            grad(&qkv, &grads),
             pad_grad,
-            values(&rel_h.grad(&grads).unwrap()),
-            values(&rel_w.grad(&grads).unwrap()),
+            grad(&rel_h, &grads),
+            grad(&rel_w, &grads),
         ]
     });
 }
@@ -130,9 +135,9 @@ fn layer_norm_matches_composed_ops() {
         let grads = (out.clone() * weights.clone()).sum().backward();
         vec![
             values(&out),
-            values(&x.grad(&grads).unwrap()),
-            values(&gamma.grad(&grads).unwrap()),
-            values(&beta.grad(&grads).unwrap()),
+            grad(&x, &grads),
+            grad(&gamma, &grads),
+            grad(&beta, &grads),
         ]
     });
 }
@@ -145,7 +150,7 @@ fn gelu_matches_composed_ops() {
     compare("gelu", &["output", "x"], || {
         let out = kernels::gelu(x.clone());
         let grads = (out.clone() * weights.clone()).sum().backward();
-        vec![values(&out), values(&x.grad(&grads).unwrap())]
+        vec![values(&out), grad(&x, &grads)]
     });
 }
 
@@ -168,9 +173,9 @@ fn linear_matches_composed_ops() {
                 let grads = (out.clone() * weights.clone()).sum().backward();
                 vec![
                     values(&out),
-                    values(&x.grad(&grads).unwrap()),
-                    values(&weight.grad(&grads).unwrap()),
-                    values(&bias.grad(&grads).unwrap()),
+                    grad(&x, &grads),
+                    grad(&weight, &grads),
+                    grad(&bias, &grads),
                 ]
             },
         );
@@ -188,7 +193,7 @@ fn linear_matches_composed_ops() {
                 );
                 let grads = (out.clone() * weights.clone()).sum().backward();
                 assert!(frozen_weight.grad(&grads).is_none() && frozen_bias.grad(&grads).is_none());
-                vec![values(&out), values(&x.grad(&grads).unwrap())]
+                vec![values(&out), grad(&x, &grads)]
             },
         );
     }
@@ -208,11 +213,7 @@ fn unbiased_linear_matches_composed_ops() {
             || {
                 let out = kernels::linear(x.clone(), weight.clone(), None);
                 let grads = (out.clone() * weights.clone()).sum().backward();
-                vec![
-                    values(&out),
-                    values(&x.grad(&grads).unwrap()),
-                    values(&weight.grad(&grads).unwrap()),
-                ]
+                vec![values(&out), grad(&x, &grads), grad(&weight, &grads)]
             },
         );
     }
@@ -229,7 +230,6 @@ fn low_rank_linear_matches_composed_ops() {
     let z = random(&mut rng, [rows, r], 1.0);
     let up = random(&mut rng, [d_out, r], 0.5);
     let weights = random(&mut rng, [rows, d_out], 1.0).detach();
-    let inputs = [&x, &weight, &z, &up];
     compare(
         "low-rank linear",
         &["output", "x", "weight", "bias", "z", "up"],
@@ -242,11 +242,14 @@ fn low_rank_linear_matches_composed_ops() {
                 up.clone(),
             );
             let grads = (out.clone() * weights.clone()).sum().backward();
-            let mut all = vec![values(&out)];
-            all.extend(inputs[..2].iter().map(|t| values(&t.grad(&grads).unwrap())));
-            all.push(values(&bias.grad(&grads).unwrap()));
-            all.extend(inputs[2..].iter().map(|t| values(&t.grad(&grads).unwrap())));
-            all
+            vec![
+                values(&out),
+                grad(&x, &grads),
+                grad(&weight, &grads),
+                grad(&bias, &grads),
+                grad(&z, &grads),
+                grad(&up, &grads),
+            ]
         },
     );
     let frozen_weight = Tensor::<2>::from_data(weight.to_data(), &device());
@@ -264,9 +267,12 @@ fn low_rank_linear_matches_composed_ops() {
             );
             let grads = (out.clone() * weights.clone()).sum().backward();
             assert!(frozen_weight.grad(&grads).is_none() && frozen_bias.grad(&grads).is_none());
-            let mut all = vec![values(&out)];
-            all.extend([&x, &z, &up].map(|t| values(&t.grad(&grads).unwrap())));
-            all
+            vec![
+                values(&out),
+                grad(&x, &grads),
+                grad(&z, &grads),
+                grad(&up, &grads),
+            ]
         },
     );
 }

@@ -27,6 +27,11 @@ pub(super) fn accumulate(out: &mut [f32], x: &[f32], w: &[f32], m: usize, k: usi
     gemm_parallel(out, Mat::rows(x, m, k), Mat::rows(w, n, k).t(), true);
 }
 
+/// `x·Wᵀ` without a bias, `[m, n]`.
+pub(super) fn product(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    parallel_product(Mat::rows(x, m, k), Mat::rows(w, n, k).t())
+}
+
 /// `dL/dx = grad · W`, `[m, k]`, for `grad` `[m, n]`.
 pub(super) fn input_grad(grad: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     parallel_product(Mat::rows(grad, m, n), Mat::rows(w, n, k))
@@ -60,7 +65,7 @@ mod tests {
         (0..len).map(|i| (i as f32 * seed).sin()).collect()
     }
 
-    /// The forward product and every gradient against plain loops.
+    /// The forward product (with and without the bias) and every gradient against plain loops.
     #[test]
     fn products_match_loops() {
         let (k, n) = (7, 5);
@@ -72,6 +77,7 @@ mod tests {
                 values(m * n, 0.3),
             );
             let y = forward(&x, &w, &b, m, k, n);
+            let unbiased = product(&x, &w, m, k, n);
             let dx = input_grad(&g, &w, m, k, n);
             let dw = weight_grad(&g, &x, m, k, n);
             let db = bias_grad(&g, m, n);
@@ -80,6 +86,7 @@ mod tests {
                 for j in 0..n {
                     let dot: f32 = (0..k).map(|c| x[i * k + c] * w[j * k + c]).sum();
                     close(y[i * n + j], dot + b[j]);
+                    close(unbiased[i * n + j], dot);
                 }
                 for c in 0..k {
                     close(

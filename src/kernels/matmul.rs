@@ -65,17 +65,7 @@ impl<'a> Mat<'a> {
 pub(super) fn gemm(out: &mut [f32], a: Mat, b: Mat, alpha: f32, accumulate: bool) {
     assert!(out.len() >= a.rows * b.cols, "output too small");
     // SAFETY: `out` holds the m × n values and is borrowed mutably, so it overlaps neither view.
-    unsafe {
-        product_into(
-            out.as_mut_ptr(),
-            b.cols,
-            a,
-            b,
-            alpha,
-            accumulate,
-            gemm::Parallelism::None,
-        )
-    }
+    unsafe { product_into(out.as_mut_ptr(), b.cols, a, b, alpha, accumulate) }
 }
 
 /// `out = a · b` (or `out += a · b` with `accumulate`) on rayon's worker threads; `out` is
@@ -116,17 +106,7 @@ pub(super) fn gemm_parallel(out: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
         // SAFETY: `out` holds the m × n result; each part writes (and with `accumulate` reads)
         // only its own block of columns or rows, so the parts' blocks are disjoint, and `out`
         // overlaps neither view (it was borrowed mutably).
-        unsafe {
-            product_into(
-                out.at(start),
-                n,
-                a,
-                b,
-                1.0,
-                accumulate,
-                gemm::Parallelism::None,
-            )
-        }
+        unsafe { product_into(out.at(start), n, a, b, 1.0, accumulate) }
     });
 }
 
@@ -164,7 +144,6 @@ unsafe fn product_into(
     b: Mat,
     alpha: f32,
     accumulate: bool,
-    parallelism: gemm::Parallelism,
 ) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
@@ -202,7 +181,8 @@ unsafe fn product_into(
             false,
             false,
             false,
-            parallelism,
+            // Single-threaded: the callers split the work themselves (see `gemm_parallel`).
+            gemm::Parallelism::None,
         );
     }
 }

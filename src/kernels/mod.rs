@@ -278,9 +278,10 @@ impl CpuKernels for Flex {
     fn product_t(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
         let [x, weight] = [x, weight].map(contiguous);
         let [m, k, n] = linear_dims(&x, &weight);
-        let mut out = zeros(m * n);
-        linear::accumulate(&mut out, f32s(&x), f32s(&weight), m, k, n);
-        flex(out, vec![m, n])
+        flex(
+            linear::product(f32s(&x), f32s(&weight), m, k, n),
+            vec![m, n],
+        )
     }
 
     fn adam_step(
