@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -254,6 +255,22 @@ def sam_cobot_command(args) -> list:
     return cmd
 
 
+def host_cpu() -> str:
+    """The CPU both sides run on, as /proc/cpuinfo names it (the ratios depend on it: an x86
+    family's vector units favour one side's kernels more than the other's)."""
+    fields = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
 def ratio(a, b):
     return None if a is None or b is None else a / b
 
@@ -266,8 +283,9 @@ def main():
     if not (args.sam_cobot.is_file() and os.access(args.sam_cobot, os.X_OK)):
         sys.exit(f"sam-cobot is not built at {args.sam_cobot}: run `cargo build --release` "
                  "or pass --sam-cobot PATH")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}; "
-          f"sam-cobot {args.sam_cobot}")
+    cpu = host_cpu()
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}, "
+          f"CPU {cpu}; sam-cobot {args.sam_cobot}")
     threads = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     gpu = args.device != "cpu"
@@ -293,9 +311,11 @@ def main():
               f"ratio {num(ratios['peak_gpu_mib'], '.2f')}; torch allocator peak "
               f"{ref['allocator_peak_mib']:.0f} MiB")
     if args.json_out:
-        report = {"torch_version": torch.__version__, "pytorch": ref, "sam_cobot": ours,
-                  "ratios": ratios}
-        args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+        report = {"torch_version": torch.__version__, "cpu": cpu, "pytorch": ref,
+                  "sam_cobot": ours, "ratios": ratios}
+        partial_out = args.json_out.with_name(args.json_out.name + ".partial")
+        partial_out.write_text(json.dumps(report, indent=1) + "\n")
+        partial_out.replace(args.json_out)  # atomic: never a half-written report
 
 
 if __name__ == "__main__":
