@@ -44,14 +44,14 @@ fn train_command(data: &Path, out: &Path) -> Command {
     train_command_for(data, out, 3, "1e-3")
 }
 
-/// `sam-cobot train` on `checkpoint` and `data` at 256 px; the tests add the rest.
+/// `sam-cobot train` on `checkpoint` and `data`, at the checkpoint's native input size (256 px
+/// for the tiny fixture); the tests add the rest.
 fn train(checkpoint: &Path, data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
     cmd.args(["train", "--checkpoint"])
         .arg(checkpoint)
         .arg("--data")
-        .arg(data)
-        .args(["--image-size", "256"]);
+        .arg(data);
     cmd
 }
 
@@ -123,6 +123,35 @@ fn killed_run_resumes_to_the_same_weights() {
         let tb = b.get(key).unwrap();
         assert_eq!(ta.data, tb.data, "{key} differs after resume");
     }
+}
+
+#[test]
+fn input_size_defaults_to_the_checkpoints_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let out = tmp.path().join("run");
+    let run = train(&fixtures().join("tiny256.pth"), &data)
+        .args(["--epochs", "1", "--batch", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("last/settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        settings["image_size"], 256,
+        "the saved settings name the size used"
+    );
+    let meta =
+        sam_cobot::checkpoint::read_safetensors_metadata(&out.join("last/adapter.safetensors"))
+            .unwrap();
+    assert_eq!(meta["image_size"], "256");
 }
 
 #[test]

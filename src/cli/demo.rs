@@ -66,7 +66,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let (train, val) = (open(&train_dir)?, open(&val_dir)?);
     let settings = TrainSettings {
         checkpoint: checkpoint.clone(),
-        image_size: 256,
+        image_size: Some(256),
         peft: PeftConfig::new(Method::LoraCobot),
         optimizer: OptimizerConfig::new(OptimizerKind::Adam, 5e-5),
         lr: 2e-3,

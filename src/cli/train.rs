@@ -57,7 +57,7 @@ pub struct Experiment {
     relation: Option<Relation>,
     #[arg(long, value_enum)]
     head: Option<HeadKind>,
-    /// Input size S (a multiple of 16).
+    /// Input size S (a multiple of 16; default: the checkpoint's, 1024 for Meta's).
     #[arg(long)]
     image_size: Option<usize>,
     #[arg(long, value_enum)]
@@ -173,9 +173,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         ..PeftConfig::new(method)
     };
     peft.validate().map_err(anyhow::Error::msg)?;
-    let image_size = e.image_size.unwrap_or(1024);
-    if image_size == 0 || !image_size.is_multiple_of(16) {
-        bail!("--image-size {image_size}: must be a positive multiple of 16");
+    let image_size = e.image_size;
+    if let Some(size) = image_size.filter(|&s| s == 0 || !s.is_multiple_of(16)) {
+        bail!("--image-size {size}: must be a positive multiple of 16");
     }
     let preprocessing = match e.preprocessing.unwrap_or(PreprocessingKind::Sam) {
         PreprocessingKind::Sam => Preprocessing::Sam,

@@ -31,7 +31,9 @@ use crate::sam::{Prompts, Sam};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub checkpoint: PathBuf,
-    pub image_size: usize,
+    /// Input size S; `None`: the checkpoint's native size (1024 for Meta's). The saved
+    /// settings record the size the run used.
+    pub image_size: Option<usize>,
     pub peft: PeftConfig,
     pub optimizer: OptimizerConfig,
     pub lr: f64,
@@ -148,7 +150,7 @@ impl Trainer<'_> {
                     .lr(s.lr, state.steps as usize, steps_per_epoch, s.epochs);
                 let mut inputs = Vec::new();
                 for &i in chunk {
-                    match self.prepare(i, &mut rng) {
+                    match self.prepare(i, sam.image_size, &mut rng) {
                         Ok(Some(input)) => inputs.push(input),
                         Ok(None) => {}
                         Err(e) if !s.strict => {
@@ -161,7 +163,7 @@ impl Trainer<'_> {
                 if inputs.is_empty() {
                     continue;
                 }
-                let loss = batch_loss(&sam, &inputs, s.image_size, s.dice, &device);
+                let loss = batch_loss(&sam, &inputs, sam.image_size, s.dice, &device);
                 let value = f64::from(
                     loss.clone()
                         .into_data()
@@ -230,7 +232,7 @@ impl Trainer<'_> {
                     s.peft.method
                 );
             }
-            let sam = Sam::from_state_dict(parts.base, Some(s.image_size), device)?;
+            let sam = Sam::from_state_dict(parts.base, s.image_size, device)?;
             let sam = sam
                 .attach_peft(s.peft.clone(), parts.peft)
                 .with_context(|| {
@@ -242,7 +244,7 @@ impl Trainer<'_> {
             return Ok(sam.with_trainable_set());
         }
         let base = load_state_dict(&s.checkpoint)?;
-        let sam = Sam::from_state_dict(base, Some(s.image_size), device).with_context(|| {
+        let sam = Sam::from_state_dict(base, s.image_size, device).with_context(|| {
             format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
         })?;
         let e = &sam.config.encoder;
@@ -264,7 +266,7 @@ impl Trainer<'_> {
         )
         .with_context(|| format!("{}: unreadable run state", dir.join("state.json").display()))?;
         let parts = open_adapter(&s.checkpoint, &dir.join("adapter.safetensors"))?;
-        let sam = Sam::from_state_dict(parts.base, Some(s.image_size), device)?
+        let sam = Sam::from_state_dict(parts.base, s.image_size, device)?
             .attach_peft(s.peft.clone(), parts.peft)?
             .with_trainable_set();
         let moments = load_state_dict(&dir.join("optimizer.safetensors"))?;
@@ -272,8 +274,9 @@ impl Trainer<'_> {
         Ok((sam, state))
     }
 
-    /// One training item, augmented and preprocessed; `None` when no object survives.
-    fn prepare(&self, i: usize, rng: &mut StdRng) -> Result<Option<ModelInput>> {
+    /// Training item `i`, augmented and preprocessed at input size `image_size`; `None` when no
+    /// object survives.
+    fn prepare(&self, i: usize, image_size: usize, rng: &mut StdRng) -> Result<Option<ModelInput>> {
         let s = &self.settings;
         let sample = self.train.load(i)?;
         let sample = if s.augment {
@@ -284,8 +287,8 @@ impl Trainer<'_> {
         if sample.objects.is_empty() {
             return Ok(None);
         }
-        let mut input = preprocess_sample(&sample, &s.preprocessing, s.image_size);
-        jitter_boxes(&mut input.boxes, s.box_jitter, s.image_size, rng);
+        let mut input = preprocess_sample(&sample, &s.preprocessing, image_size);
+        jitter_boxes(&mut input.boxes, s.box_jitter, image_size, rng);
         Ok(Some(input))
     }
 
@@ -294,7 +297,7 @@ impl Trainer<'_> {
         let model = sam.valid();
         let opts = EvalOptions {
             preprocessing: s.preprocessing,
-            image_size: s.image_size,
+            image_size: sam.image_size,
             overlays: None,
             strict: s.strict,
         };
@@ -329,7 +332,10 @@ impl Trainer<'_> {
         write_atomic(&tmp.join("state.json"), |w| {
             Ok(w.write_all(json.as_bytes())?)
         })?;
-        let settings = serde_json::to_string_pretty(&self.settings)?;
+        let settings = serde_json::to_string_pretty(&TrainSettings {
+            image_size: Some(sam.image_size),
+            ..self.settings.clone()
+        })?;
         write_atomic(&tmp.join("settings.json"), |w| {
             Ok(w.write_all(settings.as_bytes())?)
         })?;
