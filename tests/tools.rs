@@ -66,6 +66,21 @@ fn demo_writes_reports_plot_and_overlays() {
 }
 
 #[test]
+fn demo_refuses_zero_epochs_or_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    for flag in ["--epochs", "--images"] {
+        let out = sam_cobot(tmp.path(), &["demo", "--out", "d", flag, "0"]);
+        assert!(!out.status.success(), "{flag} 0");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{flag} 0: must be at least 1")),
+            "{stderr}"
+        );
+        assert!(!tmp.path().join("d").exists(), "{flag} 0 made the folder");
+    }
+}
+
+#[test]
 fn init_writes_the_named_configurations() {
     let tmp = tempfile::tempdir().unwrap();
     let device = burn::tensor::Device::flex();

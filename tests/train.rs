@@ -155,6 +155,38 @@ fn input_size_defaults_to_the_checkpoints_own() {
 }
 
 #[test]
+fn unusable_counts_and_rates_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for (flag, value, expected) in [
+        ("--batch", "0", "--batch 0: must be at least 1"),
+        ("--epochs", "0", "--epochs 0: must be at least 1"),
+        ("--lr", "-1e-4", "--lr -0.0001: must be a finite number"),
+        ("--lr", "NaN", "--lr NaN: must be a finite number"),
+        (
+            "--weight-decay",
+            "inf",
+            "--weight-decay inf: must be a finite number",
+        ),
+    ] {
+        let run = train(&fixtures().join("tiny256.pth"), &tmp.path().join("data"))
+            .arg(format!("{flag}={value}"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{flag} {value}");
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !out.exists(),
+            "{flag} {value}: the refused run made its folder"
+        );
+    }
+}
+
+#[test]
 fn resume_without_a_run_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

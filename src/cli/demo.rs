@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::checkpoint::adapter::load_with_adapter;
@@ -40,6 +40,11 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
+    for (flag, value) in [("--epochs", args.epochs), ("--images", args.images)] {
+        if value == 0 {
+            bail!("{flag} 0: must be at least 1");
+        }
+    }
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let checkpoint = out.join("tiny_sam_random.safetensors");
