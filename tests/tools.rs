@@ -66,14 +66,21 @@ fn demo_writes_reports_plot_and_overlays() {
 }
 
 #[test]
-fn demo_refuses_zero_epochs_or_images() {
+fn zero_counts_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    for flag in ["--epochs", "--images"] {
-        let out = sam_cobot(tmp.path(), &["demo", "--out", "d", flag, "0"]);
+    for (command, flag) in [
+        (&["demo", "--out", "d"][..], "--epochs"),
+        (&["demo", "--out", "d"][..], "--images"),
+        (&["bench", "--model", "tiny"][..], "--runs"),
+        (&["bench", "--model", "tiny"][..], "--batch"),
+        (&["bench", "--model", "tiny"][..], "--boxes"),
+    ] {
+        let out = sam_cobot(tmp.path(), &[command, &[flag, "0"]].concat());
         assert!(!out.status.success(), "{flag} 0");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains(&format!("{flag} 0: must be at least 1")),
+            stderr.contains(&format!("invalid value '0' for '{flag}"))
+                && stderr.contains("must be at least 1"),
             "{stderr}"
         );
         assert!(!tmp.path().join("d").exists(), "{flag} 0 made the folder");

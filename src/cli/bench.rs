@@ -27,10 +27,10 @@ pub struct BenchArgs {
     #[command(flatten)]
     peft: PeftArgs,
     /// Images per step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     batch: usize,
     /// Box prompts per image.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     boxes: usize,
     /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
@@ -39,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     warmup: usize,
     /// Timed runs (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::at_least_one)]
     runs: usize,
     /// Matrix sizes of `--workload gemm`: N (square) or MxKxN.
     #[arg(long, default_value = "2048")]
@@ -57,7 +57,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
     if args.workload == Workload::Gemm {
         let shape = args.gemm_size;
-        let runs = crate::bench::gemm(shape, &device, args.warmup, args.runs.max(1))?;
+        let runs = crate::bench::gemm(shape, &device, args.warmup, args.runs)?;
         let ms = crate::bench::median(&runs);
         let gflops = shape.flops() / (ms * 1e-3) / 1e9;
         if args.json {
@@ -86,10 +86,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         },
         image_size: args.image_size,
         peft: args.peft.config()?,
-        batch: args.batch.max(1),
-        boxes: args.boxes.max(1),
+        batch: args.batch,
+        boxes: args.boxes,
         warmup: args.warmup,
-        runs: args.runs.max(1),
+        runs: args.runs,
         device,
         device_name: args.device.clone(),
     };

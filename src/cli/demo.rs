@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::checkpoint::adapter::load_with_adapter;
@@ -28,10 +28,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "demo")]
     out: PathBuf,
     /// Training epochs.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = super::at_least_one)]
     epochs: usize,
     /// Generated training images (a quarter as many again for validation).
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = super::at_least_one)]
     images: usize,
     /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
@@ -40,11 +40,6 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
-    for (flag, value) in [("--epochs", args.epochs), ("--images", args.images)] {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let checkpoint = out.join("tiny_sam_random.safetensors");

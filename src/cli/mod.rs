@@ -29,6 +29,15 @@ pub struct Cli {
     threads: Option<u16>,
 }
 
+/// clap value parser for counts that must be at least 1 (runs, images, boxes, epochs).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train and evaluate lora+cobot end to end on generated data with a tiny SAM built in code.
