@@ -203,7 +203,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         preprocessing,
         strict: args.strict,
     };
-    check_numbers(&settings)?;
+    // Before anything is written; `Trainer::run` checks again for library callers.
+    settings.validate().map_err(anyhow::Error::msg)?;
     let open = |split: Option<PathBuf>| -> Result<Dataset> {
         Ok(Dataset::open(&DataSource {
             path: data.clone(),
@@ -252,24 +253,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "{} step(s) skipped for a non-finite loss",
             state.skipped_steps
         );
-    }
-    Ok(())
-}
-
-/// Counts and rates a run cannot use, named by their flag (they may come from `--config`).
-fn check_numbers(s: &TrainSettings) -> Result<()> {
-    if s.batch == 0 {
-        bail!("--batch 0: must be at least 1");
-    }
-    if s.epochs == 0 {
-        bail!("--epochs 0: must be at least 1");
-    }
-    if !(s.lr.is_finite() && s.lr >= 0.0) {
-        bail!("--lr {}: must be a finite number, 0 or more", s.lr);
-    }
-    let decay = s.optimizer.weight_decay;
-    if !(decay.is_finite() && decay >= 0.0) {
-        bail!("--weight-decay {decay}: must be a finite number, 0 or more");
     }
     Ok(())
 }

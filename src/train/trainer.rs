@@ -54,6 +54,32 @@ pub struct TrainSettings {
     pub strict: bool,
 }
 
+impl TrainSettings {
+    /// Counts and rates a run cannot use, named by their flag (they may also come from a config
+    /// file).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch == 0 {
+            return Err("--batch 0: must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return Err("--epochs 0: must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return Err(format!(
+                "--lr {}: must be a finite number, 0 or more",
+                self.lr
+            ));
+        }
+        let decay = self.optimizer.weight_decay;
+        if !(decay.is_finite() && decay >= 0.0) {
+            return Err(format!(
+                "--weight-decay {decay}: must be a finite number, 0 or more"
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn sam_preprocessing() -> Preprocessing {
     Preprocessing::Sam
 }
@@ -108,6 +134,7 @@ impl Trainer<'_> {
     /// Trains from the start, or from `out/last` when `resume`.
     pub fn run(&self, resume: bool, progress: &mut dyn Progress) -> Result<RunState> {
         let s = &self.settings;
+        s.validate().map_err(anyhow::Error::msg)?;
         let inner = self.device.clone();
         let device = inner.clone().autodiff();
         let mut optimizer = Optimizer::new(s.optimizer.clone());
@@ -126,7 +153,7 @@ impl Trainer<'_> {
                 },
             )
         };
-        let steps_per_epoch = self.train.len().div_ceil(s.batch.max(1));
+        let steps_per_epoch = self.train.len().div_ceil(s.batch);
         for epoch in state.epochs_done..s.epochs {
             let started = Instant::now();
             // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
@@ -140,7 +167,7 @@ impl Trainer<'_> {
                 (0.0, 0usize, 0, 0);
             // `freeze` trains nothing: each epoch only validates.
             let trains = s.peft.method != crate::peft::Method::Freeze;
-            for chunk in order.chunks(s.batch.max(1)).filter(|_| trains) {
+            for chunk in order.chunks(s.batch).filter(|_| trains) {
                 if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
                     self.save(&sam, &optimizer, &state, "interrupted")?;
                     return Err(Interrupted(self.out.join("interrupted")).into());
