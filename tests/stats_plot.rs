@@ -165,6 +165,7 @@ fn history(with_val: bool) -> Vec<EpochLog> {
             epoch,
             mean_loss: 1.0 / epoch as f64,
             val_dice: with_val.then_some(50.0 + 10.0 * epoch as f64),
+            val_point_dice: None,
             seconds: 1.0,
             skipped_items: 0,
             non_finite_steps: 0,

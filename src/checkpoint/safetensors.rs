@@ -1,13 +1,13 @@
 //! `.safetensors` files through the `safetensors` crate, converted to f32.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
 use super::{CheckpointError, DType, RawTensor, StateDict, convert_contiguous, memory_path};
 
@@ -136,26 +136,6 @@ fn data_end(bytes: &[u8], header_len: u64) -> Option<u64> {
         .max()
 }
 
-struct F32View<'a>(&'a RawTensor);
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.0.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.0.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-    }
-
-    fn data_len(&self) -> usize {
-        self.0.data.len() * 4
-    }
-}
-
 /// Writes `dict` as f32 safetensors, atomically: a temporary file in the same folder, fsync, then
 /// rename, so a crash never leaves a half-written checkpoint under `path`.
 pub fn write_safetensors(
@@ -190,24 +170,53 @@ fn write_then_rename(
     dict: &StateDict,
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    let meta: Option<HashMap<String, String>> =
-        (!metadata.is_empty()).then(|| metadata.clone().into_iter().collect());
-    let views = dict.iter().map(|(k, t)| (k, F32View(t)));
-    safetensors::serialize_to_file(views, meta, tmp).map_err(|source| {
-        CheckpointError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
+    let bytes = serialize(dict, metadata);
+    let mut file = File::create(tmp).map_err(|e| io_error(tmp, e))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
         .map_err(|e| io_error(tmp, e))?;
+    drop(file);
     fs::rename(tmp, path).map_err(|e| io_error(path, e))?;
     // Persist the rename itself; not every platform can open a directory, so best effort.
     if let Ok(dir) = File::open(parent(path)) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// The safetensors bytes of `dict` as f32, with the header's entries (metadata first, then the
+/// tensors) and the data in key order, so equal tensors and metadata always give equal bytes
+/// (the `safetensors` crate writes its metadata in hash-map order).
+fn serialize(dict: &StateDict, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    }
+    let mut tensors: Vec<(&str, &RawTensor)> = dict.iter().collect();
+    tensors.sort_by_key(|(k, _)| *k);
+    let mut offset = 0usize;
+    for (key, t) in &tensors {
+        let end = offset + 4 * t.data.len();
+        header.insert(
+            (*key).to_string(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
+    // The data starts 8-byte aligned; the format pads the header with spaces.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + json.len() + offset);
+    bytes.extend((json.len() as u64).to_le_bytes());
+    bytes.extend(json);
+    for (_, t) in tensors {
+        bytes.extend(t.data.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    bytes
 }
 
 fn parent(path: &Path) -> &Path {

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::data_args::{DataArgs, PreprocessArgs};
 use super::predict::{load_sam, load_sam_with_adapter};
 use crate::eval::report::write_reports;
-use crate::eval::{EvalOptions, Scorer, evaluate};
+use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// Report folder: metrics.json, metrics.md (and overlays with --overlays).
     #[arg(long)]
     out: PathBuf,
+    /// How each object is prompted: its box, or one point (SAM's three masks, the one with the
+    /// highest predicted IoU kept).
+    #[arg(long, value_enum, default_value_t = PromptKind::Box, conflicts_with = "baseline")]
+    prompt: PromptKind,
     /// Write an overlay PNG per image into the report folder.
     #[arg(long)]
     overlays: bool,
@@ -65,6 +69,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let opts = EvalOptions {
         preprocessing: args.preprocess.preprocessing(),
+        prompt: args.prompt,
         image_size: sam.as_ref().map_or(1024, |s| s.image_size),
         overlays: args.overlays.then(|| args.out.clone()),
         strict: args.data.strict,

@@ -10,8 +10,12 @@ mod merge;
 mod params;
 mod peft_args;
 mod predict;
+mod pretrain;
+mod scenes;
 mod stats;
 mod train;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +54,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Time a training step or an inference: median and peak memory.
     Bench(bench::BenchArgs),
+    /// Pretrain SAM from random weights on generated scenes (how the shipped base was made).
+    Pretrain(pretrain::PretrainArgs),
+    /// Write generated scenes (the pretraining distribution) as a COCO data set.
+    Scenes(scenes::ScenesArgs),
     /// Write a SAM checkpoint with random weights (a named configuration), to train from scratch.
     Init(init::InitArgs),
     /// Count the trainable parameters of a fine-tuning method.
@@ -58,6 +66,20 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Mean and standard deviation of a data set's images (0–1 scale), for --preprocessing sonar.
     Stats(stats::StatsArgs),
+}
+
+/// A flag that Ctrl-C sets, for loops that stop after their current step and save; a second
+/// Ctrl-C kills the process.
+fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to kill)...");
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
+    Ok(stop)
 }
 
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
@@ -81,6 +103,8 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Params(args) => params::run(args),
         Command::Init(args) => init::run(args),
+        Command::Pretrain(args) => pretrain::run(args),
+        Command::Scenes(args) => scenes::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),

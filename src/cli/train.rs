@@ -2,7 +2,6 @@
 //! (`--config`), and any flag given overrides the file.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -105,6 +104,10 @@ pub struct TrainArgs {
     /// Stop at the first unreadable item instead of skipping it.
     #[arg(long)]
     strict: bool,
+    /// Write one JSON line per step (epoch, step, loss, lr, images, seconds) to this file;
+    /// appended to with --resume.
+    #[arg(long)]
+    log_jsonl: Option<PathBuf>,
     /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -223,15 +226,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if args.resume {
         check_resumable(&args.out)?;
     }
-    // Ctrl-C asks the loop to stop after the current step and save; a second one kills.
-    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-    ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to kill)...");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let stop = super::stop_flag()?;
     let trainer = Trainer {
         settings,
         train: &train,
@@ -239,6 +234,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         out: args.out.clone(),
         stop: Some(stop),
         device,
+        step_log: args.log_jsonl.clone(),
     };
     let state = trainer.run(args.resume, &mut Bars::default())?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
@@ -292,9 +288,12 @@ impl Progress for Bars {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let val = log
+        let mut val = log
             .val_dice
             .map_or(String::new(), |d| format!(", val Dice {d:.2}%"));
+        if let Some(d) = log.val_point_dice {
+            val.push_str(&format!(" (one point {d:.2}%)"));
+        }
         println!(
             "epoch {}: loss {:.4}{val} ({:.0}s)",
             log.epoch + 1,
@@ -308,13 +307,22 @@ impl Progress for Bars {
 mod tests {
     use super::Experiment;
 
-    /// Every shipped preset is a valid experiment file.
+    /// Every shipped fine-tuning preset is a valid experiment file (`pretrain-*` ones are
+    /// pretraining settings, tested with `pretrain`).
     #[test]
     fn presets_parse() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pretrain-")
+            {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).unwrap();
             let e: Experiment =
                 toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));

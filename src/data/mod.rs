@@ -39,6 +39,7 @@ pub mod marine_debris;
 pub mod mask_folder;
 pub mod preprocess;
 pub mod rle;
+pub mod scenes;
 pub mod stats;
 pub mod synthetic;
 

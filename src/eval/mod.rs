@@ -22,8 +22,32 @@ pub enum Scorer<'a> {
     BoxFill,
 }
 
+/// How each object is prompted.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptKind {
+    /// Its box (the paper's protocol).
+    #[default]
+    Box,
+    /// One positive point, the object pixel farthest from its boundary (SAM's evaluation
+    /// point); SAM's three masks, of which the one with the highest predicted IoU is kept, as
+    /// `SamPredictor` users do.
+    Point,
+}
+
 pub struct EvalOptions {
     pub preprocessing: Preprocessing,
+    pub prompt: PromptKind,
     pub image_size: usize,
     /// Write one overlay PNG per image into this folder.
     pub overlays: Option<PathBuf>,
@@ -105,25 +129,79 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
             let input = preprocess_sample(sample, &opts.preprocessing, s);
             let device = sam.device();
             let image = Tensor::<4>::from_data(TensorData::new(input.image, [1, 3, s, s]), &device);
-            let prompts = Prompts {
-                points: Vec::new(),
-                boxes: input.boxes,
+            let (prompts, multimask) = match opts.prompt {
+                PromptKind::Box => (
+                    Prompts {
+                        points: Vec::new(),
+                        boxes: input.boxes,
+                    },
+                    false,
+                ),
+                PromptKind::Point => {
+                    let points = sample
+                        .objects
+                        .iter()
+                        .map(|o| {
+                            let (x, y) = deepest_pixel(&o.mask);
+                            let (x, y) = input.frame.to_frame(x as f64 + 0.5, y as f64 + 0.5);
+                            // The prompt encoder adds the half pixel back.
+                            vec![(x as f32 - 0.5, y as f32 - 0.5, 1)]
+                        })
+                        .collect();
+                    let boxes = Vec::new();
+                    (Prompts { points, boxes }, true)
+                }
             };
-            let low_res = sam
-                .predict_masks(sam.embed_image(image), &prompts, false)
-                .low_res_logits;
-            let side = low_res.dims()[3];
-            let planes: Vec<f32> = low_res
+            let out = sam.predict_masks(sam.embed_image(image), &prompts, multimask);
+            let [_, k, side, _] = out.low_res_logits.dims();
+            let planes: Vec<f32> = out
+                .low_res_logits
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec()
                 .expect("f32 logits");
+            let iou: Vec<f32> = out
+                .iou
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .expect("f32 iou");
             planes
-                .chunks(side * side)
-                .map(|plane| input.frame.to_original(plane, side))
+                .chunks(k * side * side)
+                .zip(iou.chunks(k))
+                .map(|(masks, iou)| {
+                    let best = (0..k).fold(0, |b, j| if iou[j] > iou[b] { j } else { b });
+                    input
+                        .frame
+                        .to_original(&masks[best * side * side..][..side * side], side)
+                })
                 .collect()
         }
     }
+}
+
+/// The mask pixel `(x, y)` farthest (in city-block distance) from every pixel outside the mask
+/// and from the image border; the first in raster order among equals.
+pub fn deepest_pixel(mask: &image::GrayImage) -> (u32, u32) {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let inside = |i: usize| mask.as_raw()[i] > 0;
+    let mut d: Vec<u32> = (0..w * h)
+        .map(|i| u32::from(inside(i)) * u32::MAX / 2)
+        .collect();
+    for i in 0..w * h {
+        let (x, y) = (i % w, i / w);
+        let up = if y > 0 { d[i - w] } else { 0 };
+        let left = if x > 0 { d[i - 1] } else { 0 };
+        d[i] = d[i].min(up.min(left) + 1);
+    }
+    for i in (0..w * h).rev() {
+        let (x, y) = (i % w, i / w);
+        let down = if y + 1 < h { d[i + w] } else { 0 };
+        let right = if x + 1 < w { d[i + 1] } else { 0 };
+        d[i] = d[i].min(down.min(right) + 1);
+    }
+    let best = (0..w * h).fold(0, |b, i| if d[i] > d[b] { i } else { b });
+    ((best % w) as u32, (best / w) as u32)
 }
 
 fn write_sample_overlay(

@@ -38,6 +38,43 @@ where
     Ok(())
 }
 
+/// Fills a fresh folder beside `dir` (`.<name>.tmp`) through `fill`, then swaps it in for `dir`,
+/// so `dir` is always either the old folder or the complete new one. A crash between the two
+/// renames leaves the old one as `.<name>.old` (see [`previous_dir`]).
+pub fn write_dir_atomic<F>(dir: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sibling = |suffix: &str| dir.with_file_name(format!(".{name}.{suffix}"));
+    let (tmp, old) = (sibling("tmp"), sibling("old"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    fill(&tmp)?;
+    let _ = fs::remove_dir_all(&old);
+    if dir.exists() {
+        fs::rename(dir, &old).with_context(|| format!("cannot move {}", dir.display()))?;
+    }
+    fs::rename(&tmp, dir).with_context(|| format!("cannot write {}", dir.display()))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// `dir`, or the previous version [`write_dir_atomic`] left when a crash hit between its renames.
+pub fn previous_dir(dir: &Path) -> PathBuf {
+    if dir.exists() {
+        return dir.to_path_buf();
+    }
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!(".{name}.old"))
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -65,15 +65,17 @@ pub struct SamConfig {
 
 impl SamConfig {
     /// The names [`SamConfig::named`] knows.
-    pub const NAMES: [&str; 5] = ["tiny", "small", "vit_b", "vit_l", "vit_h"];
+    pub const NAMES: [&str; 6] = ["tiny", "mini", "small", "vit_b", "vit_l", "vit_h"];
 
     /// A configuration by name: the official variants `vit_b`, `vit_l`, `vit_h` (SPEC §1.1), and
-    /// two SAM-shaped models for training from scratch on a CPU: `small` (embed 256, depth 6,
-    /// 256 px, SAM's full decoder) and `tiny` (embed 64, depth 4, 256 px, decoder width 32).
+    /// three SAM-shaped models for training from scratch on a CPU: `small` (embed 256, depth 6,
+    /// 256 px, SAM's full decoder), `mini` (embed 128, depth 4, 256 px, decoder width 64: the
+    /// shipped base model's) and `tiny` (embed 64, depth 4, 256 px, decoder width 32).
     pub fn named(name: &str) -> Option<Self> {
         let (embed_dim, depth, num_heads, global_attn_indexes) = match name {
             "tiny" => return Some(Self::tiny()),
             "small" => return Some(Self::small()),
+            "mini" => return Some(Self::mini()),
             "vit_b" => (768, 12, 12, vec![2, 5, 8, 11]),
             "vit_l" => (1024, 24, 16, vec![5, 11, 17, 23]),
             "vit_h" => (1280, 32, 16, vec![7, 15, 23, 31]),
@@ -119,6 +121,37 @@ impl SamConfig {
                 mask_in_chans: 16,
             },
             decoder: MaskDecoderConfig::sam(),
+        }
+    }
+
+    /// Embed 128, depth 4, 4 heads, native 256 px with 8×8 windows, decoder width 64 (1.2 M
+    /// parameters): small enough to pretrain from random weights on two CPU cores.
+    fn mini() -> Self {
+        Self {
+            encoder: ImageEncoderConfig {
+                embed_dim: 128,
+                depth: 4,
+                num_heads: 4,
+                patch_size: 16,
+                native_image_size: 256,
+                window_size: 8,
+                global_attn_indexes: vec![1, 3],
+                mlp_dim: 512,
+                out_chans: 64,
+            },
+            prompt: PromptEncoderConfig {
+                embed_dim: 64,
+                mask_in_chans: 16,
+            },
+            decoder: MaskDecoderConfig {
+                dim: 64,
+                depth: 2,
+                mlp_dim: 256,
+                cross_attn_dim: 32,
+                num_mask_tokens: 4,
+                iou_head_depth: 3,
+                iou_head_hidden: 64,
+            },
         }
     }
 

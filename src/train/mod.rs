@@ -1,7 +1,9 @@
-//! Training: losses (the loop, optimisers and schedules build on these).
+//! Training: losses, optimisers, schedules, the fine-tuning loop ([`trainer`]) and pretraining
+//! from random weights on generated scenes ([`pretrain`]).
 
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod pretrain;
 pub mod schedule;
 pub mod trainer;

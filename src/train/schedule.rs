@@ -20,15 +20,7 @@ impl Schedule {
         let n = steps_per_epoch.max(1);
         match self {
             Schedule::Constant => base,
-            Schedule::WarmupCosine => {
-                let total = (n * epochs).max(n + 1);
-                if step < n {
-                    base * (step + 1) as f64 / n as f64
-                } else {
-                    let progress = (step - n) as f64 / (total - n) as f64;
-                    base * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
-                }
-            }
+            Schedule::WarmupCosine => warmup_cosine(base, 0.0, step, n, (n * epochs).max(n + 1)),
             Schedule::Authors => {
                 let (epoch, k) = (step / n, step % n);
                 let pi = std::f64::consts::PI;
@@ -45,6 +37,16 @@ impl Schedule {
             }
         }
     }
+}
+
+/// Linear warm-up to `base` over the first `warmup` steps (step `k` gets `(k + 1) / warmup`),
+/// then cosine decay from `base` to `end` at step `total`.
+pub fn warmup_cosine(base: f64, end: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
+    end + (base - end) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The training loop: ragged batches (every box of every image in one step), validation with the
 //! paper's metric after each epoch, best and last checkpoints written atomically, exact resume.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -22,7 +23,7 @@ use crate::data::Dataset;
 use crate::data::augment::{Augment, jitter_boxes};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::eval::{EvalOptions, Scorer, evaluate};
-use crate::output::atomic::write_atomic;
+use crate::output::atomic::{previous_dir, write_atomic, write_dir_atomic};
 use crate::peft::PeftConfig;
 use crate::peft::init::initial_state;
 use crate::sam::{Prompts, Sam};
@@ -99,7 +100,11 @@ pub struct RunState {
 pub struct EpochLog {
     pub epoch: usize,
     pub mean_loss: f64,
+    /// Validation Dice with box prompts (the paper's protocol).
     pub val_dice: Option<f64>,
+    /// Validation Dice with one point per object (pretraining reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_point_dice: Option<f64>,
     pub seconds: f64,
     pub skipped_items: usize,
     pub non_finite_steps: usize,
@@ -121,6 +126,20 @@ pub struct Trainer<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// Where the model trains (not part of the settings: a run may resume on another device).
     pub device: Device,
+    /// Append one JSON line per optimiser step to this file (see [`StepLog`]).
+    pub step_log: Option<PathBuf>,
+}
+
+/// One line of `train --log-jsonl`: a step's epoch (0-based), global step (1-based), loss,
+/// learning rate, images, and the seconds since the run (or its resume) started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub epoch: usize,
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub images: usize,
+    pub seconds: f64,
 }
 
 /// The run was stopped by [`Trainer::stop`]; the weights of that moment are in `out/interrupted`.
@@ -154,6 +173,34 @@ impl Trainer<'_> {
             )
         };
         let steps_per_epoch = self.train.len().div_ceil(s.batch);
+        let run_started = Instant::now();
+        let mut step_log = match &self.step_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(resume)
+                    .write(true)
+                    .truncate(!resume)
+                    .open(path)
+                    .with_context(|| format!("--log-jsonl {}: cannot open", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut log_step = |epoch, step, loss, lr, images| -> Result<()> {
+            if let (Some(file), Some(path)) = (&mut step_log, &self.step_log) {
+                let line = serde_json::to_string(&StepLog {
+                    epoch,
+                    step,
+                    loss,
+                    lr,
+                    images,
+                    seconds: run_started.elapsed().as_secs_f64(),
+                })?;
+                writeln!(file, "{line}")
+                    .with_context(|| format!("--log-jsonl {}: cannot write", path.display()))?;
+            }
+            Ok(())
+        };
         for epoch in state.epochs_done..s.epochs {
             let started = Instant::now();
             // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
@@ -204,6 +251,7 @@ impl Trainer<'_> {
                     non_finite += 1;
                     state.skipped_steps += 1;
                     progress.step(value, lr, inputs.len());
+                    log_step(epoch, state.steps, value, lr, inputs.len())?;
                     continue;
                 }
                 let grads = loss.backward();
@@ -212,6 +260,7 @@ impl Trainer<'_> {
                 loss_sum += value;
                 loss_steps += 1;
                 progress.step(value, lr, inputs.len());
+                log_step(epoch, state.steps, value, lr, inputs.len())?;
             }
             let val_dice = match self.val {
                 Some(val) => Some(self.validate(&sam, val)?),
@@ -225,6 +274,7 @@ impl Trainer<'_> {
                     loss_sum / loss_steps as f64
                 },
                 val_dice,
+                val_point_dice: None,
                 seconds: started.elapsed().as_secs_f64(),
                 skipped_items,
                 non_finite_steps: non_finite,
@@ -286,12 +336,8 @@ impl Trainer<'_> {
         optimizer: &mut Optimizer,
     ) -> Result<(Sam, RunState)> {
         let s = &self.settings;
-        let dir = last_checkpoint(&self.out);
-        let state: RunState = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("state.json"))
-                .with_context(|| format!("nothing to resume in {}", self.out.display()))?,
-        )
-        .with_context(|| format!("{}: unreadable run state", dir.join("state.json").display()))?;
+        let dir = previous_dir(&self.out.join("last"));
+        let state = read_run_state(&dir)?;
         let parts = open_adapter(&s.checkpoint, &dir.join("adapter.safetensors"))?;
         let sam = Sam::from_state_dict(parts.base, s.image_size, device)?
             .attach_peft(s.peft.clone(), parts.peft)?
@@ -324,6 +370,7 @@ impl Trainer<'_> {
         let model = sam.valid();
         let opts = EvalOptions {
             preprocessing: s.preprocessing,
+            prompt: Default::default(),
             image_size: sam.image_size,
             overlays: None,
             strict: s.strict,
@@ -336,44 +383,50 @@ impl Trainer<'_> {
         )
     }
 
-    /// Writes `out/<name>/` (adapter, optimiser moments, state) into a fresh folder, then swaps
-    /// it in, so a crash never leaves a half-written checkpoint.
+    /// Writes `out/<name>/` (adapter, optimiser moments, state, settings) atomically.
     fn save(&self, sam: &Sam, optimizer: &Optimizer, state: &RunState, name: &str) -> Result<()> {
-        let final_dir = self.out.join(name);
-        let tmp = self.out.join(format!(".{name}.tmp"));
-        let old = self.out.join(format!(".{name}.old"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        save_adapter(
-            &tmp.join("adapter.safetensors"),
-            sam,
-            &self.settings.checkpoint,
-        )?;
-        write_safetensors(
-            &tmp.join("optimizer.safetensors"),
-            &optimizer.state(),
-            &Default::default(),
-        )?;
-        let json = serde_json::to_string_pretty(state)?;
-        write_atomic(&tmp.join("state.json"), |w| {
-            Ok(w.write_all(json.as_bytes())?)
-        })?;
-        let settings = serde_json::to_string_pretty(&TrainSettings {
+        let settings = TrainSettings {
             image_size: Some(sam.image_size),
             ..self.settings.clone()
-        })?;
-        write_atomic(&tmp.join("settings.json"), |w| {
-            Ok(w.write_all(settings.as_bytes())?)
-        })?;
-        let _ = std::fs::remove_dir_all(&old);
-        if final_dir.exists() {
-            std::fs::rename(&final_dir, &old)?;
-        }
-        std::fs::rename(&tmp, &final_dir)?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
+        };
+        write_dir_atomic(&self.out.join(name), |tmp| {
+            save_adapter(
+                &tmp.join("adapter.safetensors"),
+                sam,
+                &self.settings.checkpoint,
+            )?;
+            save_run_files(tmp, optimizer, state, &settings)
+        })
     }
+}
+
+/// The optimiser moments, run state and settings of a checkpoint folder.
+pub fn save_run_files(
+    dir: &Path,
+    optimizer: &Optimizer,
+    state: &RunState,
+    settings: &impl Serialize,
+) -> Result<()> {
+    write_safetensors(
+        &dir.join("optimizer.safetensors"),
+        &optimizer.state(),
+        &Default::default(),
+    )?;
+    for (file, json) in [
+        ("state.json", serde_json::to_string_pretty(state)?),
+        ("settings.json", serde_json::to_string_pretty(settings)?),
+    ] {
+        write_atomic(&dir.join(file), |w| Ok(w.write_all(json.as_bytes())?))?;
+    }
+    Ok(())
+}
+
+/// The run state of a checkpoint folder.
+pub fn read_run_state(dir: &Path) -> Result<RunState> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("nothing to resume: cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: unreadable run state", path.display()))
 }
 
 /// Low-resolution mask logits `[N_i, 1, S/4, S/4]` of every image's boxes: the encoder runs
@@ -428,20 +481,9 @@ pub fn batch_loss(
         .expect("a batch has at least one image")
 }
 
-/// The last checkpoint of a run: `last/`, or the previous one when a crash hit between the two
-/// renames of [`Trainer::save`].
-fn last_checkpoint(out: &Path) -> PathBuf {
-    let last = out.join("last");
-    if last.exists() {
-        last
-    } else {
-        out.join(".last.old")
-    }
-}
-
 /// Checks that `dir` holds a run that can be resumed (used before any work starts).
 pub fn check_resumable(dir: &Path) -> Result<()> {
-    let adapter = last_checkpoint(dir).join("adapter.safetensors");
+    let adapter = previous_dir(&dir.join("last")).join("adapter.safetensors");
     if !adapter.exists() {
         bail!(
             "--resume {}: no checkpoint there (expected {})",

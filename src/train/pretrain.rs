@@ -1,0 +1,622 @@
+//! Pretraining SAM from random weights on generated scenes ([`crate::data::scenes`]), SAM's own
+//! recipe in small: every step samples, for each object, a noisy box prompt, a single positive
+//! point (ambiguous: SAM's three masks, the loss on the best of them) and a corrective point
+//! taken from the error region of that point's prediction (as SAM's interactive training does);
+//! the loss is 20 × focal + Dice on each mask plus the MSE between the predicted IoU and the
+//! mask's actual IoU. AdamW with linear warm-up and cosine decay. Seeded and resumable: each
+//! step's scenes and prompts are a function of (seed, step), so a resumed run repeats them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use super::loss::{sam_mask_loss, upsample_logits};
+use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use super::schedule::warmup_cosine;
+use super::trainer::{EpochLog, Interrupted, Progress, RunState, read_run_state, save_run_files};
+use crate::checkpoint::{load_state_dict, write_safetensors};
+use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
+use crate::data::scenes::{scene, write_coco};
+use crate::data::{DataSource, Dataset};
+use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
+use crate::output::atomic::{previous_dir, write_dir_atomic};
+use crate::peft::{Method, PeftConfig};
+use crate::sam::config::SamConfig;
+use crate::sam::random::random_state_dict;
+use crate::sam::{Prompts, Sam};
+
+/// Box noise is capped at 20 pixels at 1024 px (SAM's rule), scaled to the input size.
+const MAX_BOX_NOISE_AT_1024: f64 = 20.0;
+
+/// Everything that defines a pretraining run (`presets/pretrain-*.toml`, flags override).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainSettings {
+    /// The architecture, by name (as `sam-cobot init --model`), for a start from random weights.
+    pub model: String,
+    /// Start from this checkpoint's weights instead (its own architecture).
+    pub init: Option<PathBuf>,
+    /// Input size S of the scenes and the model (a multiple of 16).
+    pub image_size: usize,
+    /// Optimiser steps in all.
+    pub steps: usize,
+    /// Steps between validations and checkpoints (one "epoch" of the plot and the run state).
+    pub epoch_steps: usize,
+    /// Linear warm-up from 0 over this many steps, then cosine decay to `final_lr`.
+    pub warmup_steps: usize,
+    pub lr: f64,
+    pub final_lr: f64,
+    pub weight_decay: f64,
+    /// Scenes per step.
+    pub batch: usize,
+    /// Objects per scene, at most (at least 1).
+    pub max_objects: usize,
+    /// Objects prompted per scene and prompt kind, at most (a random subset beyond).
+    pub max_prompts: usize,
+    /// The losses are computed at S / `loss_downscale` (1, 2 or 4: 4 is the decoder's own
+    /// resolution), against targets area-averaged to that size.
+    pub loss_downscale: usize,
+    /// Standard deviation of each box coordinate's noise, as a fraction of the box side.
+    pub box_noise: f64,
+    /// Add the single-point (multimask) prompts.
+    pub point_prompts: bool,
+    /// Add a corrective point to each single-point prompt, from its prediction's error region.
+    pub corrective_points: bool,
+    pub seed: u64,
+    /// Validation scenes (seeds `val_seed ..`), scored with box and with point prompts.
+    pub val_scenes: usize,
+    pub val_seed: u64,
+}
+
+impl Default for PretrainSettings {
+    fn default() -> Self {
+        Self {
+            model: "mini".into(),
+            init: None,
+            image_size: 256,
+            steps: 20_000,
+            epoch_steps: 500,
+            warmup_steps: 250,
+            lr: 1e-3,
+            final_lr: 1e-5,
+            weight_decay: 0.01,
+            batch: 1,
+            max_objects: 8,
+            max_prompts: 8,
+            loss_downscale: 2,
+            box_noise: 0.1,
+            point_prompts: true,
+            corrective_points: true,
+            seed: 0,
+            val_scenes: 32,
+            val_seed: 1_000_000,
+        }
+    }
+}
+
+impl PretrainSettings {
+    /// Settings a run cannot use, named by their flag (they may also come from a config file).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.init.is_none() && SamConfig::named(&self.model).is_none() {
+            return Err(format!(
+                "--model {}: unknown (expected one of {})",
+                self.model,
+                SamConfig::NAMES.join(", ")
+            ));
+        }
+        if self.image_size == 0 || !self.image_size.is_multiple_of(16) {
+            return Err(format!(
+                "--image-size {}: must be a positive multiple of 16",
+                self.image_size
+            ));
+        }
+        for (flag, value) in [
+            ("--steps", self.steps),
+            ("--epoch-steps", self.epoch_steps),
+            ("--batch", self.batch),
+            ("--max-objects", self.max_objects),
+            ("--max-prompts", self.max_prompts),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} 0: must be at least 1"));
+            }
+        }
+        for (flag, value) in [
+            ("--lr", self.lr),
+            ("--final-lr", self.final_lr),
+            ("--weight-decay", self.weight_decay),
+            ("--box-noise", self.box_noise),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "{flag} {value}: must be a finite number, 0 or more"
+                ));
+            }
+        }
+        if ![1, 2, 4].contains(&self.loss_downscale) {
+            return Err(format!(
+                "--loss-downscale {}: must be 1, 2 or 4",
+                self.loss_downscale
+            ));
+        }
+        if self.val_seed >= TRAIN_SEED_BIT {
+            return Err(format!(
+                "--val-seed {}: must be below 2^63 (training scenes use the seeds above)",
+                self.val_seed
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Training scenes have seeds with this bit set; every other seed (validation, `sam-cobot
+/// scenes`) is never trained on.
+const TRAIN_SEED_BIT: u64 = 1 << 63;
+
+/// The seed of scene `b` of step `step` of a run with seed `seed`.
+fn train_scene_seed(seed: u64, step: u64, b: usize) -> u64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(b as u64);
+    // splitmix64's finaliser.
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | TRAIN_SEED_BIT
+}
+
+/// Where the model is written: `out/{best,last}/model.safetensors` (SAM's key names, loadable
+/// wherever a SAM checkpoint is), with the optimiser moments, run state and settings beside.
+pub const MODEL_FILE: &str = "model.safetensors";
+
+pub struct Pretrainer<'a> {
+    pub settings: PretrainSettings,
+    pub out: PathBuf,
+    /// Set (by Ctrl-C) to stop after the current step.
+    pub stop: Option<&'a AtomicBool>,
+    pub device: Device,
+}
+
+impl Pretrainer<'_> {
+    /// Trains from the start, or from `out/last` when `resume`.
+    pub fn run(&self, resume: bool, progress: &mut dyn Progress) -> Result<RunState> {
+        let s = &self.settings;
+        s.validate().map_err(anyhow::Error::msg)?;
+        let device = self.device.clone().autodiff();
+        let mut optimizer =
+            Optimizer::new(OptimizerConfig::new(OptimizerKind::Adamw, s.weight_decay));
+        let (mut sam, mut state) = if resume {
+            let dir = previous_dir(&self.out.join("last"));
+            let state = read_run_state(&dir)?;
+            let sam = self.model(&dir.join(MODEL_FILE), &device)?;
+            let moments = load_state_dict(&dir.join("optimizer.safetensors"))?;
+            optimizer.restore(
+                moments,
+                state.steps - state.skipped_steps as u64,
+                &self.device,
+            );
+            (sam, state)
+        } else {
+            let sam = match &s.init {
+                Some(path) => self.model(path, &device)?,
+                None => {
+                    let cfg = SamConfig::named(&s.model).expect("validated");
+                    let dict = random_state_dict(&cfg, s.seed);
+                    Sam::from_state_dict(dict, Some(s.image_size), &device)?
+                }
+            };
+            let state = RunState {
+                epochs_done: 0,
+                steps: 0,
+                best_score: None,
+                best_epoch: None,
+                skipped_steps: 0,
+                history: Vec::new(),
+            };
+            (full(sam)?, state)
+        };
+        let val = self.validation_set()?;
+        let epochs = s.steps.div_ceil(s.epoch_steps);
+        for epoch in state.epochs_done..epochs {
+            let started = Instant::now();
+            let first = epoch * s.epoch_steps;
+            let last = ((epoch + 1) * s.epoch_steps).min(s.steps);
+            progress.epoch_start(epoch, last - first);
+            let (mut loss_sum, mut loss_steps, mut non_finite) = (0.0, 0usize, 0);
+            for step in first..last {
+                if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                    self.save(&sam, &optimizer, &state, "interrupted")?;
+                    return Err(Interrupted(self.out.join("interrupted")).into());
+                }
+                let lr = warmup_cosine(s.lr, s.final_lr, step, s.warmup_steps, s.steps);
+                let mut rng =
+                    StdRng::seed_from_u64(train_scene_seed(s.seed, step as u64, usize::MAX));
+                let inputs: Vec<ModelInput> = (0..s.batch)
+                    .map(|b| {
+                        let sample = scene(
+                            train_scene_seed(s.seed, step as u64, b),
+                            s.image_size as u32,
+                            s.max_objects,
+                        );
+                        preprocess_sample(&sample, &Preprocessing::Sam, s.image_size)
+                    })
+                    .filter(|input| !input.boxes.is_empty())
+                    .collect();
+                state.steps += 1;
+                if inputs.is_empty() {
+                    state.skipped_steps += 1;
+                    continue;
+                }
+                let loss = step_loss(&sam, &inputs, s, &mut rng, &device);
+                let value = f64::from(
+                    loss.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32")[0],
+                );
+                if !value.is_finite() {
+                    non_finite += 1;
+                    state.skipped_steps += 1;
+                    progress.step(value, lr, inputs.len());
+                    continue;
+                }
+                let grads = loss.backward();
+                let names = sam.names.clone();
+                sam = optimizer.step(sam, &names, &grads, lr);
+                loss_sum += value;
+                loss_steps += 1;
+                progress.step(value, lr, inputs.len());
+            }
+            let model = sam.valid();
+            let score = |prompt| -> Result<f64> {
+                let opts = EvalOptions {
+                    preprocessing: Preprocessing::Sam,
+                    prompt,
+                    image_size: s.image_size,
+                    overlays: None,
+                    strict: true,
+                };
+                let indices: Vec<usize> = (0..val.len()).collect();
+                Ok(
+                    evaluate(&val, &indices, &Scorer::Model(&model), &opts, || {})?
+                        .summary
+                        .mean_dice,
+                )
+            };
+            let log = EpochLog {
+                epoch,
+                mean_loss: if loss_steps == 0 {
+                    f64::NAN
+                } else {
+                    loss_sum / loss_steps as f64
+                },
+                val_dice: Some(score(PromptKind::Box)?),
+                val_point_dice: Some(score(PromptKind::Point)?),
+                seconds: started.elapsed().as_secs_f64(),
+                skipped_items: 0,
+                non_finite_steps: non_finite,
+            };
+            progress.epoch_end(&log);
+            let score = log.val_dice.unwrap_or(f64::NAN);
+            state.history.push(log);
+            state.epochs_done = epoch + 1;
+            let is_best = state.best_score.is_none_or(|b| score > b);
+            if is_best {
+                state.best_score = Some(score);
+                state.best_epoch = Some(epoch);
+            }
+            self.save(&sam, &optimizer, &state, "last")?;
+            super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
+            if is_best {
+                self.save(&sam, &optimizer, &state, "best")?;
+            }
+        }
+        if state.steps > 0 && state.skipped_steps as u64 == state.steps {
+            bail!("every step was skipped (non-finite loss): nothing trained");
+        }
+        Ok(state)
+    }
+
+    /// A checkpoint's model at this run's input size, every tensor trainable.
+    fn model(&self, path: &Path, device: &Device) -> Result<Sam> {
+        let dict = load_state_dict(path)?;
+        let sam = Sam::from_state_dict(dict, Some(self.settings.image_size), device)
+            .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
+        full(sam)
+    }
+
+    /// The validation scenes, written once as a COCO data set under `out/val`.
+    fn validation_set(&self) -> Result<Dataset> {
+        let s = &self.settings;
+        let dir = self.out.join("val");
+        let annotations = dir.join("annotations.json");
+        if !annotations.exists() {
+            write_coco(
+                &dir,
+                s.val_scenes,
+                s.val_seed,
+                s.image_size as u32,
+                s.max_objects,
+            )?;
+        }
+        Ok(Dataset::open(&DataSource::new(annotations))?)
+    }
+
+    fn save(&self, sam: &Sam, optimizer: &Optimizer, state: &RunState, name: &str) -> Result<()> {
+        write_dir_atomic(&self.out.join(name), |tmp| {
+            let metadata = [
+                ("format".to_string(), "pt".to_string()),
+                ("made_by".to_string(), "sam-cobot pretrain".to_string()),
+                ("steps".to_string(), state.steps.to_string()),
+            ]
+            .into();
+            write_safetensors(&tmp.join(MODEL_FILE), &sam.state_dict(), &metadata)?;
+            save_run_files(tmp, optimizer, state, &self.settings)
+        })
+    }
+}
+
+/// `sam` with every tensor trainable (SAM's `full` fine-tuning).
+fn full(sam: Sam) -> Result<Sam> {
+    let cfg = PeftConfig::new(Method::Full);
+    Ok(sam
+        .attach_peft(cfg, Default::default())?
+        .with_trainable_set())
+}
+
+/// The mean loss of a step over its scenes: for each scene, the box, point and corrective-point
+/// prompt groups, each the mean of its masks' losses plus its IoU head's MSE.
+fn step_loss(
+    sam: &Sam,
+    inputs: &[ModelInput],
+    s: &PretrainSettings,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Tensor<1> {
+    let size = s.image_size;
+    let pixels: Vec<f32> = inputs
+        .iter()
+        .flat_map(|i| i.image.iter().copied())
+        .collect();
+    let b = inputs.len();
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
+    let embeddings = sam.embed_image(images);
+    let [_, e, g, _] = embeddings.dims();
+    let mut total: Option<Tensor<1>> = None;
+    for (i, input) in inputs.iter().enumerate() {
+        let embedding = embeddings.clone().slice([i..i + 1, 0..e, 0..g, 0..g]);
+        let mut chosen: Vec<usize> = (0..input.boxes.len()).collect();
+        chosen.shuffle(rng);
+        chosen.truncate(s.max_prompts);
+        let f = s.loss_downscale;
+        let side = size / f;
+        let targets: Vec<Vec<f32>> = chosen
+            .iter()
+            .map(|&k| area_average(&input.targets[k], size, f))
+            .collect();
+        let n = targets.len();
+        let target_tensor = Tensor::<4>::from_data(
+            TensorData::new(targets.concat(), [n, 1, side, side]),
+            device,
+        );
+        let group = |prompts: Prompts, multimask: bool| {
+            let out = sam.predict_masks(embedding.clone(), &prompts, multimask);
+            let logits = if f == 4 {
+                out.low_res_logits
+            } else {
+                upsample_logits(out.low_res_logits, side)
+            };
+            Group::score(logits, out.iou, target_tensor.clone(), &targets, device)
+        };
+        let boxes = chosen
+            .iter()
+            .map(|&k| noisy_box(input.boxes[k], s.box_noise, size, rng))
+            .collect();
+        let mut loss = group(
+            Prompts {
+                points: Vec::new(),
+                boxes,
+            },
+            false,
+        )
+        .loss;
+        if s.point_prompts {
+            let first: Vec<(f32, f32, i32)> = chosen
+                .iter()
+                .map(|&k| {
+                    let i = random_pixel(&input.targets[k], |v| v > 0.5, rng)
+                        .expect("an object has pixels");
+                    ((i % size) as f32, (i / size) as f32, 1)
+                })
+                .collect();
+            let points = first.iter().map(|&p| vec![p]).collect();
+            let single = group(
+                Prompts {
+                    points,
+                    boxes: Vec::new(),
+                },
+                true,
+            );
+            loss = loss + single.loss;
+            if s.corrective_points {
+                let points = first
+                    .iter()
+                    .zip(&targets)
+                    .zip(&single.chosen)
+                    .map(|((&p, t), predicted)| vec![p, corrective_point(t, predicted, f, rng)])
+                    .collect();
+                loss = loss
+                    + group(
+                        Prompts {
+                            points,
+                            boxes: Vec::new(),
+                        },
+                        false,
+                    )
+                    .loss;
+            }
+        }
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+    }
+    total.expect("a step has at least one scene") / b as f64
+}
+
+/// What one prompt group contributes.
+struct Group {
+    loss: Tensor<1>,
+    /// Per prompt, the kept mask (the lowest-loss candidate) as 0/1 at S × S.
+    chosen: Vec<Vec<bool>>,
+}
+
+impl Group {
+    /// `logits` `[N, K, S, S]` and `iou` `[N, K]` against `targets` `[N, 1, S, S]`: the mean over
+    /// prompts of the best candidate's mask loss, plus the MSE of every candidate's predicted IoU.
+    fn score(
+        logits: Tensor<4>,
+        iou: Tensor<2>,
+        targets: Tensor<4>,
+        target_planes: &[Vec<f32>],
+        device: &Device,
+    ) -> Self {
+        let [n, k, h, w] = logits.dims();
+        let losses = sam_mask_loss(logits.clone(), targets);
+        let values = losses
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        let best: Vec<usize> = values
+            .chunks(k)
+            .map(|row| (0..k).fold(0, |b, j| if row[j] < row[b] { j } else { b }))
+            .collect();
+        let one_hot: Vec<f32> = best
+            .iter()
+            .flat_map(|&j| (0..k).map(move |c| f32::from(u8::from(c == j))))
+            .collect();
+        let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [n, k]), device);
+        let mask_loss = (losses * one_hot).sum() / n as f64;
+        let planes = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        let masks: Vec<Vec<bool>> = planes
+            .chunks(h * w)
+            .map(|p| p.iter().map(|&v| v > 0.0).collect())
+            .collect();
+        let actual: Vec<f32> = masks
+            .iter()
+            .enumerate()
+            .map(|(m, mask)| mask_iou(mask, &target_planes[m / k]))
+            .collect();
+        let actual = Tensor::<2>::from_data(TensorData::new(actual, [n, k]), device);
+        let diff = iou - actual;
+        let iou_loss = (diff.clone() * diff).sum() / (n * k) as f64;
+        let chosen = best
+            .iter()
+            .enumerate()
+            .map(|(p, &j)| masks[p * k + j].clone())
+            .collect();
+        Self {
+            loss: mask_loss + iou_loss,
+            chosen,
+        }
+    }
+}
+
+fn mask_iou(mask: &[bool], target: &[f32]) -> f32 {
+    let (mut inter, mut union) = (0u32, 0u32);
+    for (&m, &t) in mask.iter().zip(target) {
+        let t = t > 0.5;
+        inter += u32::from(m && t);
+        union += u32::from(m || t);
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f32 / union as f32
+    }
+}
+
+/// SAM's box noise: each coordinate moved by N(0, (noise × side)²), at most 20 px at 1024 px.
+fn noisy_box(b: [f32; 4], noise: f64, size: usize, rng: &mut StdRng) -> [f32; 4] {
+    let cap = MAX_BOX_NOISE_AT_1024 * size as f64 / 1024.0;
+    let sides = [b[2] - b[0], b[3] - b[1]];
+    let mut out = [0f32; 4];
+    for (c, v) in out.iter_mut().enumerate() {
+        let std = noise * f64::from(sides[c % 2]);
+        let offset = if std > 0.0 {
+            Normal::new(0.0, std)
+                .expect("finite std")
+                .sample(rng)
+                .clamp(-cap, cap)
+        } else {
+            0.0
+        };
+        *v = (f64::from(b[c]) + offset).clamp(0.0, size as f64) as f32;
+    }
+    // A box never turns inside out.
+    for c in 0..2 {
+        if out[c + 2] < out[c] + 1.0 {
+            (out[c], out[c + 2]) = (b[c], b[c + 2]);
+        }
+    }
+    out
+}
+
+/// The `size × size` plane averaged over `f × f` cells.
+fn area_average(plane: &[f32], size: usize, f: usize) -> Vec<f32> {
+    let side = size / f;
+    let mut out = vec![0f32; side * side];
+    for (i, &v) in plane.iter().enumerate() {
+        out[(i / size / f) * side + (i % size) / f] += v;
+    }
+    let cell = (f * f) as f32;
+    out.iter_mut().for_each(|v| *v /= cell);
+    out
+}
+
+/// The index of a uniformly drawn element of `plane` where `keep` holds.
+fn random_pixel(plane: &[f32], keep: impl Fn(f32) -> bool, rng: &mut StdRng) -> Option<usize> {
+    let candidates: Vec<usize> = (0..plane.len()).filter(|&i| keep(plane[i])).collect();
+    candidates
+        .get(rng.random_range(0..candidates.len().max(1)))
+        .copied()
+}
+
+/// A point of the S frame drawn uniformly from the error region of `predicted` against `target`
+/// (both at S / `f`): positive where the object was missed, negative where background was
+/// taken; anywhere in the chosen cell. Without errors, another positive point.
+fn corrective_point(
+    target: &[f32],
+    predicted: &[bool],
+    f: usize,
+    rng: &mut StdRng,
+) -> (f32, f32, i32) {
+    let side = (target.len() as f64).sqrt() as usize;
+    let errors: Vec<f32> = target
+        .iter()
+        .zip(predicted)
+        .map(|(&t, &p)| f32::from(u8::from((t > 0.5) != p)))
+        .collect();
+    let (i, label) = match random_pixel(&errors, |v| v > 0.5, rng) {
+        Some(i) => (i, i32::from(target[i] > 0.5)),
+        None => (random_pixel(target, |v| v > 0.5, rng).unwrap_or(0), 1),
+    };
+    let mut cell = |c: usize| (c * f + rng.random_range(0..f)) as f32;
+    (cell(i % side), cell(i / side), label)
+}

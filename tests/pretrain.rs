@@ -1,0 +1,185 @@
+//! `sam-cobot pretrain` and `sam-cobot scenes` end to end with the tiny architecture: the model
+//! it writes loads as a SAM checkpoint, equal seeds give equal bytes, a killed run resumes to the
+//! same weights, settings are checked before anything is written, and a run folder is never
+//! replaced silently.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::data::{DataSource, Dataset};
+
+fn sam_cobot(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// A few steps of the tiny SAM; `extra` adds or overrides flags.
+fn pretrain(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--threads",
+        "1",
+        "pretrain",
+        "--model",
+        "tiny",
+        "--steps",
+        "4",
+        "--epoch-steps",
+        "2",
+        "--warmup-steps",
+        "2",
+        "--val-scenes",
+        "2",
+        "--max-objects",
+        "3",
+        "--max-prompts",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    sam_cobot(&args, out)
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn scenes_are_a_coco_data_set_with_one_mask_per_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scenes");
+    ok(&sam_cobot(
+        &["scenes", "--count", "3", "--size", "64", "--seed", "5"],
+        &dir,
+    ));
+    let data = Dataset::open(&DataSource::new(dir.join("annotations.json"))).unwrap();
+    assert_eq!(data.len(), 3);
+    let expected = sam_cobot::data::scenes::scene(5, 64, 8);
+    let loaded = data.load(0).unwrap();
+    assert_eq!(loaded.image, expected.image);
+    assert_eq!(loaded.objects.len(), expected.objects.len());
+    for (a, b) in loaded.objects.iter().zip(&expected.objects) {
+        assert_eq!(a.mask, b.mask);
+        assert_eq!(a.bbox, b.bbox);
+    }
+}
+
+#[test]
+fn pretraining_writes_a_sam_checkpoint_and_equal_seeds_give_equal_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&pretrain(&a, &[]));
+    ok(&pretrain(&b, &[]));
+    let model = a.join("last/model.safetensors");
+    let dict = load_state_dict(&model).unwrap();
+    assert!(dict.contains("mask_decoder.iou_token.weight"));
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        std::fs::read(b.join("last/model.safetensors")).unwrap()
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("last/state.json")).unwrap()).unwrap();
+    assert_eq!(state["steps"], 4);
+    assert_eq!(state["history"].as_array().unwrap().len(), 2);
+    assert!(state["history"][1]["val_point_dice"].is_number());
+    // The model it wrote is a checkpoint like any other: predict runs on it.
+    let mask = tmp.path().join("mask.png");
+    ok(&Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["predict", "--checkpoint"])
+        .arg(&model)
+        .arg("--image")
+        .arg(a.join("val/images/scene_1000000.png"))
+        .args(["--box", "10,10,100,100", "--out"])
+        .arg(&mask)
+        .output()
+        .unwrap());
+    assert!(mask.exists());
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_uninterrupted_runs_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    ok(&pretrain(&whole, &[]));
+    ok(&pretrain(&parts, &["--steps", "2"]));
+    // Resuming takes the run's settings; only a longer --steps is accepted.
+    let out = sam_cobot(&["pretrain", "--resume", "--lr", "0.5"], &parts);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lr = 0.001") && err.contains("0.5"), "{err}");
+    ok(&sam_cobot(
+        &["--threads", "1", "pretrain", "--resume", "--steps", "4"],
+        &parts,
+    ));
+    assert_eq!(
+        load_state_dict(&whole.join("last/model.safetensors")).unwrap(),
+        load_state_dict(&parts.join("last/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn unusable_settings_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, value, says) in [
+        ("--steps", "0", "--steps 0"),
+        ("--batch", "0", "--batch 0"),
+        ("--lr", "nan", "--lr NaN"),
+        ("--image-size", "100", "--image-size 100"),
+        ("--model", "vit_q", "--model vit_q"),
+        ("--loss-downscale", "3", "--loss-downscale 3"),
+    ] {
+        let out_dir = tmp.path().join(flag.trim_start_matches('-'));
+        let out = pretrain(&out_dir, &[flag, value]);
+        assert!(!out.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !out_dir.exists(),
+            "{flag} {value} wrote {}",
+            out_dir.display()
+        );
+    }
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "stepz = 3\n").unwrap();
+    let out = pretrain(
+        &tmp.path().join("cfg"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stepz"), "{err}");
+}
+
+#[test]
+fn a_run_folder_is_not_replaced_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    ok(&pretrain(&run, &["--steps", "2"]));
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let out = pretrain(&run, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    ok(&pretrain(&run, &["--force"]));
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let state = std::fs::read_to_string(run.join("last/state.json")).unwrap();
+    assert!(state.contains("\"steps\": 4"), "{state}");
+}
+
+#[test]
+fn the_shipped_preset_is_a_valid_settings_file() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("presets/pretrain-base.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let settings: sam_cobot::train::pretrain::PretrainSettings = toml::from_str(&text).unwrap();
+    settings.validate().unwrap();
+}
