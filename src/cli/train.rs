@@ -56,6 +56,9 @@ pub struct Experiment {
     relation: Option<Relation>,
     #[arg(long, value_enum)]
     head: Option<HeadKind>,
+    /// Adapter dropout while training, in [0, 1) (default 0.1, the authors').
+    #[arg(long)]
+    adapter_dropout: Option<f64>,
     /// Input size S (a multiple of 16; default: the checkpoint's, 1024 for Meta's).
     #[arg(long)]
     image_size: Option<usize>,
@@ -145,6 +148,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             coefficients,
             relation,
             head,
+            adapter_dropout,
             image_size,
             optimizer,
             lr,
@@ -173,6 +177,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         coefficients: e.coefficients.unwrap_or(Coefficients::Dual),
         relation: e.relation.unwrap_or(Relation::Learnable),
         head: e.head.unwrap_or(HeadKind::Quaternion),
+        adapter_dropout: e.adapter_dropout.unwrap_or(0.1),
         ..PeftConfig::new(method)
     };
     peft.validate().map_err(anyhow::Error::msg)?;

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::loss::{sam_mask_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::schedule::warmup_cosine;
-use super::trainer::{EpochLog, Interrupted, Progress, RunState, read_run_state, save_run_files};
+use super::trainer::{
+    EpochLog, Interrupted, Progress, RunState, optimise, read_run_state, save_run_files,
+};
 use crate::checkpoint::{load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::data::scenes::{scene, write_coco};
@@ -214,15 +216,7 @@ impl Pretrainer<'_> {
                     Sam::from_state_dict(dict, Some(s.image_size), &device)?
                 }
             };
-            let state = RunState {
-                epochs_done: 0,
-                steps: 0,
-                best_score: None,
-                best_epoch: None,
-                skipped_steps: 0,
-                history: Vec::new(),
-            };
-            (full(sam)?, state)
+            (full(sam)?, RunState::default())
         };
         let val = self.validation_set()?;
         let epochs = s.steps.div_ceil(s.epoch_steps);
@@ -257,24 +251,15 @@ impl Pretrainer<'_> {
                     continue;
                 }
                 let loss = step_loss(&sam, &inputs, s, &mut rng, &device);
-                let value = f64::from(
-                    loss.clone()
-                        .into_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .expect("f32")[0],
-                );
-                if !value.is_finite() {
+                let value;
+                (sam, value) = optimise(sam, &mut optimizer, loss, lr);
+                if value.is_finite() {
+                    loss_sum += value;
+                    loss_steps += 1;
+                } else {
                     non_finite += 1;
                     state.skipped_steps += 1;
-                    progress.step(value, lr, inputs.len());
-                    continue;
                 }
-                let grads = loss.backward();
-                let names = sam.names.clone();
-                sam = optimizer.step(sam, &names, &grads, lr);
-                loss_sum += value;
-                loss_steps += 1;
                 progress.step(value, lr, inputs.len());
             }
             let model = sam.valid();
@@ -308,13 +293,7 @@ impl Pretrainer<'_> {
             };
             progress.epoch_end(&log);
             let score = log.val_dice.unwrap_or(f64::NAN);
-            state.history.push(log);
-            state.epochs_done = epoch + 1;
-            let is_best = state.best_score.is_none_or(|b| score > b);
-            if is_best {
-                state.best_score = Some(score);
-                state.best_epoch = Some(epoch);
-            }
+            let is_best = state.end_epoch(log, score);
             self.save(&sam, &optimizer, &state, "last")?;
             super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
             if is_best {

@@ -86,7 +86,7 @@ fn sam_preprocessing() -> Preprocessing {
 }
 
 /// What a checkpoint folder records besides the tensors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunState {
     pub epochs_done: usize,
     pub steps: u64,
@@ -94,6 +94,21 @@ pub struct RunState {
     pub best_epoch: Option<usize>,
     pub skipped_steps: usize,
     pub history: Vec<EpochLog>,
+}
+
+impl RunState {
+    /// Records a finished epoch scored `score` (higher is better); whether it is the best yet.
+    pub fn end_epoch(&mut self, log: EpochLog, score: f64) -> bool {
+        let epoch = log.epoch;
+        self.history.push(log);
+        self.epochs_done = epoch + 1;
+        let is_best = self.best_score.is_none_or(|b| score > b);
+        if is_best {
+            self.best_score = Some(score);
+            self.best_epoch = Some(epoch);
+        }
+        is_best
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,17 +175,7 @@ impl Trainer<'_> {
         let (mut sam, mut state) = if resume {
             self.resume(&device, &inner, &mut optimizer)?
         } else {
-            (
-                self.fresh_model(&device)?,
-                RunState {
-                    epochs_done: 0,
-                    steps: 0,
-                    best_score: None,
-                    best_epoch: None,
-                    skipped_steps: 0,
-                    history: Vec::new(),
-                },
-            )
+            (self.fresh_model(&device)?, RunState::default())
         };
         let steps_per_epoch = self.train.len().div_ceil(s.batch);
         let run_started = Instant::now();
@@ -238,27 +243,16 @@ impl Trainer<'_> {
                     continue;
                 }
                 let loss = batch_loss(&sam, &inputs, sam.image_size, s.dice, &device);
-                let value = f64::from(
-                    loss.clone()
-                        .into_data()
-                        .convert::<f32>()
-                        .try_to_vec::<f32>()
-                        .expect("f32")[0],
-                );
+                let value;
+                (sam, value) = optimise(sam, &mut optimizer, loss, lr);
                 state.steps += 1;
-                if !value.is_finite() {
-                    // A non-finite loss never reaches the weights.
+                if value.is_finite() {
+                    loss_sum += value;
+                    loss_steps += 1;
+                } else {
                     non_finite += 1;
                     state.skipped_steps += 1;
-                    progress.step(value, lr, inputs.len());
-                    log_step(epoch, state.steps, value, lr, inputs.len())?;
-                    continue;
                 }
-                let grads = loss.backward();
-                let names = sam.names.clone();
-                sam = optimizer.step(sam, &names, &grads, lr);
-                loss_sum += value;
-                loss_steps += 1;
                 progress.step(value, lr, inputs.len());
                 log_step(epoch, state.steps, value, lr, inputs.len())?;
             }
@@ -280,14 +274,8 @@ impl Trainer<'_> {
                 non_finite_steps: non_finite,
             };
             progress.epoch_end(&log);
-            state.history.push(log);
-            state.epochs_done = epoch + 1;
-            let score = val_dice.unwrap_or(-state.history.last().map_or(0.0, |l| l.mean_loss));
-            let is_best = state.best_score.is_none_or(|b| score > b);
-            if is_best {
-                state.best_score = Some(score);
-                state.best_epoch = Some(epoch);
-            }
+            let score = val_dice.unwrap_or(-log.mean_loss);
+            let is_best = state.end_epoch(log, score);
             self.save(&sam, &optimizer, &state, "last")?;
             super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
             if is_best {
@@ -427,6 +415,19 @@ pub fn read_run_state(dir: &Path) -> Result<RunState> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("nothing to resume: cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: unreadable run state", path.display()))
+}
+
+/// One optimiser step on `loss`; with its value. A non-finite loss never reaches the weights:
+/// `sam` comes back unchanged.
+pub fn optimise(sam: Sam, optimizer: &mut Optimizer, loss: Tensor<1>, lr: f64) -> (Sam, f64) {
+    let data = loss.clone().into_data().convert::<f32>();
+    let value = f64::from(data.try_into_vec::<f32>().expect("f32")[0]);
+    if !value.is_finite() {
+        return (sam, value);
+    }
+    let grads = loss.backward();
+    let names = sam.names.clone();
+    (optimizer.step(sam, &names, &grads, lr), value)
 }
 
 /// Low-resolution mask logits `[N_i, 1, S/4, S/4]` of every image's boxes: the encoder runs
