@@ -32,37 +32,45 @@ fn metrics(path: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn demo_writes_reports_plot_and_overlays() {
+fn demo_compares_the_methods_from_the_shipped_base() {
     let tmp = tempfile::tempdir().unwrap();
     let out = sam_cobot(
         tmp.path(),
         &["demo", "--out", "d", "--images", "4", "--epochs", "1"],
     );
-    stdout_ok(&out);
+    let stdout = stdout_ok(&out);
+    assert!(stdout.contains("| lora+cobot |"), "{stdout}");
     let d = tmp.path().join("d");
-    let report = metrics(&d.join("report/metrics.json"));
-    let baseline = metrics(&d.join("baseline/metrics.json"));
-    assert_eq!(report["objects"], baseline["objects"]);
-    assert!(report["objects"].as_u64().unwrap() > 0);
-    // Box-filling the generated ellipses is a strong floor; the random model is far from it.
-    assert!(baseline["mean_dice"].as_f64().unwrap() > 50.0);
-    assert!(d.join("run/training.png").is_file());
-    assert!(d.join("run/best/adapter.safetensors").is_file());
-    let overlays = std::fs::read_dir(d.join("report"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "png")
-        })
-        .count();
-    assert!(
-        overlays > 0,
-        "no overlays in {}",
-        d.join("report").display()
-    );
+    let summary = metrics(&d.join("summary.json"));
+    for method in ["freeze", "lightweight", "lora", "lora+cobot", "box-fill"] {
+        let row = &summary["methods"][method];
+        for score in ["dice", "iou"] {
+            let v = row[score].as_f64().unwrap_or_else(|| panic!("{method} {score}: {row}"));
+            assert!((0.0..=100.0).contains(&v), "{method} {score} = {v}");
+        }
+        let report = metrics(&d.join("report").join(method).join("metrics.json"));
+        assert!(report["objects"].as_u64().unwrap() > 0);
+        assert!(d.join("report").join(method).join("sonar_000.png").is_file());
+    }
+    for method in ["lightweight", "lora", "lora+cobot"] {
+        assert!(d.join("runs").join(method).join("training.png").is_file());
+        assert!(d.join("runs").join(method).join("best/adapter.safetensors").is_file());
+    }
+    // The generated objects are not boxes: box-filling them is far from perfect.
+    assert!(summary["methods"]["box-fill"]["dice"].as_f64().unwrap() < 85.0);
+}
+
+#[test]
+fn demo_names_a_missing_or_broken_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("broken.safetensors"), b"not a checkpoint").unwrap();
+    for base in ["missing.safetensors", "broken.safetensors"] {
+        let out = sam_cobot(tmp.path(), &["demo", "--out", "d", "--base", base]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(base) && !err.contains("panicked"), "{err}");
+        assert!(!tmp.path().join("d").exists(), "{base}: the demo wrote its folder");
+    }
 }
 
 #[test]

@@ -23,7 +23,8 @@ use super::loss::{sam_mask_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::schedule::warmup_cosine;
 use super::trainer::{
-    EpochLog, Interrupted, Progress, RunState, optimise, read_run_state, save_run_files,
+    EpochLog, EpochLosses, Interrupted, Progress, RunState, optimise, read_run_state,
+    save_run_files,
 };
 use crate::checkpoint::{load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
@@ -225,7 +226,7 @@ impl Pretrainer<'_> {
             let first = epoch * s.epoch_steps;
             let last = ((epoch + 1) * s.epoch_steps).min(s.steps);
             progress.epoch_start(epoch, last - first);
-            let (mut loss_sum, mut loss_steps, mut non_finite) = (0.0, 0usize, 0);
+            let mut losses = EpochLosses::default();
             for step in first..last {
                 if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
                     self.save(&sam, &optimizer, &state, "interrupted")?;
@@ -253,11 +254,7 @@ impl Pretrainer<'_> {
                 let loss = step_loss(&sam, &inputs, s, &mut rng, &device);
                 let value;
                 (sam, value) = optimise(sam, &mut optimizer, loss, lr);
-                if value.is_finite() {
-                    loss_sum += value;
-                    loss_steps += 1;
-                } else {
-                    non_finite += 1;
+                if !losses.add(value) {
                     state.skipped_steps += 1;
                 }
                 progress.step(value, lr, inputs.len());
@@ -280,16 +277,12 @@ impl Pretrainer<'_> {
             };
             let log = EpochLog {
                 epoch,
-                mean_loss: if loss_steps == 0 {
-                    f64::NAN
-                } else {
-                    loss_sum / loss_steps as f64
-                },
+                mean_loss: losses.mean(),
                 val_dice: Some(score(PromptKind::Box)?),
                 val_point_dice: Some(score(PromptKind::Point)?),
                 seconds: started.elapsed().as_secs_f64(),
                 skipped_items: 0,
-                non_finite_steps: non_finite,
+                non_finite_steps: losses.non_finite,
             };
             progress.epoch_end(&log);
             let score = log.val_dice.unwrap_or(f64::NAN);

@@ -96,6 +96,36 @@ pub struct RunState {
     pub history: Vec<EpochLog>,
 }
 
+/// An epoch's step losses: the finite ones averaged, the others counted.
+#[derive(Debug, Default)]
+pub struct EpochLosses {
+    sum: f64,
+    finite: usize,
+    pub non_finite: usize,
+}
+
+impl EpochLosses {
+    /// Adds a step's loss; whether it was finite.
+    pub fn add(&mut self, value: f64) -> bool {
+        if value.is_finite() {
+            self.sum += value;
+            self.finite += 1;
+        } else {
+            self.non_finite += 1;
+        }
+        value.is_finite()
+    }
+
+    /// The mean finite loss (NaN when there was none).
+    pub fn mean(&self) -> f64 {
+        if self.finite == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.finite as f64
+        }
+    }
+}
+
 impl RunState {
     /// Records a finished epoch scored `score` (higher is better); whether it is the best yet.
     pub fn end_epoch(&mut self, log: EpochLog, score: f64) -> bool {
@@ -215,8 +245,7 @@ impl Trainer<'_> {
             let mut order: Vec<usize> = (0..self.train.len()).collect();
             order.shuffle(&mut rng);
             progress.epoch_start(epoch, steps_per_epoch);
-            let (mut loss_sum, mut loss_steps, mut skipped_items, mut non_finite) =
-                (0.0, 0usize, 0, 0);
+            let (mut losses, mut skipped_items) = (EpochLosses::default(), 0);
             // `freeze` trains nothing: each epoch only validates.
             let trains = s.peft.method != crate::peft::Method::Freeze;
             for chunk in order.chunks(s.batch).filter(|_| trains) {
@@ -246,11 +275,7 @@ impl Trainer<'_> {
                 let value;
                 (sam, value) = optimise(sam, &mut optimizer, loss, lr);
                 state.steps += 1;
-                if value.is_finite() {
-                    loss_sum += value;
-                    loss_steps += 1;
-                } else {
-                    non_finite += 1;
+                if !losses.add(value) {
                     state.skipped_steps += 1;
                 }
                 progress.step(value, lr, inputs.len());
@@ -262,16 +287,12 @@ impl Trainer<'_> {
             };
             let log = EpochLog {
                 epoch,
-                mean_loss: if loss_steps == 0 {
-                    f64::NAN
-                } else {
-                    loss_sum / loss_steps as f64
-                },
+                mean_loss: losses.mean(),
                 val_dice,
                 val_point_dice: None,
                 seconds: started.elapsed().as_secs_f64(),
                 skipped_items,
-                non_finite_steps: non_finite,
+                non_finite_steps: losses.non_finite,
             };
             progress.epoch_end(&log);
             let score = val_dice.unwrap_or(-log.mean_loss);
