@@ -23,6 +23,7 @@ pub const PLOT_SIZE: (u32, u32) = (900, 640);
 
 const LOSS_COLOUR: RGBColor = RGBColor(31, 119, 180);
 const DICE_COLOUR: RGBColor = RGBColor(214, 39, 40);
+const POINT_COLOUR: RGBColor = RGBColor(44, 160, 44);
 
 /// Writes the training plot of `history` to `path` (PNG, [`PLOT_SIZE`]), atomically.
 ///
@@ -88,20 +89,31 @@ fn draw(root: &DrawingArea<BitMapBackend<'_>, Shift>, history: &[EpochLog]) -> D
         "training loss (mean per epoch)",
         "loss",
         epochs.clone(),
-        &loss,
-        LOSS_COLOUR,
+        &[("", &loss, LOSS_COLOUR)],
     )?;
 
     let dice: Vec<(i64, f64)> = history
         .iter()
         .filter_map(|l| l.val_dice.filter(|d| d.is_finite()).map(|d| (number(l), d)))
         .collect();
+    let point_dice: Vec<(i64, f64)> = history
+        .iter()
+        .filter_map(|l| {
+            l.val_point_dice
+                .filter(|d| d.is_finite())
+                .map(|d| (number(l), d))
+        })
+        .collect();
     let caption = if dice.is_empty() {
         "validation Dice (no validation)"
     } else {
         "validation Dice"
     };
-    panel(&panels[1], caption, "Dice (%)", epochs, &dice, DICE_COLOUR)
+    let mut series = vec![("box prompts", &dice, DICE_COLOUR)];
+    if !point_dice.is_empty() {
+        series.push(("one point", &point_dice, POINT_COLOUR));
+    }
+    panel(&panels[1], caption, "Dice (%)", epochs, &series)
 }
 
 /// An epoch's number as the progress log prints it (from 1).
@@ -133,15 +145,15 @@ fn value_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// A panel with one line per `(label, points, colour)`; a legend when there are several.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     caption: &str,
     y_desc: &str,
     epochs: std::ops::Range<i64>,
-    points: &[(i64, f64)],
-    colour: RGBColor,
+    series: &[(&str, &Vec<(i64, f64)>, RGBColor)],
 ) -> DrawResult<()> {
-    let ys = value_range(points.iter().map(|p| p.1));
+    let ys = value_range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let x_labels = (epochs.end - epochs.start + 1).clamp(2, 12) as usize;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
@@ -157,11 +169,24 @@ fn panel(
         .y_labels(6)
         .label_style(("sans-serif", 14))
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        points.iter().copied(),
-        colour.stroke_width(2),
-    ))?;
-    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+    for &(label, points, colour) in series {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
     Ok(())
 }
 
