@@ -20,7 +20,7 @@ bin=${SAM_COBOT:-target/release/sam-cobot}
 base=${BASE:-models/sam-cobot-base-256.safetensors}
 threads=${THREADS:-2}
 mkdir -p "$out"
-echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads"
+echo "CPU: $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), family $(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs), model $(grep -m1 "^model\s*:" /proc/cpuinfo | cut -d: -f2 | xargs); $threads threads"
 echo "base: $base"
 
 # name | train args | test args

@@ -45,16 +45,28 @@ fn demo_compares_the_methods_from_the_shipped_base() {
     for method in ["freeze", "lightweight", "lora", "lora+cobot", "box-fill"] {
         let row = &summary["methods"][method];
         for score in ["dice", "iou"] {
-            let v = row[score].as_f64().unwrap_or_else(|| panic!("{method} {score}: {row}"));
+            let v = row[score]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{method} {score}: {row}"));
             assert!((0.0..=100.0).contains(&v), "{method} {score} = {v}");
         }
         let report = metrics(&d.join("report").join(method).join("metrics.json"));
         assert!(report["objects"].as_u64().unwrap() > 0);
-        assert!(d.join("report").join(method).join("sonar_000.png").is_file());
+        assert!(
+            d.join("report")
+                .join(method)
+                .join("sonar_000.png")
+                .is_file()
+        );
     }
     for method in ["lightweight", "lora", "lora+cobot"] {
         assert!(d.join("runs").join(method).join("training.png").is_file());
-        assert!(d.join("runs").join(method).join("best/adapter.safetensors").is_file());
+        assert!(
+            d.join("runs")
+                .join(method)
+                .join("best/adapter.safetensors")
+                .is_file()
+        );
     }
     // The generated objects are not boxes: box-filling them is far from perfect.
     assert!(summary["methods"]["box-fill"]["dice"].as_f64().unwrap() < 85.0);
@@ -69,7 +81,10 @@ fn demo_names_a_missing_or_broken_base() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(base) && !err.contains("panicked"), "{err}");
-        assert!(!tmp.path().join("d").exists(), "{base}: the demo wrote its folder");
+        assert!(
+            !tmp.path().join("d").exists(),
+            "{base}: the demo wrote its folder"
+        );
     }
 }
 

@@ -145,13 +145,16 @@ fn value_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
-/// A panel with one line per `(label, points, colour)`; a legend when there are several.
+/// One line of a panel: its legend label, its `(epoch, value)` points and its colour.
+type Series<'a> = (&'a str, &'a Vec<(i64, f64)>, RGBColor);
+
+/// A panel with one line per series; a legend when there are several.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     caption: &str,
     y_desc: &str,
     epochs: std::ops::Range<i64>,
-    series: &[(&str, &Vec<(i64, f64)>, RGBColor)],
+    series: &[Series],
 ) -> DrawResult<()> {
     let ys = value_range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let x_labels = (epochs.end - epochs.start + 1).clamp(2, 12) as usize;
