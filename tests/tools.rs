@@ -73,6 +73,19 @@ fn demo_compares_the_methods_from_the_shipped_base() {
 }
 
 #[test]
+fn demo_refuses_an_unusable_rate_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for lr in ["-1", "nan"] {
+        let flag = format!("--lr={lr}");
+        let out = sam_cobot(tmp.path(), &["demo", "--out", "d", &flag]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--lr"), "{err}");
+        assert!(!tmp.path().join("d").exists());
+    }
+}
+
+#[test]
 fn demo_names_a_missing_or_broken_base() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("broken.safetensors"), b"not a checkpoint").unwrap();

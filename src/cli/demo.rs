@@ -74,6 +74,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
     let base = args.base.clone().unwrap_or_else(|| SHIPPED_BASE.into());
     let image_size = base_image_size(&base)?;
+    // Every run's settings are checked before anything is written.
+    for method in METHODS {
+        settings(&base, method, image_size, &args)
+            .validate()
+            .map_err(anyhow::Error::msg)?;
+    }
     let out = &args.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let data = out.join("data");
