@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -170,12 +170,16 @@ fn write_then_rename(
     dict: &StateDict,
     metadata: &BTreeMap<String, String>,
 ) -> Result<(), CheckpointError> {
-    let bytes = serialize(dict, metadata);
-    let mut file = File::create(tmp).map_err(|e| io_error(tmp, e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(tmp, e))?;
-    drop(file);
+    let mut tensors: Vec<(&str, &RawTensor)> = dict.iter().collect();
+    tensors.sort_by_key(|(k, _)| *k);
+    let file = File::create(tmp).map_err(|e| io_error(tmp, e))?;
+    let mut out = BufWriter::new(file);
+    let written = out
+        .write_all(&header(&tensors, metadata))
+        .and_then(|()| write_data(&mut out, &tensors))
+        .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
+        .and_then(|file| file.sync_all());
+    written.map_err(|e| io_error(tmp, e))?;
     fs::rename(tmp, path).map_err(|e| io_error(path, e))?;
     // Persist the rename itself; not every platform can open a directory, so best effort.
     if let Ok(dir) = File::open(parent(path)) {
@@ -184,10 +188,25 @@ fn write_then_rename(
     Ok(())
 }
 
-/// The safetensors bytes of `dict` as f32, with the header's entries (metadata first, then the
-/// tensors) and the data in key order, so equal tensors and metadata always give equal bytes
-/// (the `safetensors` crate writes its metadata in hash-map order).
-fn serialize(dict: &StateDict, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+/// The tensors' values as little-endian f32, a chunk at a time, so a checkpoint is never held
+/// twice in memory.
+fn write_data(out: &mut impl Write, tensors: &[(&str, &RawTensor)]) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(4 << 14);
+    for (_, t) in tensors {
+        for chunk in t.data.chunks(1 << 14) {
+            bytes.clear();
+            bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+            out.write_all(&bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The length-prefixed safetensors header of `tensors` (in key order) as f32, its entries in key
+/// order (metadata first), so equal tensors and metadata always give equal bytes (the
+/// `safetensors` crate writes its metadata in hash-map order). The data follows in the same
+/// order.
+fn header(tensors: &[(&str, &RawTensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let meta = metadata
@@ -196,10 +215,8 @@ fn serialize(dict: &StateDict, metadata: &BTreeMap<String, String>) -> Vec<u8> {
             .collect();
         header.insert("__metadata__".into(), serde_json::Value::Object(meta));
     }
-    let mut tensors: Vec<(&str, &RawTensor)> = dict.iter().collect();
-    tensors.sort_by_key(|(k, _)| *k);
     let mut offset = 0usize;
-    for (key, t) in &tensors {
+    for (key, t) in tensors {
         let end = offset + 4 * t.data.len();
         header.insert(
             (*key).to_string(),
@@ -210,12 +227,8 @@ fn serialize(dict: &StateDict, metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
     // The data starts 8-byte aligned; the format pads the header with spaces.
     json.resize(json.len().next_multiple_of(8), b' ');
-    let mut bytes = Vec::with_capacity(8 + json.len() + offset);
-    bytes.extend((json.len() as u64).to_le_bytes());
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
     bytes.extend(json);
-    for (_, t) in tensors {
-        bytes.extend(t.data.iter().flat_map(|x| x.to_le_bytes()));
-    }
     bytes
 }
 
