@@ -121,7 +121,8 @@ pub(crate) struct Shape {
     pub centre: (f32, f32),
     radii: (f32, f32),
     angle: f32,
-    /// Kind-specific numbers: polygon radii, star points, ring hole, blob harmonics, ...
+    /// Kind-specific numbers: polygon vertices `(u, v)` pairs, star points, ring hole, blob
+    /// harmonics, ...
     params: Vec<f32>,
 }
 
@@ -138,8 +139,18 @@ impl Shape {
         let mut radii = (r(rng), r(rng));
         let params = match kind {
             Kind::Polygon => {
+                // Vertices at even angles and random radii, computed once (contains runs per
+                // pixel).
                 let n = rng.random_range(3..=8);
-                (0..n).map(|_| rng.random_range(0.45..1.0)).collect()
+                let radii: Vec<f32> = (0..n).map(|_| rng.random_range(0.45..1.0)).collect();
+                radii
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, r)| {
+                        let a = 2.0 * PI * i as f32 / n as f32;
+                        [r * a.cos(), r * a.sin()]
+                    })
+                    .collect()
             }
             Kind::Star => vec![rng.random_range(3..=7) as f32, rng.random_range(0.3..0.55)],
             Kind::Ring => vec![rng.random_range(0.4..0.7)],
@@ -184,17 +195,7 @@ impl Shape {
         match self.kind {
             Kind::Ellipse => rho <= 1.0,
             Kind::Rectangle | Kind::Bar => u.abs() <= 1.0 && v.abs() <= 1.0,
-            Kind::Polygon => {
-                let vertices: Vec<(f32, f32)> = p
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        let a = 2.0 * PI * i as f32 / p.len() as f32;
-                        (r * a.cos(), r * a.sin())
-                    })
-                    .collect();
-                inside_polygon(&vertices, (u, v))
-            }
+            Kind::Polygon => inside_polygon(p, (u, v)),
             Kind::Star => rho <= 1.0 - p[1] * (0.5 - 0.5 * (p[0] * phi).cos()),
             Kind::Ring => rho <= 1.0 && rho >= p[0],
             Kind::Blob => {
@@ -212,12 +213,14 @@ impl Shape {
     }
 }
 
-/// Even-odd rule.
-fn inside_polygon(vertices: &[(f32, f32)], (x, y): (f32, f32)) -> bool {
+/// Even-odd rule; `vertices` as flat `(x, y)` pairs.
+fn inside_polygon(vertices: &[f32], (x, y): (f32, f32)) -> bool {
+    let n = vertices.len() / 2;
+    let vertex = |i: usize| (vertices[2 * i], vertices[2 * i + 1]);
     let mut inside = false;
-    let mut j = vertices.len() - 1;
-    for (i, &(xi, yi)) in vertices.iter().enumerate() {
-        let (xj, yj) = vertices[j];
+    let mut j = n - 1;
+    for i in 0..n {
+        let ((xi, yi), (xj, yj)) = (vertex(i), vertex(j));
         if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
             inside = !inside;
         }
