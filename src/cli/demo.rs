@@ -73,7 +73,8 @@ struct Score {
 pub fn run(args: DemoArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
     let base = args.base.clone().unwrap_or_else(|| SHIPPED_BASE.into());
-    let image_size = base_image_size(&base)?;
+    let base_model = load_base(&base, &device)?;
+    let image_size = base_model.image_size;
     // Every run's settings are checked before anything is written.
     for method in METHODS {
         settings(&base, method, image_size, &args)
@@ -121,24 +122,24 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut methods = BTreeMap::new();
     for method in METHODS {
         let name = method.name();
-        let sam = if method == Method::Freeze {
-            Sam::from_state_dict(load_state_dict(&base)?, Some(image_size), &device)?
-        } else {
-            println!("{name}: training {} epochs", args.epochs);
-            let run_dir = out.join("runs").join(name);
-            let trainer = Trainer {
-                settings: settings(&base, method, image_size, &args),
-                train: &train,
-                val: Some(&val),
-                out: run_dir.clone(),
-                stop: None,
-                device: device.clone(),
-                step_log: None,
-            };
-            trainer.run(false, &mut super::train::Bars::default())?;
-            let adapter = run_dir.join("best/adapter.safetensors");
-            load_with_adapter(&base, &adapter, None, &device)?
+        if method == Method::Freeze {
+            methods.insert(name.to_string(), score(&Scorer::Model(&base_model), name)?);
+            continue;
+        }
+        println!("{name}: training {} epochs", args.epochs);
+        let run_dir = out.join("runs").join(name);
+        let trainer = Trainer {
+            settings: settings(&base, method, image_size, &args),
+            train: &train,
+            val: Some(&val),
+            out: run_dir.clone(),
+            stop: None,
+            device: device.clone(),
+            step_log: None,
         };
+        trainer.run(false, &mut super::train::Bars::default())?;
+        let adapter = run_dir.join("best/adapter.safetensors");
+        let sam = load_with_adapter(&base, &adapter, None, &device)?;
         methods.insert(name.to_string(), score(&Scorer::Model(&sam), name)?);
     }
     methods.insert("box-fill".into(), score(&Scorer::BoxFill, "box-fill")?);
@@ -165,17 +166,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The base checkpoint's native input size; a missing or broken file is named.
-fn base_image_size(base: &Path) -> Result<usize> {
+/// The base model at its native input size (the zero-shot row); a missing or broken file is
+/// named.
+fn load_base(base: &Path, device: &burn::tensor::Device) -> Result<Sam> {
     let dict = load_state_dict(base).with_context(|| {
         format!(
             "the base model {} cannot be read (the shipped one is {SHIPPED_BASE})",
             base.display()
         )
     })?;
-    let sam = Sam::from_state_dict(dict, None, &burn::tensor::Device::flex())
-        .with_context(|| format!("{} is not a usable SAM checkpoint", base.display()))?;
-    Ok(sam.image_size)
+    Sam::from_state_dict(dict, None, device)
+        .with_context(|| format!("{} is not a usable SAM checkpoint", base.display()))
 }
 
 fn settings(base: &Path, method: Method, image_size: usize, args: &DemoArgs) -> TrainSettings {
