@@ -5,8 +5,14 @@
 //! - Classes: index 0 `"background"`, then the category names in ascending category `id`;
 //!   `category_id` maps to that index (an unknown id is an error of the item).
 //! - Objects: the annotations of the image in file order, except `iscrowd` ones (not used as
-//!   prompts). Target = the decoded mask, not restricted to the box (SPEC §4.7), exactly as
-//!   pycocotools `COCO.annToMask`: a polygon list goes through `frPyObjects` (each entry is a
+//!   prompts). A broken annotation (unknown `category_id`, missing or empty segmentation, bad
+//!   box, ...) is left out of its item: [`Dataset::load_lenient`](super::Dataset::load_lenient)
+//!   keeps the item's other objects and returns one error per dropped annotation, naming it by
+//!   `id`; [`Dataset::load`](super::Dataset::load) fails the item with the first of them. An
+//!   annotation whose `image_id` matches no image is dropped at open, with a message in
+//!   [`Dataset::warnings`](super::Dataset::warnings). Target = the decoded mask, not
+//!   restricted to the box (SPEC §4.7), exactly as pycocotools `COCO.annToMask`: a polygon list
+//!   goes through `frPyObjects` (each entry is a
 //!   polygon rasterised by `rleFrPoly`; a first entry of 4 or fewer numbers is an error, as it
 //!   is in pycocotools) and the parts are merged (union); an
 //!   RLE `{"counts": [..] | "..", "size": [h, w]}` is decoded column-major. See [`super::rle`].
@@ -17,8 +23,9 @@
 //!   Values within 1e-6 of an integer are snapped to it first (float noise in exported JSON).
 //!   `w <= 0` or `h <= 0` is an error, and so is a box reaching outside `[0, W] × [0, H]` (no
 //!   clipping, as for the sonar boxes). Without `bbox`, the box is the extent of the mask.
-//! - Image size: the image file decides; a `width` / `height` in the JSON that disagrees is an
-//!   error of the item.
+//! - Image size: the image file decides, as a viewer shows it (after its EXIF orientation, see
+//!   [`super::open_image`]); a `width` / `height` in the JSON that disagrees is an error of the
+//!   item.
 //!
 //! Image folder (`DataSource::images`, else the first of these folders that holds one of the
 //! first 16 listed images): with the JSON at `D/<stem>.json` and `<split>` = `<stem>` without
@@ -29,11 +36,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use image::metadata::Orientation;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::rle::{Rle, column_major_to_image};
-use super::{DataError, ItemKey, Object, Sample, read_image};
+use super::{DataError, ItemKey, Object, Sample, read_image_oriented};
 
 #[derive(Debug, Clone, Deserialize)]
 struct CocoFile {
@@ -84,6 +92,8 @@ pub(crate) struct Coco {
     /// Categories sorted by id.
     categories: Vec<CocoCategory>,
     category_index: HashMap<i64, usize>,
+    /// Annotations dropped at open (an `image_id` that matches no image), one message each.
+    warnings: Vec<String>,
 }
 
 impl Coco {
@@ -118,13 +128,23 @@ impl Coco {
             .map(|(i, im)| (im.id, i))
             .collect();
         let mut annotations = vec![Vec::new(); file.images.len()];
-        for a in file.annotations {
+        let mut warnings = Vec::new();
+        for (k, a) in file.annotations.into_iter().enumerate() {
             if is_crowd(a.iscrowd.as_ref()) {
                 continue;
             }
-            // Annotations of images that are not listed cannot be loaded; they are ignored.
-            if let Some(&i) = index_of.get(&a.image_id) {
-                annotations[i].push(a);
+            match index_of.get(&a.image_id) {
+                Some(&i) => annotations[i].push(a),
+                // Annotations of images that are not listed cannot be loaded.
+                None => warnings.push(format!(
+                    "{}: {}: image_id {} matches no image in \"images\"; annotation dropped",
+                    json.display(),
+                    match &a.id {
+                        Some(id) => format!("annotation id {id}"),
+                        None => format!("annotation {k} of \"annotations\" (no id)"),
+                    },
+                    a.image_id
+                )),
             }
         }
         let image_dir = match images {
@@ -146,6 +166,7 @@ impl Coco {
             annotations,
             categories,
             category_index,
+            warnings,
         })
     }
 
@@ -165,20 +186,44 @@ impl Coco {
             .collect()
     }
 
+    /// Annotations dropped at open, one message each.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub(crate) fn looked_in(&self) -> String {
         format!("no such file_name in {}", self.json.display())
     }
 
-    pub(crate) fn load(&self, i: usize) -> Result<Sample, DataError> {
+    /// Item `i` with its valid objects, and one error per annotation left out.
+    pub(crate) fn load(&self, i: usize) -> Result<(Sample, Vec<DataError>), DataError> {
         let info = &self.images[i];
         let image_path = self.image_dir.join(&info.file_name);
-        let image = read_image(&image_path, "image")?.to_rgb8();
+        let (image, orientation) = read_image_oriented(&image_path, "image")?;
+        let image = image.to_rgb8();
         let (w, h) = image.dimensions();
         if info.width.is_some_and(|jw| jw != w) || info.height.is_some_and(|jh| jh != h) {
+            let rotated = matches!(
+                orientation,
+                Orientation::Rotate90
+                    | Orientation::Rotate270
+                    | Orientation::Rotate90FlipH
+                    | Orientation::Rotate270FlipH
+            );
+            let json_is_stored_size =
+                info.width.is_none_or(|jw| jw == h) && info.height.is_none_or(|jh| jh == w);
+            let note = if rotated && json_is_stored_size {
+                format!(
+                    " (shown as its EXIF orientation says; stored {h}x{w}: the annotations may \
+                     have been made on the unrotated image)"
+                )
+            } else {
+                String::new()
+            };
             return Err(DataError::Invalid {
                 path: self.json.clone(),
                 message: format!(
-                    "image {} (id {}) is {}x{} in the JSON but {w}x{h} in {}",
+                    "image {} (id {}) is {}x{} in the JSON but {w}x{h} in {}{note}",
                     info.file_name,
                     info.id,
                     info.width.map_or("?".into(), |v| v.to_string()),
@@ -188,14 +233,19 @@ impl Coco {
             });
         }
         let mut objects = Vec::with_capacity(self.annotations[i].len());
+        let mut dropped = Vec::new();
         for (k, ann) in self.annotations[i].iter().enumerate() {
-            objects.push(self.object(ann, k, info, w, h)?);
+            match self.object(ann, k, info, w, h) {
+                Ok(o) => objects.push(o),
+                Err(e) => dropped.push(e),
+            }
         }
-        Ok(Sample {
+        let sample = Sample {
             name: info.file_name.clone(),
             image,
             objects,
-        })
+        };
+        Ok((sample, dropped))
     }
 
     fn object(

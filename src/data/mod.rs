@@ -10,6 +10,19 @@
 //! returns a [`DataError`] naming the file (and the object or value) so the caller can skip the
 //! item and count it, or stop.
 //!
+//! Broken annotations (COCO) are dropped one by one, not with their item, and each is named:
+//! - at open, annotations that belong to no item (an `image_id` matching no image) are left out
+//!   and described in [`Dataset::warnings`] (`&[String]`, one message each);
+//! - at load, [`Dataset::load_lenient`] returns a [`Loaded`]: the sample with its valid objects,
+//!   and `dropped`, one [`DataError`] per annotation left out (unknown class, missing or empty
+//!   segmentation, bad box, ...), naming the file, the annotation id and the reason.
+//!   [`Dataset::load`] is the strict form: such an item is an error (its first broken
+//!   annotation).
+//!
+//! Images and masks are read with [`open_image`]: the format comes from the file's content, not
+//! its extension, and the EXIF orientation is applied as image viewers (and PIL's
+//! `ImageOps.exif_transpose`) do, so sizes, boxes and masks refer to the image as it is shown.
+//!
 //! Formats ([`Format`]):
 //! - `marine-debris` ([`marine_debris`]): `Images/<id>.png`, `Masks/<id>.png` (class ids),
 //!   `BoxAnnotations/<id>.xml` (x, y, w, h boxes); target = `(mask == class)` inside the box
@@ -170,12 +183,9 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot decode image {}: {source}", path.display())]
-    Image {
-        path: PathBuf,
-        #[source]
-        source: image::ImageError,
-    },
+    /// A file that is not a readable image; `message` says why, once (see [`open_image`]).
+    #[error("cannot decode image {}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     /// A malformed annotation file or field.
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
@@ -249,11 +259,18 @@ impl Reader {
             Reader::MaskFolder(r) => r.items(),
         }
     }
-    fn load(&self, i: usize) -> Result<Sample, DataError> {
+    /// The sample and the annotations left out of it (only COCO leaves any out).
+    fn load(&self, i: usize) -> Result<(Sample, Vec<DataError>), DataError> {
         match self {
-            Reader::MarineDebris(r) => r.load(i),
+            Reader::MarineDebris(r) => r.load(i).map(|s| (s, Vec::new())),
             Reader::Coco(r) => r.load(i),
-            Reader::MaskFolder(r) => r.load(i),
+            Reader::MaskFolder(r) => r.load(i).map(|s| (s, Vec::new())),
+        }
+    }
+    fn warnings(&self) -> &[String] {
+        match self {
+            Reader::Coco(r) => r.warnings(),
+            Reader::MarineDebris(_) | Reader::MaskFolder(_) => &[],
         }
     }
     fn looked_in(&self) -> String {
@@ -285,6 +302,17 @@ fn item_keys(items: &[(String, String)]) -> Vec<ItemKey<'_>> {
 enum Entry {
     Item(usize),
     Missing(String),
+}
+
+/// An item read by [`Dataset::load_lenient`]: the sample with its valid objects, and the
+/// annotations that were left out of it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub sample: Sample,
+    /// One error per annotation left out of `sample`, in file order; each names the annotation
+    /// file, the annotation (COCO `id`) and its image, and the reason. Always empty for
+    /// marine-debris and mask-folder, whose broken objects are errors of the item.
+    pub dropped: Vec<DataError>,
 }
 
 /// An opened data set: its index, ready to [`load`](Dataset::load) items.
@@ -394,8 +422,29 @@ impl Dataset {
         &self.names[i]
     }
 
-    /// Reads the image and masks of item `i`.
+    /// Messages about annotations dropped at [`open`](Dataset::open), one each, naming the file,
+    /// the annotation and the reason (COCO: an annotation whose `image_id` matches no image).
+    /// They concern no item, so no `load` reports them. Empty when nothing was dropped.
+    pub fn warnings(&self) -> &[String] {
+        self.reader.warnings()
+    }
+
+    /// Reads the image and masks of item `i`. Strict: an item with a broken annotation is an
+    /// error (the first broken annotation's); [`load_lenient`](Dataset::load_lenient) keeps the
+    /// item's other objects instead.
     pub fn load(&self, i: usize) -> Result<Sample, DataError> {
+        let loaded = self.load_lenient(i)?;
+        match loaded.dropped.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(loaded.sample),
+        }
+    }
+
+    /// Reads the image and masks of item `i`, leaving out only its broken annotations (COCO):
+    /// the sample keeps the other objects and [`Loaded::dropped`] names each one left out. An
+    /// error here is an error of the whole item (image missing or unreadable, image size
+    /// disagreeing with the JSON, a split name not in the data set, ...).
+    pub fn load_lenient(&self, i: usize) -> Result<Loaded, DataError> {
         match self.entries.get(i) {
             None => Err(DataError::IndexOutOfRange {
                 index: i,
@@ -406,7 +455,10 @@ impl Dataset {
                 split: self.split.clone().unwrap_or_default(),
                 looked_in: self.reader.looked_in(),
             }),
-            Some(Entry::Item(j)) => self.reader.load(*j),
+            Some(Entry::Item(j)) => {
+                let (sample, dropped) = self.reader.load(*j)?;
+                Ok(Loaded { sample, dropped })
+            }
         }
     }
 }
@@ -513,18 +565,109 @@ pub(crate) fn strip_image_ext(name: &str) -> &str {
     }
 }
 
-/// Decodes an image file (format sniffed from the content), mapping a missing file to
-/// [`DataError::MissingFile`].
+/// Opens an image file as an image viewer shows it: the format is taken from the file's first
+/// bytes, not its extension (a PNG named `.jpg` decodes), and an EXIF orientation is applied
+/// (orientation 6, "rotate 90° clockwise", turns a stored 300x200 JPEG into the 200x300 image
+/// viewers display), as PIL's `ImageOps.exif_transpose` does. Every data-set reader reads its
+/// images and masks through this.
+///
+/// Errors name the file and say what is wrong once: [`DataError::MissingFile`] for a file that
+/// does not exist, [`DataError::Io`] for one that cannot be read, [`DataError::Image`] for one
+/// that is not a readable image (e.g. "cannot decode image a.png: not a JPEG or PNG file (it
+/// starts with 3c 21 44 4f 43 54 59 50)").
+pub fn open_image(path: &Path) -> Result<image::DynamicImage, DataError> {
+    read_image(path, "image")
+}
+
+/// [`open_image`], with `what` (e.g. "mask") naming the file in a missing-file error.
 pub(crate) fn read_image(path: &Path, what: &str) -> Result<image::DynamicImage, DataError> {
-    let reader = image::ImageReader::open(path).map_err(|e| open_error(path, what, e))?;
-    let reader = reader.with_guessed_format().map_err(|e| DataError::Io {
+    read_image_oriented(path, what).map(|(img, _)| img)
+}
+
+/// [`read_image`], also returning the EXIF orientation that was applied.
+pub(crate) fn read_image_oriented(
+    path: &Path,
+    what: &str,
+) -> Result<(image::DynamicImage, image::metadata::Orientation), DataError> {
+    use image::ImageDecoder;
+    use image::metadata::Orientation;
+
+    let bytes = std::fs::read(path).map_err(|e| open_error(path, what, e))?;
+    let fail = |message: String| DataError::Image {
         path: path.to_path_buf(),
-        source: e,
+        message,
+    };
+    if bytes.is_empty() {
+        return Err(fail("the file is empty".into()));
+    }
+    let readable = readable_formats();
+    let format = image::guess_format(&bytes).map_err(|_| {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        fail(format!(
+            "not a {readable} file (it starts with {})",
+            head.join(" ")
+        ))
     })?;
-    reader.decode().map_err(|e| DataError::Image {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    let name = format_name(format);
+    if !format.reading_enabled() {
+        return Err(fail(format!(
+            "a {name} file; only {readable} images can be read"
+        )));
+    }
+    let decode_error = |e: image::ImageError| fail(describe_image_error(&name, &e));
+    let mut decoder = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+        .into_decoder()
+        .map_err(decode_error)?;
+    // The same allocation limit as `ImageReader::decode`.
+    image::Limits::default()
+        .reserve(decoder.total_bytes())
+        .map_err(decode_error)?;
+    // Unreadable metadata is no orientation (viewers show such files as stored).
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    img.apply_orientation(orientation);
+    Ok((img, orientation))
+}
+
+/// "PNG or JPEG": the formats this build can decode.
+fn readable_formats() -> String {
+    let names: Vec<String> = image::ImageFormat::all()
+        .filter(|f| f.reading_enabled())
+        .map(format_name)
+        .collect();
+    match names.split_last() {
+        None => "readable image".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+fn format_name(f: image::ImageFormat) -> String {
+    use image::ImageFormat as F;
+    match f {
+        F::Png => "PNG".into(),
+        F::Jpeg => "JPEG".into(),
+        F::Gif => "GIF".into(),
+        F::WebP => "WebP".into(),
+        F::Tiff => "TIFF".into(),
+        F::Bmp => "BMP".into(),
+        other => format!("{other:?}").to_uppercase(),
+    }
+}
+
+/// The decoder's complaint, said once (an `ImageError`'s `Display` already repeats its source).
+fn describe_image_error(name: &str, e: &image::ImageError) -> String {
+    use image::ImageError as E;
+    use std::error::Error as _;
+    match e {
+        E::Decoding(d) => match d.source() {
+            Some(inner) => format!("broken {name} data: {inner}"),
+            None => format!("broken {name} data"),
+        },
+        E::Limits(l) => format!("{name} image too large to decode: {l}"),
+        E::IoError(io) => format!("{name} data cut short or unreadable: {io}"),
+        other => other.to_string(),
+    }
 }
 
 /// Reads a file to a string, mapping a missing file to [`DataError::MissingFile`].
