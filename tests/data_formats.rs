@@ -336,6 +336,35 @@ fn marine_debris_split_lists() {
     assert!(matches!(e, DataError::NotInDataset { .. }), "{m}");
     assert!(m.contains("\"frame-99\"") && m.contains("train.txt"), "{m}");
     assert!(m.contains("Images"), "{m}");
+    assert_eq!(ds.missing(), ["frame-99"]);
+    let report = ds.split_report().unwrap();
+    assert!(
+        report.contains("4 names, 1 not in") && report.contains("frame-99"),
+        "{report}"
+    );
+
+    // A split whose names are all missing, or that lists none, fails at open.
+    write(
+        &dir.path().join("none.txt"),
+        "frame-98
+frame-99
+",
+    );
+    write(&dir.path().join("empty.txt"), "# nothing\n\n");
+    for (file, says) in [
+        ("none.txt", "none of the 2 names"),
+        ("empty.txt", "lists no names"),
+    ] {
+        let e = Dataset::open(&DataSource {
+            split: Some(dir.path().join(file)),
+            ..src(dir.path())
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(says) && e.to_string().contains(file),
+            "{e}"
+        );
+    }
 
     // A split file that does not exist fails at open.
     let e = Dataset::open(&DataSource {

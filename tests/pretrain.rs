@@ -105,6 +105,25 @@ fn pretraining_writes_a_sam_checkpoint_and_equal_seeds_give_equal_bytes() {
 }
 
 #[test]
+fn a_run_can_start_from_a_checkpoints_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    ok(&pretrain(&first, &["--steps", "2"]));
+    let start = first.join("last/model.safetensors");
+    ok(&pretrain(
+        &second,
+        &["--init", start.to_str().unwrap(), "--seed", "1"],
+    ));
+    let before = load_state_dict(&start).unwrap();
+    let after = load_state_dict(&second.join("last/model.safetensors")).unwrap();
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert_ne!(before, after, "the steps from --init changed nothing");
+}
+
+#[test]
 fn a_resumed_run_ends_with_the_uninterrupted_runs_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));

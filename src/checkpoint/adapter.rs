@@ -13,8 +13,12 @@
 //! | `model_type` | `vit_b`, `vit_l`, `vit_h` or `custom` |
 //! | `encoder` | JSON `{embed_dim, depth, num_heads, native_image_size}` |
 //! | `image_size` | the input size S it was trained at |
-//! | `base_sha256` | SHA-256 (hex) of the base checkpoint file's bytes |
+//! | `base_tensors_sha256` | SHA-256 (hex) of the base's tensors ([`tensors_sha256`]): what identifies the base |
+//! | `base_sha256` | SHA-256 (hex) of the base checkpoint file's bytes (informational; adapters written before `base_tensors_sha256` existed are checked against it) |
 //! | `base_name` | the base checkpoint's file name (informational) |
+//!
+//! A base is identified by its tensors, not its file: the same weights as `.pth` and as
+//! `.safetensors` are the same base.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -68,7 +72,10 @@ pub struct AdapterInfo {
     pub model_type: String,
     pub encoder: EncoderId,
     pub image_size: usize,
+    /// SHA-256 of the base file's bytes when it was saved.
     pub base_sha256: String,
+    /// [`tensors_sha256`] of the base (absent in adapters written before it was recorded).
+    pub base_tensors_sha256: Option<String>,
     /// File name of the base checkpoint at save time, if recorded.
     pub base_name: Option<String>,
 }
@@ -82,6 +89,17 @@ pub enum AdapterError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot save an adapter: the model has no PEFT configuration attached")]
     NoPeft,
+    #[error(
+        "{path} is a sam-cobot adapter ({method}{base}), not a SAM checkpoint: pass it as \
+         --adapter, and its base as --checkpoint",
+        path = .path.display(),
+        base = .base_name.as_ref().map(|n| format!(", trained on {n}")).unwrap_or_default()
+    )]
+    AdapterAsBase {
+        path: PathBuf,
+        method: String,
+        base_name: Option<String>,
+    },
     #[error("{path}: not a sam-cobot adapter: {reason}", path = .path.display())]
     NotAnAdapter { path: PathBuf, reason: String },
     #[error(
@@ -96,7 +114,7 @@ pub enum AdapterError {
         message: String,
     },
     #[error(
-        "{adapter} was trained on a different base checkpoint: it expects SHA-256 {expected}{name}, but {base} has SHA-256 {found}",
+        "{adapter} was trained on a different base checkpoint: it expects {what} SHA-256 {expected}{name}, but {base} has {found}",
         adapter = .adapter.display(),
         base = .base.display(),
         name = .expected_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
@@ -104,6 +122,8 @@ pub enum AdapterError {
     BaseMismatch {
         adapter: PathBuf,
         base: PathBuf,
+        /// "tensors" or "file".
+        what: &'static str,
         expected: String,
         expected_name: Option<String>,
         found: String,
@@ -160,6 +180,67 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// SHA-256 of a state dict's tensors, lowercase hex: for each tensor in key order, its name,
+/// its element type as loaded (`f32`), its shape and its values (little-endian), each part
+/// length-prefixed. Equal for any file that holds the same tensors, in any format or order.
+pub fn tensors_sha256(dict: &StateDict) -> String {
+    let mut hasher = Sha256::new();
+    for key in dict.keys() {
+        let tensor = dict.get(key).expect("listed key");
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update(b"f32");
+        hasher.update((tensor.shape.len() as u64).to_le_bytes());
+        for &d in &tensor.shape {
+            hasher.update((d as u64).to_le_bytes());
+        }
+        for chunk in tensor.data.chunks(1 << 16) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            hasher.update(&bytes);
+        }
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Reads a base SAM checkpoint; an adapter file given in its place is named as such.
+pub fn load_base(path: &Path) -> Result<StateDict, AdapterError> {
+    let dict = load_state_dict(path)?;
+    if let Ok(info) = read_adapter_info(path) {
+        return Err(AdapterError::AdapterAsBase {
+            path: path.to_path_buf(),
+            method: info.peft.method.to_string(),
+            base_name: info.base_name,
+        });
+    }
+    Ok(dict)
+}
+
+/// What identifies the base checkpoint an adapter is trained on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseId {
+    /// [`tensors_sha256`] of its tensors: the identity.
+    pub tensors_sha256: String,
+    /// SHA-256 of the file's bytes (informational).
+    pub file_sha256: String,
+    /// The file's name (informational).
+    pub name: Option<String>,
+}
+
+impl BaseId {
+    /// Reads and hashes the checkpoint at `path`.
+    pub fn of(path: &Path) -> Result<Self, AdapterError> {
+        let file_sha256 = sha256_file(path).map_err(|source| AdapterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            tensors_sha256: tensors_sha256(&load_base(path)?),
+            file_sha256,
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        })
+    }
+}
+
 /// The tensors an adapter of `sam` carries: every PEFT tensor, and every base tensor that trains
 /// under the attached configuration.
 pub fn adapter_state(sam: &Sam) -> Result<StateDict, AdapterError> {
@@ -169,11 +250,10 @@ pub fn adapter_state(sam: &Sam) -> Result<StateDict, AdapterError> {
     }))
 }
 
-/// The metadata `save_adapter` writes for `sam` on a base whose file hashes to `base_sha256`.
+/// The metadata `save_adapter` writes for `sam` trained on `base`.
 pub fn adapter_metadata(
     sam: &Sam,
-    base_sha256: &str,
-    base_name: Option<&str>,
+    base: &BaseId,
 ) -> Result<BTreeMap<String, String>, AdapterError> {
     let cfg = sam.peft.as_ref().ok_or(AdapterError::NoPeft)?;
     let mut meta = BTreeMap::new();
@@ -186,25 +266,23 @@ pub fn adapter_metadata(
     meta.insert("model_type".into(), sam.config.variant().into());
     meta.insert("encoder".into(), EncoderId::of(&sam.config.encoder).json());
     meta.insert("image_size".into(), sam.image_size.to_string());
-    meta.insert("base_sha256".into(), base_sha256.into());
-    if let Some(name) = base_name {
-        meta.insert("base_name".into(), name.into());
+    meta.insert("base_tensors_sha256".into(), base.tensors_sha256.clone());
+    meta.insert("base_sha256".into(), base.file_sha256.clone());
+    if let Some(name) = &base.name {
+        meta.insert("base_name".into(), name.clone());
     }
     Ok(meta)
 }
 
 /// Writes the adapter of `sam` (trained on `base_checkpoint`) to `path`, atomically.
 pub fn save_adapter(path: &Path, sam: &Sam, base_checkpoint: &Path) -> Result<(), AdapterError> {
+    save_adapter_on(path, sam, &BaseId::of(base_checkpoint)?)
+}
+
+/// [`save_adapter`] with the base already identified (a run hashes its base once).
+pub fn save_adapter_on(path: &Path, sam: &Sam, base: &BaseId) -> Result<(), AdapterError> {
     let state = adapter_state(sam)?;
-    let sha = sha256_file(base_checkpoint).map_err(|source| AdapterError::Io {
-        path: base_checkpoint.to_path_buf(),
-        source,
-    })?;
-    let name = base_checkpoint
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    let meta = adapter_metadata(sam, &sha, name.as_deref())?;
-    write_safetensors(path, &state, &meta)?;
+    write_safetensors(path, &state, &adapter_metadata(sam, base)?)?;
     Ok(())
 }
 
@@ -272,19 +350,25 @@ fn parse_info(path: &Path, meta: &BTreeMap<String, String>) -> Result<AdapterInf
     let image_size = image_size
         .parse::<usize>()
         .map_err(|_| bad("image_size", format!("'{image_size}' is not a number")))?;
-    let base_sha256 = get("base_sha256")?.to_ascii_lowercase();
-    if base_sha256.len() != 64 || !base_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad(
-            "base_sha256",
-            format!("'{base_sha256}' is not a SHA-256 in hex"),
-        ));
-    }
+    let sha = |key: &str, value: &String| {
+        let value = value.to_ascii_lowercase();
+        if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(key, format!("'{value}' is not a SHA-256 in hex")));
+        }
+        Ok(value)
+    };
+    let base_sha256 = sha("base_sha256", get("base_sha256")?)?;
+    let base_tensors_sha256 = match meta.get("base_tensors_sha256") {
+        Some(value) => Some(sha("base_tensors_sha256", value)?),
+        None => None,
+    };
     Ok(AdapterInfo {
         peft,
         model_type: get("model_type")?.clone(),
         encoder,
         image_size,
         base_sha256,
+        base_tensors_sha256,
         base_name: meta.get("base_name").cloned(),
     })
 }
@@ -298,23 +382,33 @@ pub struct AdapterParts {
     pub peft: StateDict,
 }
 
-/// Reads `adapter`, checks it belongs to `base` (same file bytes), and splits its tensors.
+/// Reads `adapter`, checks it belongs to `base` (the same tensors, in whatever file format), and
+/// splits its tensors.
 pub fn open_adapter(base: &Path, adapter: &Path) -> Result<AdapterParts, AdapterError> {
     let info = read_adapter_info(adapter)?;
-    let found = sha256_file(base).map_err(|source| AdapterError::Io {
-        path: base.to_path_buf(),
-        source,
-    })?;
-    if found != info.base_sha256 {
+    let mut base_dict = load_base(base)?;
+    let (what, expected, found) = match &info.base_tensors_sha256 {
+        Some(expected) => ("tensors", expected.clone(), tensors_sha256(&base_dict)),
+        // Written before tensor hashes were recorded: the file's bytes identify the base.
+        None => (
+            "file",
+            info.base_sha256.clone(),
+            sha256_file(base).map_err(|source| AdapterError::Io {
+                path: base.to_path_buf(),
+                source,
+            })?,
+        ),
+    };
+    if found != expected {
         return Err(AdapterError::BaseMismatch {
             adapter: adapter.to_path_buf(),
             base: base.to_path_buf(),
-            expected: info.base_sha256.clone(),
+            what,
+            expected,
             expected_name: info.base_name.clone(),
             found,
         });
     }
-    let mut base_dict = load_state_dict(base)?;
     let tensors = load_state_dict(adapter)?;
     let mut peft = StateDict::new();
     for (key, tensor) in tensors {

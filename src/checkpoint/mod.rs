@@ -265,6 +265,39 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
     }
 }
 
+/// The file formats sam-cobot writes checkpoints in, chosen by the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// `.pth` / `.pt`: a PyTorch zip archive that Meta's `sam_model_registry` loads.
+    Pth,
+    /// `.safetensors`.
+    Safetensors,
+}
+
+impl CheckpointFormat {
+    /// The format `--out PATH` asks for (`flag` names the option in the error).
+    pub fn of_output(flag: &str, path: &Path) -> anyhow::Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt") => {
+                Ok(Self::Pth)
+            }
+            Some(e) if e.eq_ignore_ascii_case("safetensors") => Ok(Self::Safetensors),
+            _ => anyhow::bail!(
+                "{flag} {}: the output format follows the extension: .pth or .safetensors",
+                path.display()
+            ),
+        }
+    }
+
+    /// Writes `dict` to `path` in this format, atomically.
+    pub fn write(self, path: &Path, dict: &StateDict) -> anyhow::Result<()> {
+        match self {
+            Self::Pth => write_pth(path, dict),
+            Self::Safetensors => Ok(write_safetensors(path, dict, &Default::default())?),
+        }
+    }
+}
+
 enum Format {
     Empty,
     Zip,

@@ -27,7 +27,7 @@ pub struct DataArgs {
     pub strict: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PreprocessingKind {
     /// SAM's: longest side to S, bottom/right padding, SAM's pixel statistics.
@@ -72,10 +72,20 @@ impl DataArgs {
 }
 
 impl PreprocessArgs {
-    pub fn preprocessing(&self) -> Preprocessing {
-        match self.preprocessing {
+    pub fn preprocessing(&self) -> Result<Preprocessing> {
+        self.preprocessing.with_statistics(self.mean, self.std)
+    }
+}
+
+impl PreprocessingKind {
+    /// The preprocessing, with the data-set statistics the sonar path normalises by (checked).
+    pub fn with_statistics(self, mean: f32, std: f32) -> Result<Preprocessing> {
+        Ok(match self {
             PreprocessingKind::Sam => Preprocessing::Sam,
-            PreprocessingKind::Sonar => Preprocessing::sonar(self.mean, self.std),
-        }
+            PreprocessingKind::Sonar => {
+                Preprocessing::check_statistics(mean, std).map_err(anyhow::Error::msg)?;
+                Preprocessing::sonar(mean, std)
+            }
+        })
     }
 }

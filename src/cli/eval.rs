@@ -10,6 +10,7 @@ use super::data_args::{DataArgs, PreprocessArgs};
 use super::predict::{load_sam, load_sam_with_adapter};
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
+use crate::output::guard::FileRoles;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
@@ -55,6 +56,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if dataset.is_empty() {
         bail!("{}: no images to evaluate", args.data.data.display());
     }
+    let mut roles = FileRoles::new();
+    for source in dataset.sources() {
+        roles.input("--data", &source);
+    }
+    for (flag, path) in [
+        ("--checkpoint", &args.checkpoint),
+        ("--adapter", &args.adapter),
+    ] {
+        if let Some(path) = path {
+            roles.input(flag, path);
+        }
+    }
+    roles.output_dir("--out", &args.out)?;
+    if let Some(line) = dataset.split_report() {
+        eprintln!("{line}");
+    }
+    for warning in dataset.warnings() {
+        eprintln!("{warning}");
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
     let device = super::device::parse(&args.device)?;
@@ -68,7 +88,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => Scorer::BoxFill,
     };
     let opts = EvalOptions {
-        preprocessing: args.preprocess.preprocessing(),
+        preprocessing: args.preprocess.preprocessing()?,
         prompt: args.prompt,
         image_size: sam.as_ref().map_or(1024, |s| s.image_size),
         overlays: args.overlays.then(|| args.out.clone()),
@@ -94,6 +114,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         outcome.summary.mean_dice,
         outcome.summary.mean_iou
     );
+    for message in &outcome.dropped {
+        eprintln!("dropped: {message}");
+    }
     for message in &outcome.skipped {
         eprintln!("skipped: {message}");
     }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::checkpoint::write_safetensors;
+use crate::checkpoint::CheckpointFormat;
+use crate::output::guard::refuse_existing;
 use crate::sam::config::SamConfig;
 use crate::sam::random::random_state_dict;
 
@@ -14,9 +15,12 @@ pub struct InitArgs {
     /// Configuration: tiny, small (embed 256, depth 6, 256 px), vit_b, vit_l or vit_h.
     #[arg(long)]
     model: String,
-    /// Output checkpoint (.safetensors, Meta's key names).
+    /// Output checkpoint with Meta's key names: `.safetensors` or `.pth` (the extension decides).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -24,11 +28,9 @@ pub struct InitArgs {
 
 pub fn run(args: InitArgs) -> Result<()> {
     let cfg = model_config(&args.model)?;
-    write_safetensors(
-        &args.out,
-        &random_state_dict(&cfg, args.seed),
-        &Default::default(),
-    )?;
+    let format = CheckpointFormat::of_output("--out", &args.out)?;
+    refuse_existing("--out", &args.out, args.force)?;
+    format.write(&args.out, &random_state_dict(&cfg, args.seed))?;
     println!(
         "{} with random weights (seed {}) -> {}",
         args.model,

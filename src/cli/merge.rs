@@ -1,13 +1,14 @@
 //! `sam-cobot merge`: a base checkpoint plus an adapter → a stock SAM checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::checkpoint::CheckpointFormat;
 use crate::checkpoint::adapter::open_adapter;
-use crate::checkpoint::{write_pth, write_safetensors};
+use crate::output::guard::{FileRoles, refuse_existing};
 use crate::peft::merge::merge;
 use crate::sam::Sam;
 
@@ -23,29 +24,18 @@ pub struct MergeArgs {
     /// `sam_model_registry`) or `.safetensors`.
     #[arg(long)]
     out: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum OutFormat {
-    Pth,
-    Safetensors,
-}
-
-fn out_format(path: &Path) -> Result<OutFormat> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt") => {
-            Ok(OutFormat::Pth)
-        }
-        Some(e) if e.eq_ignore_ascii_case("safetensors") => Ok(OutFormat::Safetensors),
-        _ => bail!(
-            "--out {}: the output format follows the extension: .pth or .safetensors",
-            path.display()
-        ),
-    }
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: MergeArgs) -> Result<()> {
-    let format = out_format(&args.out)?;
+    let format = CheckpointFormat::of_output("--out", &args.out)?;
+    FileRoles::new()
+        .input("--checkpoint", &args.checkpoint)
+        .input("--adapter", &args.adapter)
+        .output("--out", &args.out)?;
+    refuse_existing("--out", &args.out, args.force)?;
     let started = Instant::now();
     let parts = open_adapter(&args.checkpoint, &args.adapter)?;
     let method = parts.info.peft.method;
@@ -66,10 +56,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         .attach_peft(parts.info.peft.clone(), parts.peft)
         .with_context(context)?;
     let dict = merge(&sam)?;
-    match format {
-        OutFormat::Pth => write_pth(&args.out, &dict)?,
-        OutFormat::Safetensors => write_safetensors(&args.out, &dict, &Default::default())?,
-    }
+    format.write(&args.out, &dict)?;
     println!(
         "merged {} ({method}) into {} ({}, {} tensors) -> {} in {:.1}s",
         args.adapter.display(),

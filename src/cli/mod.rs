@@ -17,7 +17,7 @@ mod train;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,7 +89,19 @@ fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
 /// products, kernels) is shared with the thread that started it instead of handed across and
 /// waited for: that hand-off cost 7% of a ViT-B training step at 256 px on two threads.
 pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut command = Cli::command().mut_subcommand("train", |c| {
+        c.after_help(train::Experiment::defaults_help())
+    });
+    // `--lr -1` is a value to check, not an unknown flag.
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |c| c.allow_negative_numbers(true));
+    }
+    let matches = command.get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cli.threads.map_or(0, usize::from))
         .build()

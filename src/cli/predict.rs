@@ -7,9 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
-use crate::checkpoint::adapter::{AdapterError, load_with_adapter};
-use crate::checkpoint::load_state_dict;
-use crate::output::mask_png::{numbered_paths, write_mask_png};
+use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
+use crate::output::guard::FileRoles;
+use crate::output::mask_png::{check_png_name, numbered_paths, write_mask_png};
 use crate::output::npy::write_npy_f32;
 use crate::output::overlay::{OverlayPrompts, write_overlay};
 use crate::sam::predictor::{Predictor, UserPrompts};
@@ -24,7 +24,8 @@ pub struct PredictArgs {
     /// trained tensors are applied; the default --image-size becomes the adapter's.
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// Input image (PNG, JPEG); grey images are used as RGB.
+    /// Input image (PNG, JPEG, ...: the format is read from the bytes); grey images are used as
+    /// RGB, and an EXIF orientation is applied as image viewers do.
     #[arg(long)]
     image: PathBuf,
     /// Box prompt `x1,y1,x2,y2` in image pixels; one mask per box (repeatable).
@@ -106,10 +107,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         !args.boxes.is_empty() || !args.points.is_empty(),
         "give at least one --box or --point"
     );
+    check_outputs(&args)?;
     let device = super::device::parse(&args.device)?;
-    let image = image::open(&args.image)
-        .with_context(|| format!("cannot read image {}", args.image.display()))?
-        .to_rgb8();
+    let image = crate::data::open_image(&args.image)?.to_rgb8();
     let (h, w) = (image.height() as usize, image.width() as usize);
     check_inside(&args, w, h)?;
 
@@ -172,6 +172,29 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// No output may replace an input or another output; masks and overlays are PNG files.
+fn check_outputs(args: &PredictArgs) -> Result<()> {
+    let mut roles = FileRoles::new();
+    roles
+        .input("--image", &args.image)
+        .input("--checkpoint", &args.checkpoint);
+    if let Some(adapter) = &args.adapter {
+        roles.input("--adapter", adapter);
+    }
+    check_png_name("--out", &args.out)?;
+    for path in numbered_paths(&args.out, args.boxes.len().max(1)) {
+        roles.output("--out", &path)?;
+    }
+    if let Some(path) = &args.overlay {
+        check_png_name("--overlay", path)?;
+        roles.output("--overlay", path)?;
+    }
+    if let Some(path) = &args.logits_out {
+        roles.output("--logits-out", path)?;
+    }
+    Ok(())
+}
+
 /// Prompts must touch the image; SAM accepts anything, but a box off the image is a typo.
 fn check_inside(args: &PredictArgs, w: usize, h: usize) -> Result<()> {
     let (w, h) = (w as f32, h as f32);
@@ -198,12 +221,9 @@ pub fn load_sam_with_adapter(
     device: &burn::tensor::Device,
 ) -> Result<Sam> {
     match load_with_adapter(base, adapter, image_size, device) {
-        Err(AdapterError::Model {
-            source: ModelLoadError::BadImageSize(size, patch),
-            ..
-        }) => bail!(
-            "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
-        ),
+        Err(AdapterError::Model { source, .. }) if size_error(&source).is_some() => {
+            Err(size_error(&source).expect("checked"))
+        }
         result => Ok(result?),
     }
 }
@@ -214,16 +234,23 @@ pub fn load_sam(
     image_size: Option<usize>,
     device: &burn::tensor::Device,
 ) -> Result<Sam> {
-    let dict = load_state_dict(path)?;
+    let dict = load_base(path)?;
     match Sam::from_state_dict(dict, image_size, device) {
         // The checkpoint is fine; the requested size is not.
-        Err(ModelLoadError::BadImageSize(size, patch)) => {
-            bail!(
-                "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
-            )
-        }
+        Err(e) if size_error(&e).is_some() => Err(size_error(&e).expect("checked")),
         result => {
             result.with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))
         }
+    }
+}
+
+/// The flag's message when the model refused the input size itself.
+fn size_error(e: &ModelLoadError) -> Option<anyhow::Error> {
+    match e {
+        ModelLoadError::BadImageSize(size, patch) => Some(anyhow::anyhow!(
+            "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
+        )),
+        ModelLoadError::ImageSizeTooLarge { .. } => Some(anyhow::anyhow!("--image-size: {e}")),
+        _ => None,
     }
 }

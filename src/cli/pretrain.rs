@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::train::pretrain::{MODEL_FILE, PretrainSettings, Pretrainer};
+use crate::train::run_dir::claim_run_dir;
 
 #[derive(Args, Debug)]
 #[command(args_override_self = true)]
@@ -24,7 +25,8 @@ pub struct PretrainArgs {
     /// larger --steps may be given).
     #[arg(long)]
     resume: bool,
-    /// Start over in an --out that holds a run (its files are replaced, others kept).
+    /// Start over in an --out that is not empty (the files a run writes are removed, others
+    /// kept).
     #[arg(long, conflicts_with = "resume")]
     force: bool,
     /// cpu, vulkan[:N] or cuda[:N].
@@ -115,9 +117,6 @@ struct SettingFlags {
     val_seed: Option<u64>,
 }
 
-/// What a run folder holds that `--force` replaces.
-const RUN_FILES: [&str; 5] = ["best", "last", "interrupted", "val", "training.png"];
-
 pub fn run(args: PretrainArgs) -> Result<()> {
     let saved = args.out.join("last/settings.json");
     let settings = if args.resume {
@@ -129,12 +128,6 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         check_same_run(&run, &asked)?;
         asked
     } else {
-        if RUN_FILES.iter().any(|f| args.out.join(f).exists()) && !args.force {
-            bail!(
-                "{} holds a pretraining run: --resume continues it, --force starts over",
-                args.out.display()
-            );
-        }
         let base = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -147,14 +140,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let device = super::device::parse(&args.device)?;
-    if args.force {
-        for f in RUN_FILES {
-            let path = args.out.join(f);
-            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
-        }
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    claim_run_dir(&args.out, args.resume, args.force)?;
     let pretrainer = Pretrainer {
         settings,
         out: args.out.clone(),

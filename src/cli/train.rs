@@ -1,94 +1,265 @@
 //! `sam-cobot train`: fine-tune SAM on a data set. Settings come from an experiment TOML file
 //! (`--config`), and any flag given overrides the file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::data_args::PreprocessingKind;
-use crate::data::preprocess::{Preprocessing, SONAR_MEAN, SONAR_STD};
+use crate::data::preprocess::{SONAR_MEAN, SONAR_STD};
 use crate::data::{DataSource, Dataset};
+use crate::output::atomic::write_atomic;
+use crate::output::guard::{FileRoles, canonical};
 use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation};
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
+use crate::train::run_dir::claim_run_dir;
 use crate::train::schedule::Schedule;
-use crate::train::trainer::{EpochLog, Progress, TrainSettings, Trainer, check_resumable};
+use crate::train::trainer::{
+    EpochLog, Progress, TrainSettings, Trainer, check_resumable, check_trainable,
+};
 
-/// Every setting of a run; in a TOML file or as flags (`--epochs 20` = `epochs = 20`).
-#[derive(Args, Debug, Default, Deserialize)]
+/// Every setting of a run; in a TOML file or as flags (`--epochs 20` = `epochs = 20`). A run
+/// records them, resolved, in `--out`/experiment.toml: `--resume` continues with those, and the
+/// file reruns the experiment (`--config run/experiment.toml`).
+#[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// Base SAM checkpoint.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint: Option<PathBuf>,
     /// Data set folder or COCO annotations file.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<PathBuf>,
     /// COCO image folder.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     images: Option<PathBuf>,
     /// Training split (image names); default: every image.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     train_split: Option<PathBuf>,
     /// Validation split, scored after every epoch with the paper's metric.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     val_split: Option<PathBuf>,
+    /// Image preprocessing: SAM's, or the paper's sonar one (centred padding, --mean/--std).
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     preprocessing: Option<PreprocessingKind>,
+    /// Data-set mean for --preprocessing sonar (0-1 scale; `sam-cobot stats` computes it).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     mean: Option<f32>,
+    /// Data-set standard deviation for --preprocessing sonar.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     std: Option<f32>,
+    /// Fine-tuning method: freeze, full, decoder, lightweight, lora, adapter, lora+cobot,
+    /// adapter+cobot.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<Method>,
+    /// LoRA rank (lora, lora+cobot).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     rank: Option<usize>,
+    /// AdaptFormer bottleneck width (adapter, adapter+cobot).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     bottleneck: Option<usize>,
+    /// How LoRA's matrices start.
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     lora_init: Option<LoraInit>,
+    /// COBOT's coefficient sets (paper Table 1).
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     coefficients: Option<Coefficients>,
+    /// COBOT's relation matrix across blocks (paper Table 2).
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     relation: Option<Relation>,
+    /// COBOT's map after the coefficients (paper Table 3).
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<HeadKind>,
-    /// Adapter dropout while training, in [0, 1) (default 0.1, the authors').
+    /// Adapter dropout while training, in [0, 1).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     adapter_dropout: Option<f64>,
     /// Input size S (a multiple of 16; default: the checkpoint's, 1024 for Meta's).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     image_size: Option<usize>,
+    /// Optimiser.
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     optimizer: Option<OptimizerKind>,
+    /// Peak learning rate.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
+    /// Weight decay (Adam: L2 in the gradient; AdamW: decoupled).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     weight_decay: Option<f64>,
+    /// Learning-rate schedule.
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<Schedule>,
+    /// Epochs (passes over the training split).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     /// Images per step (each with all its boxes).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     batch: Option<usize>,
+    /// Seed of the adapter's initial tensors, the order, augmentation and dropout.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    /// soft (default) or hard: the authors' thresholded Dice, which gives no gradient.
+    /// soft or hard: the authors' thresholded Dice, which gives no gradient.
     #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     dice: Option<DiceKind>,
-    /// Augment training images (default true).
+    /// Augment training images.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     augment: Option<bool>,
-    /// Box jitter in pixels at the 1024 scale (default 50).
+    /// Box jitter in pixels at the 1024 scale.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     box_jitter: Option<u32>,
     /// Start from this adapter's tensors (same base and method): warm start or transfer.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     init_adapter: Option<PathBuf>,
+}
+
+impl Experiment {
+    /// The one place the defaults are written: every setting that has one.
+    pub fn defaults() -> Self {
+        Self {
+            preprocessing: Some(PreprocessingKind::Sam),
+            mean: Some(SONAR_MEAN),
+            std: Some(SONAR_STD),
+            method: Some(Method::LoraCobot),
+            rank: Some(4),
+            bottleneck: Some(16),
+            lora_init: Some(LoraInit::Xavier),
+            coefficients: Some(Coefficients::Dual),
+            relation: Some(Relation::Learnable),
+            head: Some(HeadKind::Quaternion),
+            adapter_dropout: Some(0.1),
+            optimizer: Some(OptimizerKind::Adam),
+            lr: Some(1e-4),
+            weight_decay: Some(5e-5),
+            schedule: Some(Schedule::WarmupCosine),
+            epochs: Some(20),
+            batch: Some(2),
+            seed: Some(42),
+            dice: Some(DiceKind::Soft),
+            augment: Some(true),
+            box_jitter: Some(50),
+            ..Self::default()
+        }
+    }
+
+    /// The defaults as `train --help` shows them.
+    pub fn defaults_help() -> String {
+        let table = toml::Table::try_from(Self::defaults()).expect("settings serialise");
+        let lines: Vec<String> = table
+            .iter()
+            .map(|(key, value)| format!("  --{} {value}", key.replace('_', "-")))
+            .collect();
+        format!(
+            "Defaults (a flag overrides the --config file, which overrides these):\n{}",
+            lines.join("\n")
+        )
+    }
+
+    fn table(&self) -> Result<toml::Table> {
+        Ok(toml::Table::try_from(self)?)
+    }
+
+    /// `self` with every setting of `over` put over it.
+    fn overlaid(&self, over: &toml::Table, source: &str) -> Result<Self> {
+        let mut table = self.table()?;
+        table.extend(over.clone());
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{source}: {}", e.message()))
+    }
+
+    /// The settings a run uses: what `self` leaves out taken from the defaults.
+    fn resolve(&self) -> Result<Resolved> {
+        let e = self;
+        let Some(checkpoint) = e.checkpoint.clone() else {
+            bail!("no --checkpoint (flag or config)")
+        };
+        let Some(data) = e.data.clone() else {
+            bail!("no --data (flag or config)")
+        };
+        let want = |name: &str| anyhow::anyhow!("no {name} (the defaults give one)");
+        let method = e.method.ok_or_else(|| want("--method"))?;
+        let peft = PeftConfig {
+            rank: e.rank.ok_or_else(|| want("--rank"))?,
+            bottleneck: e.bottleneck.ok_or_else(|| want("--bottleneck"))?,
+            lora_init: e.lora_init.ok_or_else(|| want("--lora-init"))?,
+            coefficients: e.coefficients.ok_or_else(|| want("--coefficients"))?,
+            relation: e.relation.ok_or_else(|| want("--relation"))?,
+            head: e.head.ok_or_else(|| want("--head"))?,
+            adapter_dropout: e.adapter_dropout.ok_or_else(|| want("--adapter-dropout"))?,
+            ..PeftConfig::new(method)
+        };
+        peft.validate().map_err(anyhow::Error::msg)?;
+        if let Some(size) = e.image_size.filter(|&s| s == 0 || !s.is_multiple_of(16)) {
+            bail!("--image-size {size}: must be a positive multiple of 16");
+        }
+        let preprocessing = e
+            .preprocessing
+            .ok_or_else(|| want("--preprocessing"))?
+            .with_statistics(
+                e.mean.ok_or_else(|| want("--mean"))?,
+                e.std.ok_or_else(|| want("--std"))?,
+            )?;
+        let settings = TrainSettings {
+            checkpoint,
+            image_size: e.image_size,
+            peft,
+            optimizer: OptimizerConfig::new(
+                e.optimizer.ok_or_else(|| want("--optimizer"))?,
+                e.weight_decay.ok_or_else(|| want("--weight-decay"))?,
+            ),
+            lr: e.lr.ok_or_else(|| want("--lr"))?,
+            schedule: e.schedule.ok_or_else(|| want("--schedule"))?,
+            epochs: e.epochs.ok_or_else(|| want("--epochs"))?,
+            batch: e.batch.ok_or_else(|| want("--batch"))?,
+            seed: e.seed.ok_or_else(|| want("--seed"))?,
+            dice: e.dice.ok_or_else(|| want("--dice"))?,
+            augment: e.augment.ok_or_else(|| want("--augment"))?,
+            box_jitter: e.box_jitter.ok_or_else(|| want("--box-jitter"))?,
+            init_adapter: e.init_adapter.clone(),
+            preprocessing,
+            strict: false,
+        };
+        // Before anything is written; `Trainer::run` checks again for library callers.
+        settings.validate().map_err(anyhow::Error::msg)?;
+        Ok(Resolved { settings, data })
+    }
+}
+
+/// A run's settings, resolved, and its data set.
+struct Resolved {
+    settings: TrainSettings,
+    data: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -98,12 +269,17 @@ pub struct TrainArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: Experiment,
-    /// Run folder: checkpoints (best/, last/), logs.
+    /// Run folder: checkpoints (best/, last/), the plot, the settings (experiment.toml).
     #[arg(long)]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint, with the run's own settings (a
+    /// setting given again must be the same; only --epochs may grow).
     #[arg(long)]
     resume: bool,
+    /// Start over in an --out that is not empty (the files a run writes are removed, others
+    /// kept).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Stop at the first unreadable item instead of skipping it.
     #[arg(long)]
     strict: bool,
@@ -116,121 +292,88 @@ pub struct TrainArgs {
     device: String,
 }
 
-macro_rules! merge {
-    ($flags:expr, $file:expr, $($field:ident),*) => {
-        $( if $flags.$field.is_none() { $flags.$field = $file.$field.take(); } )*
-    };
-}
+/// The run's resolved settings, at the top of its folder.
+const EXPERIMENT_FILE: &str = "experiment.toml";
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
-    let mut e = args.flags;
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut file: Experiment = toml::from_str(&text)
-            .with_context(|| format!("{}: invalid experiment file", path.display()))?;
-        merge!(
-            e,
-            file,
-            checkpoint,
-            data,
-            images,
-            train_split,
-            val_split,
-            preprocessing,
-            mean,
-            std,
-            method,
-            rank,
-            bottleneck,
-            lora_init,
-            coefficients,
-            relation,
-            head,
-            adapter_dropout,
-            image_size,
-            optimizer,
-            lr,
-            weight_decay,
-            schedule,
-            epochs,
-            batch,
-            seed,
-            dice,
-            augment,
-            box_jitter,
-            init_adapter
-        );
-    }
-    let Some(checkpoint) = e.checkpoint.clone() else {
-        bail!("no --checkpoint (flag or config)")
-    };
-    let Some(data) = e.data.clone() else {
-        bail!("no --data (flag or config)")
-    };
-    let method = e.method.unwrap_or(Method::LoraCobot);
-    let peft = PeftConfig {
-        rank: e.rank.unwrap_or(4),
-        bottleneck: e.bottleneck.unwrap_or(16),
-        lora_init: e.lora_init.unwrap_or(LoraInit::Xavier),
-        coefficients: e.coefficients.unwrap_or(Coefficients::Dual),
-        relation: e.relation.unwrap_or(Relation::Learnable),
-        head: e.head.unwrap_or(HeadKind::Quaternion),
-        adapter_dropout: e.adapter_dropout.unwrap_or(0.1),
-        ..PeftConfig::new(method)
-    };
-    peft.validate().map_err(anyhow::Error::msg)?;
-    let image_size = e.image_size;
-    if let Some(size) = image_size.filter(|&s| s == 0 || !s.is_multiple_of(16)) {
-        bail!("--image-size {size}: must be a positive multiple of 16");
-    }
-    let preprocessing = match e.preprocessing.unwrap_or(PreprocessingKind::Sam) {
-        PreprocessingKind::Sam => Preprocessing::Sam,
-        PreprocessingKind::Sonar => {
-            Preprocessing::sonar(e.mean.unwrap_or(SONAR_MEAN), e.std.unwrap_or(SONAR_STD))
+    let from_file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            // Through `Experiment` first, so an unknown or mistyped key names the file.
+            let file: Experiment = toml::from_str(&text)
+                .with_context(|| format!("{}: invalid experiment file", path.display()))?;
+            file.table()?
         }
+        None => toml::Table::new(),
     };
-    let settings = TrainSettings {
-        checkpoint,
-        image_size,
-        peft,
-        optimizer: OptimizerConfig::new(
-            e.optimizer.unwrap_or(OptimizerKind::Adam),
-            e.weight_decay.unwrap_or(5e-5),
-        ),
-        lr: e.lr.unwrap_or(1e-4),
-        schedule: e.schedule.unwrap_or(Schedule::WarmupCosine),
-        epochs: e.epochs.unwrap_or(20),
-        batch: e.batch.unwrap_or(2),
-        seed: e.seed.unwrap_or(42),
-        dice: e.dice.unwrap_or(DiceKind::Soft),
-        augment: e.augment.unwrap_or(true),
-        box_jitter: e.box_jitter.unwrap_or(50),
-        init_adapter: e.init_adapter.clone(),
-        preprocessing,
-        strict: args.strict,
+    let flags = args.flags.table()?;
+    let saved = args.out.join(EXPERIMENT_FILE);
+    let experiment = if args.resume {
+        check_resumable(&args.out)?;
+        let text = std::fs::read_to_string(&saved).with_context(|| {
+            format!(
+                "--resume: cannot read the run's settings {} (runs made before sam-cobot \
+                 recorded them cannot be resumed)",
+                saved.display()
+            )
+        })?;
+        let run: Experiment = toml::from_str(&text)
+            .with_context(|| format!("{}: unreadable settings", saved.display()))?;
+        let mut asked = from_file;
+        asked.extend(flags);
+        check_same_run(&run, &asked)?;
+        run.overlaid(&asked, "the flags")?
+    } else {
+        let source = args
+            .config
+            .as_ref()
+            .map_or("the settings".into(), |p| p.display().to_string());
+        Experiment::defaults()
+            .overlaid(&from_file, &source)?
+            .overlaid(&flags, "the flags")?
     };
-    // Before anything is written; `Trainer::run` checks again for library callers.
-    settings.validate().map_err(anyhow::Error::msg)?;
+    let Resolved { mut settings, data } = experiment.resolve()?;
+    settings.strict = args.strict;
     let open = |split: Option<PathBuf>| -> Result<Dataset> {
-        Ok(Dataset::open(&DataSource {
+        let dataset = Dataset::open(&DataSource {
             path: data.clone(),
-            images: e.images.clone(),
+            images: experiment.images.clone(),
             split,
             ..DataSource::default()
-        })?)
+        })?;
+        if let Some(line) = dataset.split_report() {
+            eprintln!("{line}");
+        }
+        for warning in dataset.warnings() {
+            eprintln!("{warning}");
+        }
+        Ok(dataset)
     };
-    let train = open(e.train_split.clone())?;
-    let val = e.val_split.clone().map(|s| open(Some(s))).transpose()?;
+    let train = open(experiment.train_split.clone())?;
+    let val = experiment
+        .val_split
+        .clone()
+        .map(|s| open(Some(s)))
+        .transpose()?;
     if train.is_empty() {
         bail!("{}: no training images", data.display());
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    if args.resume {
-        check_resumable(&args.out)?;
+    let mut roles = FileRoles::new();
+    roles.input("--checkpoint", &settings.checkpoint);
+    for source in train
+        .sources()
+        .into_iter()
+        .chain(val.iter().flat_map(Dataset::sources))
+    {
+        roles.input("--data", &source);
     }
+    roles.output_dir("--out", &args.out)?;
+    check_trainable(&settings, &train)?;
+    claim_run_dir(&args.out, args.resume, args.force)?;
+    let record = toml::to_string(&experiment)?;
+    write_atomic(&saved, |w| Ok(w.write_all(record.as_bytes())?))?;
     let stop = super::stop_flag()?;
     let trainer = Trainer {
         settings,
@@ -241,7 +384,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         device,
         step_log: args.log_jsonl.clone(),
     };
-    let state = trainer.run(args.resume, &mut Bars::default())?;
+    let result = trainer.run(args.resume, &mut Bars::default());
+    if result.is_err() && !args.resume {
+        forget_unstarted_run(&args.out);
+    }
+    let state = result?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
         println!(
             "best epoch {} (score {best:.2}) -> {}",
@@ -256,6 +403,56 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A run that failed before its first checkpoint leaves nothing behind, so the same command
+/// can be given again.
+fn forget_unstarted_run(out: &Path) {
+    let saved = ["last", ".last.old", "interrupted"];
+    if saved.iter().all(|d| !out.join(d).exists()) {
+        let _ = std::fs::remove_file(out.join(EXPERIMENT_FILE));
+        let _ = std::fs::remove_dir(out); // only if empty
+    }
+}
+
+/// A resumed run keeps its settings: each one given again (flag or file) must be the run's,
+/// except a larger `epochs`, which extends it.
+fn check_same_run(run: &Experiment, asked: &toml::Table) -> Result<()> {
+    let recorded = run.table()?;
+    for (key, value) in asked {
+        let same = match (key.as_str(), recorded.get(key)) {
+            ("epochs", Some(old)) => value.as_integer() >= old.as_integer(),
+            (_, Some(old)) if is_path(key) => {
+                let path = |v: &toml::Value| v.as_str().map(|s| canonical(Path::new(s)));
+                path(old) == path(value)
+            }
+            (_, Some(old)) => old == value,
+            (_, None) => false,
+        };
+        if !same {
+            let flag = key.replace('_', "-");
+            let was = recorded
+                .get(key)
+                .map_or("nothing (the default)".into(), ToString::to_string);
+            bail!(
+                "--resume: the run was made with --{flag} {was}, not {value}{}",
+                if key == "epochs" {
+                    " (a resumed run may only get more epochs)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The settings that name files (compared as the files they name).
+fn is_path(key: &str) -> bool {
+    matches!(
+        key,
+        "checkpoint" | "data" | "images" | "train_split" | "val_split" | "init_adapter"
+    )
 }
 
 #[derive(Default)]

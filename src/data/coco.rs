@@ -186,6 +186,11 @@ impl Coco {
             .collect()
     }
 
+    /// The files and folders the data set is read from.
+    pub(crate) fn sources(&self) -> Vec<PathBuf> {
+        vec![self.json.clone(), self.image_dir.clone()]
+    }
+
     /// Annotations dropped at open, one message each.
     pub(crate) fn warnings(&self) -> &[String] {
         &self.warnings

@@ -89,6 +89,11 @@ impl MarineDebris {
         super::item_keys(&self.items)
     }
 
+    /// The files and folders the data set is read from.
+    pub(crate) fn sources(&self) -> Vec<PathBuf> {
+        vec![self.root.clone()]
+    }
+
     pub(crate) fn looked_in(&self) -> String {
         format!("no <name>.png in {}", self.root.join("Images").display())
     }

@@ -75,6 +75,11 @@ impl MaskFolder {
         super::item_keys(&self.items)
     }
 
+    /// The files and folders the data set is read from.
+    pub(crate) fn sources(&self) -> Vec<PathBuf> {
+        vec![self.root.clone()]
+    }
+
     pub(crate) fn looked_in(&self) -> String {
         format!("no such image in {}", self.root.join("images").display())
     }

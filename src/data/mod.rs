@@ -42,9 +42,10 @@
 //! Split lists (`DataSource::split`): one image name per line, with or without extension
 //! (`<id>`, `<id>.png`, or a COCO `file_name`); blank lines and lines starting with `#` are
 //! ignored; surrounding white space is trimmed. Only the listed items are used, in the listed
-//! order (a name listed twice is used twice). A split file that does not exist is an `open`
-//! error; a listed name that is not in the data set is an error of that item's `load`
-//! ([`DataError::NotInDataset`]), so a run can skip it.
+//! order (a name listed twice is used twice). A split file that does not exist, lists no name or
+//! whose names are all missing is an `open` error; a listed name that is not in the data set is
+//! an error of that item's `load` ([`DataError::NotInDataset`]), so a run can skip it, and
+//! [`Dataset::missing`] / [`Dataset::split_report`] name them all up front.
 
 pub mod augment;
 pub mod coco;
@@ -197,6 +198,18 @@ pub enum DataError {
         split: PathBuf,
         looked_in: String,
     },
+    #[error("split file {} lists no names", split.display())]
+    EmptySplit { split: PathBuf },
+    #[error(
+        "none of the {names} names in split file {} is in the data set ({looked_in}): {examples}",
+        split.display()
+    )]
+    SplitMatchesNothing {
+        split: PathBuf,
+        names: usize,
+        examples: String,
+        looked_in: String,
+    },
     #[error("missing {what}: {}", path.display())]
     MissingFile { path: PathBuf, what: String },
     #[error(
@@ -271,6 +284,13 @@ impl Reader {
         match self {
             Reader::Coco(r) => r.warnings(),
             Reader::MarineDebris(_) | Reader::MaskFolder(_) => &[],
+        }
+    }
+    fn sources(&self) -> Vec<PathBuf> {
+        match self {
+            Reader::MarineDebris(r) => r.sources(),
+            Reader::Coco(r) => r.sources(),
+            Reader::MaskFolder(r) => r.sources(),
         }
     }
     fn looked_in(&self) -> String {
@@ -389,6 +409,20 @@ impl Dataset {
                     .collect()
             }
         };
+        if let Some(list) = &split_names {
+            let split = src.split.clone().unwrap_or_default();
+            if list.is_empty() {
+                return Err(DataError::EmptySplit { split });
+            }
+            if entries.iter().all(|e| matches!(e, Entry::Missing(_))) {
+                return Err(DataError::SplitMatchesNothing {
+                    split,
+                    names: list.len(),
+                    examples: examples(list),
+                    looked_in: reader.looked_in(),
+                });
+            }
+        }
         let names = entries
             .iter()
             .map(|e| match e {
@@ -420,6 +454,41 @@ impl Dataset {
     /// Panics if `i >= len()`, like slice indexing.
     pub fn name(&self, i: usize) -> &str {
         &self.names[i]
+    }
+
+    /// The names of the split file that are not in the data set, in split order (their items'
+    /// `load` fails with [`DataError::NotInDataset`]).
+    pub fn missing(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Missing(name) => Some(name.as_str()),
+                Entry::Item(_) => None,
+            })
+            .collect()
+    }
+
+    /// One line on the split, when there is one: how many names it lists and which are missing.
+    pub fn split_report(&self) -> Option<String> {
+        let split = self.split.as_ref()?;
+        let missing = self.missing();
+        let mut line = format!(
+            "split {}: {} names, {} not in the data set",
+            split.display(),
+            self.len(),
+            missing.len()
+        );
+        if !missing.is_empty() {
+            line.push_str(&format!(" ({})", examples(&missing)));
+        }
+        Some(line)
+    }
+
+    /// The files and folders the data set is read from (none of them may be written to).
+    pub fn sources(&self) -> Vec<PathBuf> {
+        let mut sources = self.reader.sources();
+        sources.extend(self.split.clone());
+        sources
     }
 
     /// Messages about annotations dropped at [`open`](Dataset::open), one each, naming the file,
@@ -461,6 +530,21 @@ impl Dataset {
             }
         }
     }
+}
+
+/// The first few of `names`, quoted, and how many more there are.
+fn examples<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{:?}", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// Detects the format of `path` (see the module documentation).

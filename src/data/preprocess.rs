@@ -41,6 +41,17 @@ impl Preprocessing {
         Self::sonar(SONAR_MEAN, SONAR_STD)
     }
 
+    /// Checks a data-set mean and standard deviation (0–1 scale) before they are used: both
+    /// positive and finite, or every normalised pixel would be infinite or NaN.
+    pub fn check_statistics(mean: f32, std: f32) -> Result<(), String> {
+        for (flag, value) in [("--mean", mean), ("--std", std)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{flag} {value}: must be a positive finite number"));
+            }
+        }
+        Ok(())
+    }
+
     /// The sonar path with one data-set mean/std (0–1 scale) for all three channels.
     pub fn sonar(mean: f32, std: f32) -> Self {
         Self::Sonar {

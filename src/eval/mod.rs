@@ -60,6 +60,8 @@ pub struct EvalOutcome {
     pub images: usize,
     /// One message per item that could not be read (skipped).
     pub skipped: Vec<String>,
+    /// One message per annotation left out of an item that was scored (the rest of it was).
+    pub dropped: Vec<String>,
 }
 
 /// Scores `indices` of `dataset`; `progress` is called after each image.
@@ -71,11 +73,20 @@ pub fn evaluate(
     mut progress: impl FnMut(),
 ) -> anyhow::Result<EvalOutcome> {
     let mut scores = Scores::default();
-    let mut skipped = Vec::new();
+    let (mut skipped, mut dropped) = (Vec::new(), Vec::new());
     let mut images = 0;
     for &i in indices {
-        let sample = match dataset.load(i) {
-            Ok(sample) => sample,
+        // Strict: a broken annotation stops the run; otherwise only that annotation is left out.
+        let loaded = if opts.strict {
+            dataset.load(i).map(|sample| (sample, Vec::new()))
+        } else {
+            dataset.load_lenient(i).map(|l| (l.sample, l.dropped))
+        };
+        let sample = match loaded {
+            Ok((sample, left_out)) => {
+                dropped.extend(left_out.iter().map(ToString::to_string));
+                sample
+            }
             Err(e) if !opts.strict => {
                 skipped.push(e.to_string());
                 progress();
@@ -101,6 +112,7 @@ pub fn evaluate(
         summary: scores.summary(&dataset.classes),
         images,
         skipped,
+        dropped,
     })
 }
 

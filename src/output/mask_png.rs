@@ -24,6 +24,20 @@ pub fn write_mask_png(path: &Path, logits: &[f32], h: usize, w: usize) -> Result
     write_png(path, &pixels, w, h, ExtendedColorType::L8)
 }
 
+/// Refuses an output name whose extension is not `.png`: the bytes written are PNG, and a mask
+/// saved as JPEG would no longer be binary.
+pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
+    let png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    ensure!(
+        png,
+        "{flag} {}: masks and overlays are written as PNG; name the file .png",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Encodes raw pixels as a PNG, atomically. `color` is `L8` or `Rgb8`.
 pub(crate) fn write_png(
     path: &Path,

@@ -1,6 +1,8 @@
-//! Outputs of `predict`: binary mask PNGs, overlays and `.npy` logits, all written atomically.
+//! Outputs of `predict`: binary mask PNGs, overlays and `.npy` logits, all written atomically;
+//! and the checks that no output replaces an input or another output ([`guard`]).
 
 pub mod atomic;
+pub mod guard;
 pub mod mask_png;
 pub mod npy;
 pub mod overlay;

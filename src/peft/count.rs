@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::PeftConfig;
-use super::init::initial_state;
+use super::init::initial_shapes;
 use crate::sam::config::SamConfig;
 use crate::sam::shapes::checkpoint_shapes;
 
@@ -22,7 +22,7 @@ pub fn trainable_counts(sam: &SamConfig, peft: &PeftConfig) -> ParamCounts {
         .filter(|(key, _)| peft.is_trainable(key, false))
         .map(|(key, shape)| (key, shape.iter().product::<usize>()));
     // The PEFT tensors are those a fresh attach creates; only their shapes matter here.
-    let added = initial_state(peft, sam.encoder.embed_dim, sam.encoder.depth, 0)
+    let added = initial_shapes(peft, sam.encoder.embed_dim, sam.encoder.depth)
         .into_iter()
         .filter(|(key, _)| peft.is_trainable(key, true))
         .map(|(key, t)| (key, t.numel()))

@@ -11,12 +11,18 @@ use crate::checkpoint::{RawTensor, StateDict};
 struct Init {
     rng: StdRng,
     dict: StateDict,
+    /// Draw the values; without, each tensor is only its shape (empty data), for counting.
+    values: bool,
 }
 
 impl Init {
     fn put(&mut self, key: String, shape: &[usize], fill: impl FnMut(&mut StdRng) -> f32) {
         let mut fill = fill;
-        let n = shape.iter().product();
+        let n = if self.values {
+            shape.iter().product()
+        } else {
+            0
+        };
         let data = (0..n).map(|_| fill(&mut self.rng)).collect();
         self.dict.insert(key, RawTensor::new(shape.to_vec(), data));
     }
@@ -59,9 +65,20 @@ impl Init {
 
 /// Fresh PEFT tensors for an encoder of width `c` and `depth` blocks.
 pub fn initial_state(cfg: &PeftConfig, c: usize, depth: usize, seed: u64) -> StateDict {
+    build(cfg, c, depth, seed, true)
+}
+
+/// The PEFT tensors' keys and shapes, without their values (`data` is empty): what counting
+/// needs, at no memory cost.
+pub fn initial_shapes(cfg: &PeftConfig, c: usize, depth: usize) -> StateDict {
+    build(cfg, c, depth, 0, false)
+}
+
+fn build(cfg: &PeftConfig, c: usize, depth: usize, seed: u64, values: bool) -> StateDict {
     let mut init = Init {
         rng: StdRng::seed_from_u64(seed),
         dict: StateDict::new(),
+        values,
     };
     let k = cfg.cobot_width();
     let t = cfg.cobot_modules(depth);
@@ -72,11 +89,11 @@ pub fn initial_state(cfg: &PeftConfig, c: usize, depth: usize, seed: u64) -> Sta
         match cfg.relation {
             Relation::Fixed => init.uniform01(format!("{shared}.FacT_p"), &[t, t]),
             Relation::Learnable | Relation::Identity => {
-                let eye = (0..t * t)
-                    .map(|i| f32::from(u8::from(i % (t + 1) == 0)))
-                    .collect();
-                init.dict
-                    .insert(format!("{shared}.FacT_p"), RawTensor::new(vec![t, t], eye));
+                let mut i = 0;
+                init.put(format!("{shared}.FacT_p"), &[t, t], |_| {
+                    i += 1;
+                    f32::from(u8::from((i - 1) % (t + 1) == 0))
+                });
             }
         }
     }

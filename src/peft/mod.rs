@@ -221,6 +221,25 @@ impl PeftConfig {
         Ok(())
     }
 
+    /// Checks the sizes against an image encoder of width `embed_dim`: a LoRA rank or adapter
+    /// bottleneck wider than the layers it adapts adds parameters without adding capacity (and a
+    /// typo such as `--rank 100000` would allocate its square in COBOT's tensors).
+    pub fn check_fits(&self, embed_dim: usize) -> Result<(), String> {
+        if self.method.lora() && self.rank > embed_dim {
+            return Err(format!(
+                "--rank {}: at most the encoder's width {embed_dim}",
+                self.rank
+            ));
+        }
+        if self.method.adapter() && self.bottleneck > embed_dim {
+            return Err(format!(
+                "--bottleneck {}: at most the encoder's width {embed_dim}",
+                self.bottleneck
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the tensor `key` trains under this configuration. `peft` says whether it belongs
     /// to the PEFT modules rather than to SAM itself.
     pub fn is_trainable(&self, key: &str, peft: bool) -> bool {

@@ -75,6 +75,15 @@ impl Sam {
         if image_size == 0 || !image_size.is_multiple_of(patch) {
             return Err(ModelLoadError::BadImageSize(image_size, patch));
         }
+        let needs = config.encoder.min_memory_bytes(image_size);
+        if let Some(memory) = physical_memory().filter(|&m| needs > m) {
+            return Err(ModelLoadError::ImageSizeTooLarge {
+                size: image_size,
+                needs,
+                memory,
+                native: config.encoder.native_image_size,
+            });
+        }
         let grid = image_size / patch;
         let image_encoder = ImageEncoder::load(&mut w, &config.encoder)?;
         let prompt_encoder = PromptEncoder::load(&mut w, &config.prompt, image_size, grid)?;
@@ -98,6 +107,8 @@ impl Sam {
         state: StateDict,
     ) -> Result<Self, ModelLoadError> {
         cfg.validate().map_err(ModelLoadError::BadPeft)?;
+        cfg.check_fits(self.config.encoder.embed_dim)
+            .map_err(ModelLoadError::BadPeft)?;
         if self.peft.is_some() {
             return Err(ModelLoadError::BadPeft(
                 "PEFT modules are already attached".into(),
@@ -173,4 +184,13 @@ impl Sam {
             iou: iou.slice([0..n, range]),
         }
     }
+}
+
+/// The machine's physical memory in bytes (Linux: `MemTotal` of /proc/meminfo); `None` where it
+/// cannot be read, and then no size is refused for memory.
+fn physical_memory() -> Option<u128> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -25,8 +25,30 @@ pub enum ModelLoadError {
     NotSam(String),
     #[error("image size {0} is not a positive multiple of the patch size {1}")]
     BadImageSize(usize, usize),
+    #[error(
+        "input size {size} px: the image encoder needs at least {} at this size, more than this \
+         machine's {} (the model's own size is {native})",
+        gib(*.needs),
+        gib(*.memory)
+    )]
+    ImageSizeTooLarge {
+        size: usize,
+        needs: u128,
+        memory: u128,
+        native: usize,
+    },
     #[error("PEFT configuration: {0}")]
     BadPeft(String),
+}
+
+/// Bytes in GiB (or TiB), for messages.
+fn gib(bytes: u128) -> String {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    if gib >= 1024.0 {
+        format!("{:.1} TiB", gib / 1024.0)
+    } else {
+        format!("{gib:.1} GiB")
+    }
 }
 
 /// A state dict being consumed into modules; every parameter made is named by its key.

@@ -1,9 +1,11 @@
 //! Training: losses, optimisers, schedules, the fine-tuning loop ([`trainer`]) and pretraining
-//! from random weights on generated scenes ([`pretrain`]).
+//! from random weights on generated scenes ([`pretrain`]), and the run folders both write
+//! ([`run_dir`]).
 
 pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
+pub mod run_dir;
 pub mod schedule;
 pub mod trainer;

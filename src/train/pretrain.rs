@@ -214,10 +214,10 @@ impl Pretrainer<'_> {
                 None => {
                     let cfg = SamConfig::named(&s.model).expect("validated");
                     let dict = random_state_dict(&cfg, s.seed);
-                    Sam::from_state_dict(dict, Some(s.image_size), &device)?
+                    full(Sam::from_state_dict(dict, Some(s.image_size), &device)?)?
                 }
             };
-            (full(sam)?, RunState::default())
+            (sam, RunState::default())
         };
         let val = self.validation_set()?;
         let epochs = s.steps.div_ceil(s.epoch_steps);

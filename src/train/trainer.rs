@@ -17,15 +17,15 @@ use serde::{Deserialize, Serialize};
 use super::loss::{DiceKind, segmentation_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::schedule::Schedule;
-use crate::checkpoint::adapter::{open_adapter, save_adapter};
+use crate::checkpoint::adapter::{BaseId, load_base, open_adapter, save_adapter_on};
 use crate::checkpoint::{load_state_dict, read_safetensors_metadata, write_safetensors};
 use crate::data::Dataset;
 use crate::data::augment::{Augment, jitter_boxes};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::eval::{EvalOptions, Scorer, evaluate};
 use crate::output::atomic::{previous_dir, write_atomic, write_dir_atomic};
-use crate::peft::PeftConfig;
 use crate::peft::init::initial_state;
+use crate::peft::{Method, PeftConfig};
 use crate::sam::{Prompts, Sam};
 
 /// Everything that defines a run (saved with every checkpoint).
@@ -64,6 +64,21 @@ impl TrainSettings {
         }
         if self.epochs == 0 {
             return Err("--epochs 0: must be at least 1".into());
+        }
+        if self.peft.method == Method::Freeze {
+            return Err(
+                "--method freeze trains nothing (every tensor stays frozen): score the base \
+                 model with `sam-cobot eval` instead"
+                    .into(),
+            );
+        }
+        if let Preprocessing::Sonar { norm } = &self.preprocessing {
+            if let Some(bad) = norm.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                return Err(format!("--std {bad}: must be a positive finite number"));
+            }
+            if let Some(bad) = norm.mean.iter().find(|m| !m.is_finite()) {
+                return Err(format!("--mean {bad}: must be a finite number"));
+            }
         }
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return Err(format!(
@@ -116,6 +131,11 @@ impl EpochLosses {
         value.is_finite()
     }
 
+    /// How many finite losses were added.
+    pub fn finite(&self) -> usize {
+        self.finite
+    }
+
     /// The mean finite loss (NaN when there was none).
     pub fn mean(&self) -> f64 {
         if self.finite == 0 {
@@ -160,6 +180,10 @@ pub trait Progress {
     fn epoch_start(&mut self, epoch: usize, steps: usize);
     fn step(&mut self, loss: f64, lr: f64, images: usize);
     fn epoch_end(&mut self, log: &EpochLog);
+    /// A message for the user (an item skipped, a summary).
+    fn note(&mut self, message: &str) {
+        eprintln!("{message}");
+    }
 }
 
 pub struct Trainer<'a> {
@@ -198,7 +222,7 @@ impl Trainer<'_> {
     /// Trains from the start, or from `out/last` when `resume`.
     pub fn run(&self, resume: bool, progress: &mut dyn Progress) -> Result<RunState> {
         let s = &self.settings;
-        s.validate().map_err(anyhow::Error::msg)?;
+        check_trainable(s, self.train)?;
         let inner = self.device.clone();
         let device = inner.clone().autodiff();
         let mut optimizer = Optimizer::new(s.optimizer.clone());
@@ -207,6 +231,7 @@ impl Trainer<'_> {
         } else {
             (self.fresh_model(&device)?, RunState::default())
         };
+        let base = BaseId::of(&s.checkpoint)?;
         let steps_per_epoch = self.train.len().div_ceil(s.batch);
         let run_started = Instant::now();
         let mut step_log = match &self.step_log {
@@ -236,6 +261,8 @@ impl Trainer<'_> {
             }
             Ok(())
         };
+        let mut unreadable = std::collections::BTreeSet::new();
+        let mut reported = std::collections::BTreeSet::new();
         for epoch in state.epochs_done..s.epochs {
             let started = Instant::now();
             // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
@@ -246,11 +273,9 @@ impl Trainer<'_> {
             order.shuffle(&mut rng);
             progress.epoch_start(epoch, steps_per_epoch);
             let (mut losses, mut skipped_items) = (EpochLosses::default(), 0);
-            // `freeze` trains nothing: each epoch only validates.
-            let trains = s.peft.method != crate::peft::Method::Freeze;
-            for chunk in order.chunks(s.batch).filter(|_| trains) {
+            for chunk in order.chunks(s.batch) {
                 if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
-                    self.save(&sam, &optimizer, &state, "interrupted")?;
+                    self.save(&sam, &base, &optimizer, &state, "interrupted")?;
                     return Err(Interrupted(self.out.join("interrupted")).into());
                 }
                 let lr = s
@@ -258,11 +283,18 @@ impl Trainer<'_> {
                     .lr(s.lr, state.steps as usize, steps_per_epoch, s.epochs);
                 let mut inputs = Vec::new();
                 for &i in chunk {
-                    match self.prepare(i, sam.image_size, &mut rng) {
+                    match self.prepare(i, sam.image_size, &mut rng, &mut |message| {
+                        if reported.insert(message.clone()) {
+                            progress.note(&format!("dropped: {message}"));
+                        }
+                    }) {
                         Ok(Some(input)) => inputs.push(input),
                         Ok(None) => {}
                         Err(e) if !s.strict => {
-                            eprintln!("skipped: {e:#}");
+                            // Each unreadable item is named once per run; the total at the end.
+                            if unreadable.insert(i) {
+                                progress.note(&format!("skipped: {e:#}"));
+                            }
                             skipped_items += 1;
                         }
                         Err(e) => return Err(e),
@@ -281,6 +313,14 @@ impl Trainer<'_> {
                 progress.step(value, lr, inputs.len());
                 log_step(epoch, state.steps, value, lr, inputs.len())?;
             }
+            if losses.finite() == 0 {
+                bail!(
+                    "epoch {}: every step was skipped ({skipped_items} unreadable item(s), {} \
+                     non-finite loss(es)): nothing was trained, nothing written for this epoch",
+                    epoch + 1,
+                    losses.non_finite
+                );
+            }
             let val_dice = match self.val {
                 Some(val) => Some(self.validate(&sam, val)?),
                 None => None,
@@ -297,11 +337,17 @@ impl Trainer<'_> {
             progress.epoch_end(&log);
             let score = val_dice.unwrap_or(-log.mean_loss);
             let is_best = state.end_epoch(log, score);
-            self.save(&sam, &optimizer, &state, "last")?;
+            self.save(&sam, &base, &optimizer, &state, "last")?;
             super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
             if is_best {
-                self.save(&sam, &optimizer, &state, "best")?;
+                self.save(&sam, &base, &optimizer, &state, "best")?;
             }
+        }
+        if !unreadable.is_empty() {
+            progress.note(&format!(
+                "{} unreadable item(s) skipped in every epoch (--strict stops at the first)",
+                unreadable.len()
+            ));
         }
         Ok(state)
     }
@@ -312,7 +358,7 @@ impl Trainer<'_> {
             let parts = open_adapter(&s.checkpoint, adapter)?;
             if parts.info.peft.method != s.peft.method {
                 bail!(
-                    "--init-adapter {}: it holds a {} adapter, this run trains {}",
+                    "--init-adapter {}: it was trained with --method {}, this run trains {}",
                     adapter.display(),
                     parts.info.peft.method,
                     s.peft.method
@@ -329,7 +375,7 @@ impl Trainer<'_> {
                 })?;
             return Ok(sam.with_trainable_set());
         }
-        let base = load_state_dict(&s.checkpoint)?;
+        let base = load_base(&s.checkpoint)?;
         let sam = Sam::from_state_dict(base, s.image_size, device).with_context(|| {
             format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
         })?;
@@ -358,9 +404,24 @@ impl Trainer<'_> {
 
     /// Training item `i`, augmented and preprocessed at input size `image_size`; `None` when no
     /// object survives.
-    fn prepare(&self, i: usize, image_size: usize, rng: &mut StdRng) -> Result<Option<ModelInput>> {
+    /// Annotations left out of the item go to `dropped` (strict runs stop at them instead).
+    fn prepare(
+        &self,
+        i: usize,
+        image_size: usize,
+        rng: &mut StdRng,
+        dropped: &mut dyn FnMut(String),
+    ) -> Result<Option<ModelInput>> {
         let s = &self.settings;
-        let sample = self.train.load(i)?;
+        let sample = if s.strict {
+            self.train.load(i)?
+        } else {
+            let loaded = self.train.load_lenient(i)?;
+            for e in loaded.dropped {
+                dropped(e.to_string());
+            }
+            loaded.sample
+        };
         let sample = if s.augment {
             Augment::default().apply(&sample, rng)
         } else {
@@ -393,17 +454,20 @@ impl Trainer<'_> {
     }
 
     /// Writes `out/<name>/` (adapter, optimiser moments, state, settings) atomically.
-    fn save(&self, sam: &Sam, optimizer: &Optimizer, state: &RunState, name: &str) -> Result<()> {
+    fn save(
+        &self,
+        sam: &Sam,
+        base: &BaseId,
+        optimizer: &Optimizer,
+        state: &RunState,
+        name: &str,
+    ) -> Result<()> {
         let settings = TrainSettings {
             image_size: Some(sam.image_size),
             ..self.settings.clone()
         };
         write_dir_atomic(&self.out.join(name), |tmp| {
-            save_adapter(
-                &tmp.join("adapter.safetensors"),
-                sam,
-                &self.settings.checkpoint,
-            )?;
+            save_adapter_on(&tmp.join("adapter.safetensors"), sam, base)?;
             save_run_files(tmp, optimizer, state, &settings)
         })
     }
@@ -503,14 +567,35 @@ pub fn batch_loss(
         .expect("a batch has at least one image")
 }
 
+/// Refuses, before anything is written, a run that could not train: settings that train
+/// nothing or cannot ([`TrainSettings::validate`]) and a training set none of whose items reads.
+pub fn check_trainable(settings: &TrainSettings, train: &Dataset) -> Result<()> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let mut first_error = None;
+    for i in 0..train.len() {
+        match train.load(i) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => bail!("the training set has no items"),
+        Some(e) => bail!(
+            "none of the {} training items could be read; the first: {e}",
+            train.len()
+        ),
+    }
+}
+
 /// Checks that `dir` holds a run that can be resumed (used before any work starts).
 pub fn check_resumable(dir: &Path) -> Result<()> {
     let adapter = previous_dir(&dir.join("last")).join("adapter.safetensors");
     if !adapter.exists() {
         bail!(
-            "--resume {}: no checkpoint there (expected {})",
-            dir.display(),
-            adapter.display()
+            "--resume {}: there is no run to continue there (no last/ checkpoint)",
+            dir.display()
         );
     }
     read_safetensors_metadata(&adapter)?;
