@@ -198,7 +198,8 @@ fn resume_without_a_run_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no checkpoint there"), "{err}");
+    assert!(err.contains("no run to continue there"), "{err}");
+    assert!(!err.contains(".last.old"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -248,7 +249,7 @@ fn init_adapter_warm_starts_and_refuses_another_method() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("lora+cobot adapter") && err.contains("trains lora"),
+        err.contains("--method lora+cobot") && err.contains("trains lora"),
         "{err}"
     );
 }
@@ -266,32 +267,229 @@ fn non_finite_losses_skip_their_steps_and_are_counted() {
     let checkpoint = tmp.path().join("nan.safetensors");
     sam_cobot::checkpoint::write_safetensors(&checkpoint, &dict, &Default::default()).unwrap();
 
+    // Every step of the epoch is skipped: the run fails, and nothing of it is left.
     let out = tmp.path().join("run");
     let run = train(&checkpoint, &data)
         .args(["--epochs", "1", "--batch", "1", "--out"])
         .arg(&out)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
     assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        err.contains("epoch 1: every step was skipped") && err.contains("2 non-finite"),
+        "{err}"
     );
+    assert!(!out.exists(), "the failed run left {}", out.display());
+}
+
+/// The output of a finished command, with its exit status checked.
+fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// The error of a refused command; it must not panic.
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn run_settings(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("last/settings.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_folder_that_is_not_empty_needs_resume_or_force_and_force_keeps_the_users_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let out = tmp.path().join("run");
+    let base = || {
+        let mut cmd = train(&fixtures().join("tiny256.pth"), &data);
+        cmd.args(["--batch", "2", "--out"]).arg(&out);
+        cmd
+    };
+    // A folder of the user's files is not a run folder.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let err = fails(base().args(["--epochs", "1"]));
     assert!(
-        stdout.contains("2 step(s) skipped for a non-finite loss"),
-        "{stdout}"
+        err.contains("is not empty") && err.contains("--force"),
+        "{err}"
     );
+    succeeds(base().args(["--epochs", "2", "--force"]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    // A finished run is not replaced by a new one without --force.
+    let err = fails(base().args(["--epochs", "1"]));
+    assert!(err.contains("holds a run"), "{err}");
+    assert_eq!(epochs_done(&out), 2);
+    // A file of the user's inside a checkpoint folder stops --force: saving would lose it.
+    std::fs::write(out.join("best/mine.txt"), "x").unwrap();
+    let err = fails(base().args(["--epochs", "1", "--force"]));
+    assert!(err.contains("mine.txt"), "{err}");
+    assert!(out.join("best/mine.txt").exists() && epochs_done(&out) == 2);
+}
+
+#[test]
+fn resume_continues_with_the_runs_own_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 3);
+    let out = tmp.path().join("run");
+    succeeds(
+        train(&fixtures().join("tiny256.pth"), &data)
+            .args(["--method", "lora", "--lr", "0.01", "--batch", "1"])
+            .args(["--epochs", "1", "--out"])
+            .arg(&out),
+    );
+    let resume = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
+        cmd.args(["train", "--resume", "--out"]).arg(&out);
+        cmd
+    };
+    // A flag that contradicts the run is refused, naming both values.
+    let err = fails(resume().args(["--lr", "1e-4"]));
+    assert!(err.contains("--lr 0.01") && err.contains("0.0001"), "{err}");
+    let err = fails(resume().args(["--batch", "2"]));
+    assert!(err.contains("--batch 1") && err.contains("not 2"), "{err}");
+    // Alone, or with a longer --epochs, it continues with the run's settings.
+    succeeds(&mut resume());
+    succeeds(resume().args(["--epochs", "2", "--lr", "0.01"]));
+    assert_eq!(epochs_done(&out), 2);
+    let settings = run_settings(&out);
+    assert_eq!(settings["lr"], 0.01);
+    assert_eq!(settings["batch"], 1);
+    assert_eq!(settings["peft"]["method"], "lora");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("last/state.json")).unwrap())
             .unwrap();
-    assert_eq!(state["skipped_steps"], 2);
-    assert_eq!(state["history"][0]["non_finite_steps"], 2);
-    // The weights never moved: the PEFT tensors are still their seeded starting values.
-    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LoraCobot);
-    let start = sam_cobot::peft::init::initial_state(&cfg, 64, 4, 42);
-    let saved = load_state_dict(&out.join("last/adapter.safetensors")).unwrap();
-    for (key, t) in start.iter() {
-        assert_eq!(t.data, saved.get(key).unwrap().data, "{key} changed");
+    assert_eq!(state["steps"], 6, "batch 1 over 3 images for 2 epochs");
+}
+
+#[test]
+fn runs_that_cannot_train_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let broken = tmp.path().join("broken");
+    make_dataset(&broken, 2);
+    for i in 0..2 {
+        std::fs::write(broken.join(format!("images/img{i}.png")), "not an image").unwrap();
     }
+    let split = tmp.path().join("split.txt");
+    std::fs::write(&split, "img7\nimg8\n").unwrap();
+    let out = tmp.path().join("run");
+    let cases: [(&Path, &[&str], &str); 6] = [
+        (
+            &data,
+            &["--method", "freeze"],
+            "--method freeze trains nothing",
+        ),
+        (&broken, &[], "none of the 2 training items could be read"),
+        (
+            &data,
+            &["--preprocessing", "sonar", "--std", "0"],
+            "--std 0",
+        ),
+        (
+            &data,
+            &["--preprocessing", "sonar", "--mean", "nan"],
+            "--mean NaN",
+        ),
+        (&data, &["--rank", "100000"], "--rank 100000"),
+        (
+            &data,
+            &["--train-split", split.to_str().unwrap()],
+            "none of the 2 names",
+        ),
+    ];
+    for (set, flags, says) in cases {
+        let err = fails(
+            train(&fixtures().join("tiny256.pth"), set)
+                .args(flags)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert!(!out.exists(), "{flags:?} wrote {}", out.display());
+    }
+}
+
+#[test]
+fn unreadable_items_are_named_once_with_a_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 3);
+    std::fs::write(data.join("images/img2.png"), "not an image").unwrap();
+    let text = succeeds(
+        train(&fixtures().join("tiny256.pth"), &data)
+            .args(["--epochs", "2", "--batch", "2", "--out"])
+            .arg(tmp.path().join("run")),
+    );
+    assert_eq!(text.matches("skipped: ").count(), 1, "{text}");
+    assert!(
+        text.contains("1 unreadable item(s) skipped in every epoch"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_adapter_trained_on_one_file_fits_another_file_with_the_same_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2);
+    let out = tmp.path().join("run");
+    succeeds(
+        train(&fixtures().join("tiny256.safetensors"), &data)
+            .args(["--epochs", "1", "--out"])
+            .arg(&out),
+    );
+    let adapter = out.join("last/adapter.safetensors");
+    let image = data.join("images/img0.png");
+    let predict = |base: &str, out_name: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
+        cmd.args(["predict", "--checkpoint"])
+            .arg(fixtures().join(base))
+            .arg("--adapter")
+            .arg(&adapter)
+            .arg("--image")
+            .arg(&image)
+            .args(["--box", "5,5,60,50", "--out"])
+            .arg(tmp.path().join(out_name));
+        cmd
+    };
+    succeeds(&mut predict("tiny256.safetensors", "a.png"));
+    succeeds(&mut predict("tiny256.pth", "b.png"));
+    assert_eq!(
+        std::fs::read(tmp.path().join("a.png")).unwrap(),
+        std::fs::read(tmp.path().join("b.png")).unwrap()
+    );
+    let err = fails(&mut predict("tiny1024.pth", "c.png"));
+    assert!(
+        err.contains("different base checkpoint") && err.contains("tensors"),
+        "{err}"
+    );
+    // The adapter is not a checkpoint.
+    let err = fails(
+        train(&adapter, &data)
+            .args(["--epochs", "1", "--out"])
+            .arg(tmp.path().join("other")),
+    );
+    assert!(
+        err.contains("is a sam-cobot adapter") && err.contains("--adapter"),
+        "{err}"
+    );
 }

@@ -380,6 +380,8 @@ impl Trainer<'_> {
             format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
         })?;
         let e = &sam.config.encoder;
+        // Before the tensors are drawn: a rank wider than the encoder would allocate its square.
+        s.peft.check_fits(e.embed_dim).map_err(anyhow::Error::msg)?;
         let init = initial_state(&s.peft, e.embed_dim, e.depth, s.seed);
         Ok(sam.attach_peft(s.peft.clone(), init)?.with_trainable_set())
     }
