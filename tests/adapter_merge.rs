@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sam_cobot::checkpoint::adapter::{
     ADAPTER_FORMAT, AdapterError, load_with_adapter, open_adapter, read_adapter_info, save_adapter,
-    sha256_file,
+    sha256_file, tensors_sha256,
 };
 use sam_cobot::checkpoint::{
     StateDict, load_state_dict, read_safetensors_metadata, write_pth, write_safetensors,
@@ -243,8 +243,9 @@ fn adapter_errors_name_files_and_values() {
     let dir = TempDir::new().unwrap();
     let adapter = saved_adapter(dir.path(), &cfg(Method::LoraCobot));
     let other = fixture("tiny1024.pth");
-    let sha_other = sha256_file(&other).unwrap();
-    let sha_base = sha256_file(&fixture(BASE)).unwrap();
+    // A base is identified by its tensors, not its file's bytes.
+    let sha_other = tensors_sha256(&load_state_dict(&other).unwrap());
+    let sha_base = tensors_sha256(&load_state_dict(&fixture(BASE)).unwrap());
 
     let e = load_err(&other, &adapter);
     eprintln!("other base: {e}");

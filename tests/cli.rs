@@ -432,7 +432,7 @@ fn nonexistent_image() {
     let dir = TempDir::new().unwrap();
     let image = dir.path().join("nowhere.png");
     let args = predict_args(dir.path(), &fixture(PTH), &image, BOX1);
-    assert_fails(dir.path(), &args, &["cannot read image", "nowhere.png"]);
+    assert_fails(dir.path(), &args, &["missing image", "nowhere.png"]);
 }
 
 #[test]
@@ -442,7 +442,7 @@ fn image_that_is_text() {
         let image = dir.path().join(name);
         std::fs::write(&image, "these are not pixels\n").unwrap();
         let args = predict_args(dir.path(), &fixture(PTH), &image, BOX1);
-        assert_fails(dir.path(), &args, &["cannot read image", name]);
+        assert_fails(dir.path(), &args, &["cannot decode image", name]);
     }
 }
 

@@ -114,7 +114,7 @@ pub enum AdapterError {
         message: String,
     },
     #[error(
-        "{adapter} was trained on a different base checkpoint: it expects {what} SHA-256 {expected}{name}, but {base} has {found}",
+        "{adapter} was trained on a different base checkpoint: it expects {expected}{name}, but {base} has {found}",
         adapter = .adapter.display(),
         base = .base.display(),
         name = .expected_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
@@ -122,8 +122,7 @@ pub enum AdapterError {
     BaseMismatch {
         adapter: PathBuf,
         base: PathBuf,
-        /// "tensors" or "file".
-        what: &'static str,
+        /// What identifies the base, and its SHA-256: "tensors SHA-256 ..." or "file SHA-256 ...".
         expected: String,
         expected_name: Option<String>,
         found: String,
@@ -403,10 +402,9 @@ pub fn open_adapter(base: &Path, adapter: &Path) -> Result<AdapterParts, Adapter
         return Err(AdapterError::BaseMismatch {
             adapter: adapter.to_path_buf(),
             base: base.to_path_buf(),
-            what,
-            expected,
+            expected: format!("{what} SHA-256 {expected}"),
             expected_name: info.base_name.clone(),
-            found,
+            found: format!("{what} SHA-256 {found}"),
         });
     }
     let tensors = load_state_dict(adapter)?;

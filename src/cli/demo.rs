@@ -75,8 +75,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let base = args.base.clone().unwrap_or_else(|| SHIPPED_BASE.into());
     let base_model = load_base(&base, &device)?;
     let image_size = base_model.image_size;
-    // Every run's settings are checked before anything is written.
-    for method in METHODS {
+    // Every run's settings are checked before anything is written (`freeze` is scored, not
+    // trained).
+    for method in METHODS.into_iter().filter(|&m| m != Method::Freeze) {
         settings(&base, method, image_size, &args)
             .validate()
             .map_err(anyhow::Error::msg)?;

@@ -82,6 +82,20 @@ fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
     Ok(stop)
 }
 
+/// The defaults of a command's settings as its `--help` lists them: written once, in the
+/// settings' `Default`, and read from there.
+fn defaults_help(defaults: &impl serde::Serialize) -> String {
+    let table = toml::Table::try_from(defaults).expect("settings serialise");
+    let lines: Vec<String> = table
+        .iter()
+        .map(|(key, value)| format!("  --{} {value}", key.replace('_', "-")))
+        .collect();
+    format!(
+        "Defaults (a flag overrides the --config file, which overrides these):\n{}",
+        lines.join("\n")
+    )
+}
+
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
 /// its causes, each cause only once.
 ///
@@ -89,9 +103,15 @@ fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
 /// products, kernels) is shared with the thread that started it instead of handed across and
 /// waited for: that hand-off cost 7% of a ViT-B training step at 256 px on two threads.
 pub fn run() -> anyhow::Result<()> {
-    let mut command = Cli::command().mut_subcommand("train", |c| {
-        c.after_help(train::Experiment::defaults_help())
-    });
+    let mut command = Cli::command()
+        .mut_subcommand("train", |c| {
+            c.after_help(defaults_help(&train::Experiment::defaults()))
+        })
+        .mut_subcommand("pretrain", |c| {
+            c.after_help(defaults_help(
+                &crate::train::pretrain::PretrainSettings::default(),
+            ))
+        });
     // `--lr -1` is a value to check, not an unknown flag.
     let names: Vec<String> = command
         .get_subcommands()

@@ -39,7 +39,7 @@ pub struct PretrainArgs {
 /// The settings as flags: each one given replaces the file's (or the default) value.
 #[derive(Args, Debug, Default, Serialize)]
 struct SettingFlags {
-    /// Architecture from random weights: tiny, mini, small, vit_b, vit_l, vit_h [default: mini].
+    /// Architecture from random weights: tiny, mini, small, vit_b, vit_l, vit_h.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<String>,
@@ -47,71 +47,71 @@ struct SettingFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     init: Option<PathBuf>,
-    /// Input size S of the scenes and the model, a multiple of 16 [default: 256].
+    /// Input size S of the scenes and the model, a multiple of 16.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     image_size: Option<usize>,
-    /// Optimiser steps in all [default: 20000].
+    /// Optimiser steps in all.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<usize>,
-    /// Steps between validations and checkpoints [default: 500].
+    /// Steps between validations and checkpoints.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch_steps: Option<usize>,
-    /// Linear warm-up steps [default: 250].
+    /// Linear warm-up steps.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_steps: Option<usize>,
-    /// Peak learning rate of AdamW [default: 1e-3].
+    /// Peak learning rate of AdamW.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
-    /// Learning rate the cosine decay ends at [default: 1e-5].
+    /// Learning rate the cosine decay ends at.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     final_lr: Option<f64>,
-    /// AdamW's decoupled weight decay [default: 0.01].
+    /// AdamW's decoupled weight decay.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     weight_decay: Option<f64>,
-    /// Scenes per step [default: 1].
+    /// Scenes per step.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     batch: Option<usize>,
-    /// Objects per scene, at most [default: 8].
+    /// Objects per scene, at most.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_objects: Option<usize>,
-    /// Objects prompted per scene and prompt kind, at most [default: 8].
+    /// Objects prompted per scene and prompt kind, at most.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_prompts: Option<usize>,
-    /// Losses at S / this: 1, 2 or 4 (the decoder's own resolution) [default: 2].
+    /// Losses at S / this: 1, 2 or 4 (the decoder's own resolution).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     loss_downscale: Option<usize>,
-    /// Box noise: standard deviation per coordinate as a fraction of the box side [default: 0.1].
+    /// Box noise: standard deviation per coordinate as a fraction of the box side.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     box_noise: Option<f64>,
-    /// Train single-point prompts, multimask [default: true].
+    /// Train single-point prompts, multimask.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     point_prompts: Option<bool>,
-    /// Train corrective points from the error region [default: true].
+    /// Train corrective points from the error region.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     corrective_points: Option<bool>,
-    /// Seed of the random weights, the scenes and the prompts [default: 0].
+    /// Seed of the random weights, the scenes and the prompts.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    /// Validation scenes [default: 32].
+    /// Validation scenes.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     val_scenes: Option<usize>,
-    /// First seed of the validation scenes, below 2^63 [default: 1000000].
+    /// First seed of the validation scenes, below 2^63.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     val_seed: Option<u64>,

@@ -172,19 +172,6 @@ impl Experiment {
         }
     }
 
-    /// The defaults as `train --help` shows them.
-    pub fn defaults_help() -> String {
-        let table = toml::Table::try_from(Self::defaults()).expect("settings serialise");
-        let lines: Vec<String> = table
-            .iter()
-            .map(|(key, value)| format!("  --{} {value}", key.replace('_', "-")))
-            .collect();
-        format!(
-            "Defaults (a flag overrides the --config file, which overrides these):\n{}",
-            lines.join("\n")
-        )
-    }
-
     fn table(&self) -> Result<toml::Table> {
         Ok(toml::Table::try_from(self)?)
     }
@@ -508,6 +495,75 @@ impl Progress for Bars {
 #[cfg(test)]
 mod tests {
     use super::Experiment;
+
+    /// Every setting can come from the file, and a flag given overrides the file's value: a file
+    /// that sets every key to a value other than the default resolves to exactly that file.
+    #[test]
+    fn every_setting_comes_from_the_file_and_a_flag_overrides_it() {
+        let file = r#"
+            checkpoint = "base.pth"
+            data = "set"
+            images = "set/images"
+            train_split = "train.txt"
+            val_split = "val.txt"
+            preprocessing = "sonar"
+            mean = 0.25
+            std = 0.5
+            method = "adapter+cobot"
+            rank = 8
+            bottleneck = 32
+            lora_init = "zero-b"
+            coefficients = "block"
+            relation = "fixed"
+            head = "linear"
+            adapter_dropout = 0.2
+            image_size = 512
+            optimizer = "adamw"
+            lr = 0.003
+            weight_decay = 0.01
+            schedule = "constant"
+            epochs = 7
+            batch = 3
+            seed = 9
+            dice = "hard"
+            augment = false
+            box_jitter = 10
+            init_adapter = "start.safetensors"
+        "#;
+        let from_file: toml::Table = toml::from_str(file).unwrap();
+        let defaults = Experiment::defaults().table().unwrap();
+        let all_keys = toml::Table::try_from(Experiment {
+            checkpoint: Some("c".into()),
+            data: Some("d".into()),
+            images: Some("i".into()),
+            train_split: Some("t".into()),
+            val_split: Some("v".into()),
+            image_size: Some(16),
+            init_adapter: Some("a".into()),
+            ..Experiment::defaults()
+        })
+        .unwrap();
+        assert_eq!(
+            from_file.keys().collect::<Vec<_>>(),
+            all_keys.keys().collect::<Vec<_>>(),
+            "the test file names every setting"
+        );
+        for (key, value) in &from_file {
+            assert_ne!(defaults.get(key), Some(value), "{key} is its default");
+        }
+        let resolved = Experiment::defaults().overlaid(&from_file, "file").unwrap();
+        assert_eq!(resolved.table().unwrap(), from_file);
+        let flags = Experiment {
+            lr: Some(0.5),
+            epochs: Some(2),
+            ..Experiment::default()
+        };
+        let resolved = resolved.overlaid(&flags.table().unwrap(), "flags").unwrap();
+        assert_eq!(
+            (resolved.lr, resolved.epochs, resolved.batch),
+            (Some(0.5), Some(2), Some(3))
+        );
+    }
 
     /// Every shipped fine-tuning preset is a valid experiment file (`pretrain-*` ones are
     /// pretraining settings, tested with `pretrain`).

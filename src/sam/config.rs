@@ -27,12 +27,12 @@ impl ImageEncoderConfig {
     /// A lower bound on the memory (bytes) one image needs in the encoder at input size `s`, in
     /// f32: the image as it is resized, normalised and padded (three `s × s × 3` copies), and a
     /// block's widest live activations per token (input, q/k/v, MLP hidden, output).
-    pub fn min_memory_bytes(&self, s: usize) -> u128 {
+    pub fn min_memory_bytes(&self, s: usize) -> u64 {
         let (s, c) = (s as u128, self.embed_dim as u128);
         let tokens = (s / self.patch_size as u128).pow(2);
         let image = 3 * s * s * 3;
         let per_token = c + 3 * c + self.mlp_dim as u128 + c;
-        4 * (image + tokens * per_token)
+        u64::try_from(4 * (image + tokens * per_token)).unwrap_or(u64::MAX)
     }
 }
 

@@ -188,9 +188,9 @@ impl Sam {
 
 /// The machine's physical memory in bytes (Linux: `MemTotal` of /proc/meminfo); `None` where it
 /// cannot be read, and then no size is refused for memory.
-fn physical_memory() -> Option<u128> {
+fn physical_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

@@ -33,8 +33,8 @@ pub enum ModelLoadError {
     )]
     ImageSizeTooLarge {
         size: usize,
-        needs: u128,
-        memory: u128,
+        needs: u64,
+        memory: u64,
         native: usize,
     },
     #[error("PEFT configuration: {0}")]
@@ -42,7 +42,7 @@ pub enum ModelLoadError {
 }
 
 /// Bytes in GiB (or TiB), for messages.
-fn gib(bytes: u128) -> String {
+fn gib(bytes: u64) -> String {
     let gib = bytes as f64 / f64::from(1u32 << 30);
     if gib >= 1024.0 {
         format!("{:.1} TiB", gib / 1024.0)

@@ -145,6 +145,6 @@ mod tests {
             .to_string();
         assert!(err.contains("is not empty"), "{err}");
         assert!(!is_run_file("photo.png") && !is_run_file(".bestx.old"));
-        assert!(is_run_file(".best.tmp") && is_run_file(".settings.json.1.2.tmp"));
+        assert!(is_run_file(".best.tmp") && is_run_file(".experiment.toml.1.2.tmp"));
     }
 }
