@@ -661,3 +661,17 @@ fn vit_b_adapter_sizes_and_merged_pth() {
         }
     }
 }
+
+/// A PEFT tensor that no fold consumes makes `merge` fail instead of vanishing from the output:
+/// here COBOT's shared tensors stay while every block's LoRA module is taken out.
+#[test]
+fn merge_fails_on_a_peft_tensor_it_did_not_fold() {
+    let mut sam = trained_model(&cfg(Method::LoraCobot), 5);
+    merge(&sam).unwrap();
+    for block in &mut sam.image_encoder.blocks {
+        block.attn.lora = None;
+    }
+    let err = merge(&sam).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("was not folded"), "{err}");
+    assert!(Method::Lora.foldable() && !Method::AdapterCobot.foldable());
+}

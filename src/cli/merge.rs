@@ -39,7 +39,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let started = Instant::now();
     let parts = open_adapter(&args.checkpoint, &args.adapter)?;
     let method = parts.info.peft.method;
-    if method.adapter() {
+    if !method.foldable() {
         // Fail before building the model; the message is the library's.
         bail!(crate::peft::merge::MergeError::NotFoldable(method));
     }

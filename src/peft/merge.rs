@@ -28,6 +28,11 @@ pub enum MergeError {
     NoPeft,
     #[error("the model has no tensor '{0}' to fold LoRA into")]
     MissingKey(String),
+    #[error(
+        "the PEFT tensor '{0}' was not folded into SAM's weights: merging would lose it (the \
+         method's merge does not know it)"
+    )]
+    NotFolded(String),
 }
 
 /// `(ΔW_q, ΔW_v)` of a LoRA wrapper, each `[C, C]` in PyTorch's `[out, in]` layout, computed by
@@ -49,10 +54,27 @@ pub fn lora_weight_deltas(
 /// decoder).
 pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     let cfg = sam.peft.as_ref().ok_or(MergeError::NoPeft)?;
-    if cfg.method.adapter() {
+    if !cfg.method.foldable() {
         return Err(MergeError::NotFoldable(cfg.method));
     }
     let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base);
+    // Every PEFT tensor must be accounted for by a fold below: a module this function does not
+    // know can never be dropped silently.
+    let folded = |key: &str| {
+        let blocks = &sam.image_encoder.blocks;
+        let lora_block = |i: usize| {
+            blocks[i].attn.lora.is_some()
+                && key.starts_with(&format!("image_encoder.blocks.{i}.attn.qkv."))
+        };
+        // COBOT's shared tensors enter every block's fold.
+        let shared = key.ends_with(".FacT_c") || key.ends_with(".FacT_p");
+        (0..blocks.len()).any(lora_block)
+            || (shared && blocks.iter().any(|b| b.attn.lora.is_some()))
+    };
+    let peft = params::export(sam, &sam.names, |_, origin| origin == Origin::Peft);
+    if let Some(key) = peft.keys().find(|k| !folded(k)) {
+        return Err(MergeError::NotFolded(key.to_string()));
+    }
     let encoder = &sam.image_encoder;
     let cross_block = encoder.cobot.as_ref().map(CobotShared::module_coefficients);
     for (i, block) in encoder.blocks.iter().enumerate() {

@@ -69,6 +69,17 @@ impl Method {
     pub fn cobot(self) -> bool {
         matches!(self, Method::LoraCobot | Method::AdapterCobot)
     }
+
+    /// Whether `merge` can fold the method into SAM's own weights: its encoder modules (if any)
+    /// are linear maps of their input. A new method is not foldable until its merge is written.
+    pub fn foldable(self) -> bool {
+        match self {
+            Method::Freeze | Method::Lightweight | Method::Full => true,
+            Method::Lora | Method::LoraCobot => true,
+            // The adapter branch has a ReLU.
+            Method::Adapter | Method::AdapterCobot => false,
+        }
+    }
 }
 
 impl fmt::Display for Method {
