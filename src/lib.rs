@@ -1,6 +1,7 @@
 //! sam-cobot: Segment Anything in Rust, with parameter-efficient fine-tuning.
 //!
 //! - [`checkpoint`]: reading PyTorch `.pth` and `.safetensors` state dicts (never executing pickles).
+//! - [`nn`]: the layers, weight loader and parameter names that `sam` and `peft` are built from.
 //! - [`peft`]: LoRA, AdaptFormer and COBOT inside the image encoder.
 //! - [`sam`]: the model (image encoder, prompt encoder, mask decoder) and its pre/post-processing.
 //! - [`data`]: data-set readers (marine-debris, COCO, image/mask folders), augmentation, pre-processing.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod kernels;
+pub mod nn;
 pub mod output;
 pub mod peft;
 pub mod sam;

@@ -7,12 +7,12 @@ use std::process::Command;
 
 use common::fixtures;
 use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::nn::params::Origin;
+use sam_cobot::nn::weights::Weights;
 use sam_cobot::peft::count::trainable_counts;
 use sam_cobot::peft::{Coefficients, HeadKind, Method, PeftConfig, Relation};
 use sam_cobot::sam::config::SamConfig;
-use sam_cobot::sam::params::Origin;
 use sam_cobot::sam::shapes::checkpoint_shapes;
-use sam_cobot::sam::weights::Weights;
 use serde_json::Value;
 
 /// The configuration a fixture case name stands for (`lora_cobot_rel_fixed`, ...).

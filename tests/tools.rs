@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::nn::params::Origin;
+use sam_cobot::nn::weights::Weights;
 use sam_cobot::sam::config::SamConfig;
-use sam_cobot::sam::params::Origin;
-use sam_cobot::sam::weights::Weights;
 
 fn sam_cobot(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sam-cobot"))

@@ -31,9 +31,9 @@ use sha2::{Digest, Sha256};
 
 use super::write_safetensors;
 use super::{CheckpointError, StateDict, load_state_dict, read_safetensors_metadata};
+use crate::nn::params::{self, Origin};
 use crate::peft::PeftConfig;
 use crate::sam::config::ImageEncoderConfig;
-use crate::sam::params::{self, Origin};
 use crate::sam::{ModelLoadError, Sam};
 
 /// Value of the `format` metadata entry.

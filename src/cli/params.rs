@@ -7,9 +7,9 @@ use clap::Args;
 
 use super::peft_args::PeftArgs;
 use crate::checkpoint::load_state_dict;
+use crate::nn::weights::Weights;
 use crate::peft::count::trainable_counts;
 use crate::sam::config::SamConfig;
-use crate::sam::weights::Weights;
 
 #[derive(Args, Debug)]
 pub struct ParamsArgs {
@@ -36,7 +36,7 @@ pub fn run(args: ParamsArgs) -> Result<()> {
         (None, Some(path)) => {
             let dict = load_state_dict(path)?;
             let device = burn::tensor::Device::flex();
-            let weights = Weights::new(dict, &device, crate::sam::params::Origin::Base);
+            let weights = Weights::new(dict, &device, crate::nn::params::Origin::Base);
             SamConfig::infer(&weights)
                 .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?
         }

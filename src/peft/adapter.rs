@@ -8,8 +8,8 @@ use burn::tensor::activation::relu;
 
 use super::cobot::{Head, scale};
 use super::{PeftConfig, load_head};
-use crate::sam::layers::{LayerNorm, Linear};
-use crate::sam::weights::{ModelLoadError, Weights};
+use crate::nn::layers::{LayerNorm, Linear};
+use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Per-block COBOT tensors of an adapter: `gamma` `[V]` and the head `FacT_d1`.
 #[derive(Module, Debug)]

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use super::cobot::{Head, scale};
 use super::{PeftConfig, load_head};
 use crate::kernels;
-use crate::sam::weights::{ModelLoadError, Weights};
+use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Per-block COBOT tensors of a LoRA wrapper: `gamma` `[2r]` (q uses `[0, r)`, v `[r, 2r)`).
 #[derive(Module, Debug)]

@@ -13,8 +13,8 @@ use super::Method;
 use super::cobot::{CobotShared, lora_columns};
 use super::lora::LoraQv;
 use crate::checkpoint::StateDict;
+use crate::nn::params::{self, Origin};
 use crate::sam::Sam;
-use crate::sam::params::{self, Origin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {

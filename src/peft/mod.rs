@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sam::weights::{ModelLoadError, Weights};
+use crate::nn::weights::{ModelLoadError, Weights};
 use cobot::Head;
 use quaternion::QuaternionLinear;
 

@@ -4,7 +4,7 @@
 //! describe themselves through their shapes. Only the decoder's head count (8) is fixed, as in SAM,
 //! because no tensor shape encodes it.
 
-use super::weights::{ModelLoadError, Weights};
+use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Attention heads in the mask decoder's two-way transformer (not recoverable from shapes).
 pub const DECODER_HEADS: usize = 8;

@@ -5,10 +5,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::attention::rel_pos_attention;
 use super::config::ImageEncoderConfig;
-use super::layers::{Conv2d, LayerNorm, Linear};
 use super::transforms::{linear_interpolation_matrix, resize_bilinear};
-use super::weights::{ModelLoadError, Weights};
 use crate::kernels;
+use crate::nn::layers::{Conv2d, LayerNorm, Linear};
+use crate::nn::weights::{ModelLoadError, Weights};
 use crate::peft::adapter::Adapter;
 use crate::peft::cobot::{CobotShared, lora_columns, module_column};
 use crate::peft::lora::LoraQv;

@@ -8,9 +8,9 @@ use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
 
 use super::config::{DECODER_HEADS, MaskDecoderConfig};
-use super::layers::{LayerNorm, Linear, Mlp};
-use super::weights::{ModelLoadError, Weights};
 use crate::kernels;
+use crate::nn::layers::{LayerNorm, Linear, Mlp};
+use crate::nn::weights::{ModelLoadError, Weights};
 
 const EPS: f64 = 1e-5;
 const PREFIX: &str = "mask_decoder";

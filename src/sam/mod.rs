@@ -7,20 +7,20 @@
 pub mod attention;
 pub mod config;
 pub mod image_encoder;
-pub mod layers;
 pub mod mask_decoder;
-pub mod params;
 pub mod predictor;
 pub mod prompt_encoder;
 pub mod random;
 pub mod shapes;
 pub mod transforms;
-pub mod weights;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::StateDict;
+use crate::nn::params::{self, Origin, ParamNames};
+pub use crate::nn::weights::ModelLoadError;
+use crate::nn::weights::Weights;
 use crate::peft::PeftConfig;
 use crate::peft::adapter::Adapter;
 use crate::peft::cobot::CobotShared;
@@ -28,11 +28,8 @@ use crate::peft::lora::LoraQv;
 pub use config::SamConfig;
 use image_encoder::ImageEncoder;
 use mask_decoder::MaskDecoder;
-use params::{Origin, ParamNames};
 use prompt_encoder::PromptEncoder;
 pub use prompt_encoder::Prompts;
-pub use weights::ModelLoadError;
-use weights::Weights;
 
 /// The whole model, set up for one input size S.
 #[derive(Module, Debug)]

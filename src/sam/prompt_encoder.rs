@@ -6,8 +6,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::PromptEncoderConfig;
-use super::layers::{Conv2d, LayerNorm};
-use super::weights::{ModelLoadError, Weights};
+use crate::nn::layers::{Conv2d, LayerNorm};
+use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Prompts for a batch of N masks, in the model's input frame (pixels of the S×S input).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{RawTensor, StateDict};
 use crate::kernels::{self, AdamStep, WeightDecay};
-use crate::sam::params::ParamNames;
+use crate::nn::params::ParamNames;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -226,7 +226,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::sam::params::Origin;
+    use crate::nn::params::Origin;
 
     #[derive(Module, Debug)]
     struct Linear1 {
