@@ -392,3 +392,56 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         *y += a * x;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * seed).sin()).collect()
+    }
+
+    /// The backward pass sums the padding keys' and the relative-position tables' gradients
+    /// over every (image, window, head) task: in task order, whichever thread ran which task,
+    /// so the gradients are the same bits on any number of threads. Windowed (padded on both
+    /// axes) and global attention.
+    #[test]
+    fn gradients_do_not_depend_on_the_threads() {
+        for (wh, ww) in [(4, 3), (7, 8)] {
+            let geo = Geometry {
+                b: 2,
+                h: 7,
+                w: 8,
+                heads: 3,
+                hd: 8,
+                wh,
+                ww,
+            };
+            let c = geo.channels();
+            let qkv = values(geo.b * geo.h * geo.w * 3 * c, 0.37);
+            let pad = values(3 * c, 0.7);
+            let rel_h = values(wh * wh * geo.hd, 1.3);
+            let rel_w = values(ww * ww * geo.hd, 0.9);
+            let grad = values(geo.b * geo.h * geo.w * c, 0.11);
+            let inputs = Inputs {
+                qkv: &qkv,
+                pad: &pad,
+                rel_h: &rel_h,
+                rel_w: &rel_w,
+            };
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let g = pool.install(|| backward(geo, &inputs, &grad));
+                [g.qkv, g.pad, g.rel_h, g.rel_w]
+                    .map(|v| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            };
+            let one = run(1);
+            for threads in [2, 3, 4, 2, 2] {
+                assert!(run(threads) == one, "{wh}×{ww}: {threads} threads");
+            }
+        }
+    }
+}
