@@ -8,7 +8,7 @@ use image::{GrayImage, Rgb, RgbImage};
 use sam_cobot::data::stats::image_stats;
 use sam_cobot::data::{DataSource, Dataset};
 use sam_cobot::train::plot::{PLOT_SIZE, write_training_plot};
-use sam_cobot::train::trainer::EpochLog;
+use sam_cobot::train::run_state::EpochLog;
 use serde_json::Value;
 
 /// Two images with known pixels: `a` 3 × 2 of varied colours, `b` 2 × 2 of one colour.

@@ -17,10 +17,9 @@ use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::run_dir::claim_run_dir;
+use crate::train::run_state::EpochLog;
 use crate::train::schedule::Schedule;
-use crate::train::trainer::{
-    EpochLog, Progress, TrainSettings, Trainer, check_resumable, check_trainable,
-};
+use crate::train::trainer::{Progress, TrainSettings, Trainer, check_resumable, check_trainable};
 
 /// Every setting of a run; in a TOML file or as flags (`--epochs 20` = `epochs = 20`). A run
 /// records them, resolved, in `--out`/experiment.toml: `--resume` continues with those, and the

@@ -15,7 +15,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::trainer::EpochLog;
+use super::run_state::EpochLog;
 use crate::output::atomic::write_atomic;
 
 /// Width and height of the plot in pixels.

@@ -21,11 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::{sam_mask_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use super::run_state::{EpochLog, EpochLosses, RunState};
 use super::schedule::warmup_cosine;
-use super::trainer::{
-    EpochLog, EpochLosses, Interrupted, Progress, RunState, optimise, read_run_state,
-    save_run_files,
-};
+use super::trainer::{Interrupted, Progress, optimise, read_run_state, save_run_files};
 use crate::checkpoint::{load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::data::scenes::{scene, write_coco};
