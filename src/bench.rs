@@ -123,7 +123,7 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         boxes: s.boxes,
         device: s.device_name.clone(),
         threads: rayon::current_num_threads(),
-        fused_kernels: crate::kernels::serve(&s.device),
+        fused_kernels: crate::kernels::fused_kernels_run_on(&s.device),
         median_ms: median(&runs_ms),
         runs_ms,
         peak_rss_mib: peak_rss_mib(),
@@ -192,7 +192,7 @@ pub fn gemm(
         Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device)
     };
     let a = matrix(shape.m, shape.k);
-    let product: Box<dyn Fn() -> Tensor<2>> = if crate::kernels::serve(device) {
+    let product: Box<dyn Fn() -> Tensor<2>> = if crate::kernels::fused_kernels_run_on(device) {
         let w = matrix(shape.n, shape.k);
         Box::new(move || crate::kernels::linear(a.clone(), w.clone(), None))
     } else {

@@ -20,7 +20,7 @@ pub fn rel_pos_attention(
     rel_w: Tensor<3>,
     heads: usize,
 ) -> Tensor<4> {
-    if kernels::fused(&qkv) {
+    if kernels::takes_fused_path(&qkv) {
         return kernels::rel_pos_attention(qkv, pad, rel_h, rel_w, heads);
     }
     let [_, h, w, _] = qkv.dims();

@@ -178,7 +178,7 @@ impl Optimizer {
                         v: g.zeros_like(),
                     });
                 let step = adam_scalars(&c, lr, self.steps as i32);
-                if kernels::serve(&theta.device()) {
+                if kernels::fused_kernels_run_on(&theta.device()) {
                     let [theta, m, v] =
                         kernels::adam_step(theta, g, moments.m.clone(), moments.v.clone(), step);
                     (moments.m, moments.v) = (m, v);
