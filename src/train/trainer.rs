@@ -1,6 +1,7 @@
 //! The training loop: ragged batches (every box of every image in one step), validation with the
 //! paper's metric after each epoch, best and last checkpoints written atomically, exact resume.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,130 +153,155 @@ impl Trainer<'_> {
         let inner = self.device.clone();
         let device = inner.clone().autodiff();
         let mut optimizer = Optimizer::new(s.optimizer.clone());
-        let (mut sam, mut state) = if resume {
+        let (mut sam, state) = if resume {
             self.resume(&device, &inner, &mut optimizer)?
         } else {
             (self.fresh_model(&device)?, RunState::default())
         };
-        let base = BaseId::of(&s.checkpoint)?;
-        let steps_per_epoch = self.train.len().div_ceil(s.batch);
-        let run_started = Instant::now();
-        let mut step_log = match &self.step_log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(resume)
-                    .write(true)
-                    .truncate(!resume)
-                    .open(path)
-                    .with_context(|| format!("--log-jsonl {}: cannot open", path.display()))?,
-            ),
+        let step_log = match &self.step_log {
+            Some(path) => Some(StepLogFile::open(path, resume)?),
             None => None,
         };
-        let mut log_step = |epoch, step, loss, lr, images| -> Result<()> {
-            if let (Some(file), Some(path)) = (&mut step_log, &self.step_log) {
-                let line = serde_json::to_string(&StepLog {
-                    epoch,
-                    step,
-                    loss,
-                    lr,
-                    images,
-                    seconds: run_started.elapsed().as_secs_f64(),
-                })?;
-                writeln!(file, "{line}")
-                    .with_context(|| format!("--log-jsonl {}: cannot write", path.display()))?;
-            }
-            Ok(())
+        let mut run = RunContext {
+            device,
+            optimizer,
+            state,
+            base: BaseId::of(&s.checkpoint)?,
+            step_log,
+            unreadable: BTreeSet::new(),
+            reported: BTreeSet::new(),
         };
-        let mut unreadable = std::collections::BTreeSet::new();
-        let mut reported = std::collections::BTreeSet::new();
-        for epoch in state.epochs_done..s.epochs {
+        for epoch in run.state.epochs_done..s.epochs {
             let started = Instant::now();
-            // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
-            let mut rng =
-                StdRng::seed_from_u64(s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            device.seed(s.seed.wrapping_add(epoch as u64));
-            let mut order: Vec<usize> = (0..self.train.len()).collect();
-            order.shuffle(&mut rng);
-            progress.epoch_start(epoch, steps_per_epoch);
-            let (mut losses, mut skipped_items) = (EpochLosses::default(), 0);
-            for chunk in order.chunks(s.batch) {
-                if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
-                    self.save(&sam, &base, &optimizer, &state, "interrupted")?;
-                    return Err(Interrupted(self.out.join("interrupted")).into());
-                }
-                let lr = s
-                    .schedule
-                    .lr(s.lr, state.steps as usize, steps_per_epoch, s.epochs);
-                let mut inputs = Vec::new();
-                for &i in chunk {
-                    match self.prepare(i, sam.image_size, &mut rng, &mut |message| {
-                        if reported.insert(message.clone()) {
-                            progress.note(&format!("dropped: {message}"));
-                        }
-                    }) {
-                        Ok(Some(input)) => inputs.push(input),
-                        Ok(None) => {}
-                        Err(e) if !s.strict => {
-                            // Each unreadable item is named once per run; the total at the end.
-                            if unreadable.insert(i) {
-                                progress.note(&format!("skipped: {e:#}"));
-                            }
-                            skipped_items += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if inputs.is_empty() {
-                    continue;
-                }
-                let loss = batch_loss(&sam, &inputs, sam.image_size, s.dice, &device);
-                let value;
-                (sam, value) = optimise(sam, &mut optimizer, loss, lr);
-                state.steps += 1;
-                if !losses.add(value) {
-                    state.skipped_steps += 1;
-                }
-                progress.step(value, lr, inputs.len());
-                log_step(epoch, state.steps, value, lr, inputs.len())?;
-            }
-            if losses.finite() == 0 {
-                bail!(
-                    "epoch {}: every step was skipped ({skipped_items} unreadable item(s), {} \
-                     non-finite loss(es)): nothing was trained, nothing written for this epoch",
-                    epoch + 1,
-                    losses.non_finite
-                );
-            }
-            let val_dice = match self.val {
-                Some(val) => Some(self.validate(&sam, val)?),
-                None => None,
-            };
-            let log = EpochLog {
+            let (losses, skipped_items);
+            (sam, losses, skipped_items) = self.train_epoch(epoch, sam, &mut run, progress)?;
+            self.end_epoch(
                 epoch,
-                mean_loss: losses.mean(),
-                val_dice,
-                val_point_dice: None,
-                seconds: started.elapsed().as_secs_f64(),
+                started,
+                &sam,
+                &losses,
                 skipped_items,
-                non_finite_steps: losses.non_finite,
-            };
-            progress.epoch_end(&log);
-            let score = val_dice.unwrap_or(-log.mean_loss);
-            let is_best = state.end_epoch(log, score);
-            self.save(&sam, &base, &optimizer, &state, "last")?;
-            super::plot::write_training_plot(&self.out.join("training.png"), &state.history)?;
-            if is_best {
-                self.save(&sam, &base, &optimizer, &state, "best")?;
-            }
+                &mut run,
+                progress,
+            )?;
         }
-        if !unreadable.is_empty() {
+        if !run.unreadable.is_empty() {
             progress.note(&format!(
                 "{} unreadable item(s) skipped in every epoch (--strict stops at the first)",
-                unreadable.len()
+                run.unreadable.len()
             ));
         }
-        Ok(state)
+        Ok(run.state)
+    }
+
+    /// The optimiser steps of one epoch: the model after them, the steps' losses and how many
+    /// items could not be read. Stopped by [`Trainer::stop`], it saves `out/interrupted` first.
+    fn train_epoch(
+        &self,
+        epoch: usize,
+        mut sam: Sam,
+        run: &mut RunContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(Sam, EpochLosses, usize)> {
+        let s = &self.settings;
+        let steps_per_epoch = self.train.len().div_ceil(s.batch);
+        // Everything random in an epoch derives from (seed, epoch): a resumed run repeats it.
+        let mut rng =
+            StdRng::seed_from_u64(s.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        run.device.seed(s.seed.wrapping_add(epoch as u64));
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(&mut rng);
+        progress.epoch_start(epoch, steps_per_epoch);
+        let (mut losses, mut skipped_items) = (EpochLosses::default(), 0);
+        for chunk in order.chunks(s.batch) {
+            if self.stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                self.save(&sam, run, "interrupted")?;
+                return Err(Interrupted(self.out.join("interrupted")).into());
+            }
+            let lr = s
+                .schedule
+                .lr(s.lr, run.state.steps as usize, steps_per_epoch, s.epochs);
+            let mut inputs = Vec::new();
+            for &i in chunk {
+                let reported = &mut run.reported;
+                match self.prepare(i, sam.image_size, &mut rng, &mut |message| {
+                    if reported.insert(message.clone()) {
+                        progress.note(&format!("dropped: {message}"));
+                    }
+                }) {
+                    Ok(Some(input)) => inputs.push(input),
+                    Ok(None) => {}
+                    Err(e) if !s.strict => {
+                        // Each unreadable item is named once per run; the total at the end.
+                        if run.unreadable.insert(i) {
+                            progress.note(&format!("skipped: {e:#}"));
+                        }
+                        skipped_items += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if inputs.is_empty() {
+                continue;
+            }
+            let loss = batch_loss(&sam, &inputs, sam.image_size, s.dice, &run.device);
+            let value;
+            (sam, value) = optimise(sam, &mut run.optimizer, loss, lr);
+            run.state.steps += 1;
+            if !losses.add(value) {
+                run.state.skipped_steps += 1;
+            }
+            progress.step(value, lr, inputs.len());
+            if let Some(log) = &mut run.step_log {
+                log.write(epoch, run.state.steps, value, lr, inputs.len())?;
+            }
+        }
+        if losses.finite() == 0 {
+            bail!(
+                "epoch {}: every step was skipped ({skipped_items} unreadable item(s), {} \
+                 non-finite loss(es)): nothing was trained, nothing written for this epoch",
+                epoch + 1,
+                losses.non_finite
+            );
+        }
+        Ok((sam, losses, skipped_items))
+    }
+
+    /// After an epoch's steps: validation, the epoch's log, the `last` (and, if it is the best
+    /// yet, `best`) checkpoint and the plot.
+    #[allow(clippy::too_many_arguments)]
+    fn end_epoch(
+        &self,
+        epoch: usize,
+        started: Instant,
+        sam: &Sam,
+        losses: &EpochLosses,
+        skipped_items: usize,
+        run: &mut RunContext,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let val_dice = match self.val {
+            Some(val) => Some(self.validate(sam, val)?),
+            None => None,
+        };
+        let log = EpochLog {
+            epoch,
+            mean_loss: losses.mean(),
+            val_dice,
+            val_point_dice: None,
+            seconds: started.elapsed().as_secs_f64(),
+            skipped_items,
+            non_finite_steps: losses.non_finite,
+        };
+        progress.epoch_end(&log);
+        let score = val_dice.unwrap_or(-log.mean_loss);
+        let is_best = run.state.end_epoch(log, score);
+        self.save(sam, run, "last")?;
+        super::plot::write_training_plot(&self.out.join("training.png"), &run.state.history)?;
+        if is_best {
+            self.save(sam, run, "best")?;
+        }
+        Ok(())
     }
 
     fn fresh_model(&self, device: &Device) -> Result<Sam> {
@@ -382,22 +408,68 @@ impl Trainer<'_> {
     }
 
     /// Writes `out/<name>/` (adapter, optimiser moments, state, settings) atomically.
-    fn save(
-        &self,
-        sam: &Sam,
-        base: &BaseId,
-        optimizer: &Optimizer,
-        state: &RunState,
-        name: &str,
-    ) -> Result<()> {
+    fn save(&self, sam: &Sam, run: &RunContext, name: &str) -> Result<()> {
         let settings = TrainSettings {
             image_size: Some(sam.image_size),
             ..self.settings.clone()
         };
         write_dir_atomic(&self.out.join(name), |tmp| {
-            save_adapter_on(&tmp.join("adapter.safetensors"), sam, base)?;
-            save_run_files(tmp, optimizer, state, &settings)
+            save_adapter_on(&tmp.join("adapter.safetensors"), sam, &run.base)?;
+            save_run_files(tmp, &run.optimizer, &run.state, &settings)
         })
+    }
+}
+
+/// What a run carries from epoch to epoch besides the model.
+struct RunContext {
+    /// The autodiff device the model trains on.
+    device: Device,
+    optimizer: Optimizer,
+    state: RunState,
+    /// The base checkpoint's identity, hashed once, written into every adapter.
+    base: BaseId,
+    step_log: Option<StepLogFile>,
+    /// Items already reported unreadable, and annotations already reported dropped: each is
+    /// named once per run.
+    unreadable: BTreeSet<usize>,
+    reported: BTreeSet<String>,
+}
+
+/// The `--log-jsonl` file, one [`StepLog`] line per optimiser step.
+struct StepLogFile {
+    file: std::fs::File,
+    path: PathBuf,
+    started: Instant,
+}
+
+impl StepLogFile {
+    /// Opens `path`: appended to when resuming, else started afresh.
+    fn open(path: &Path, resume: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(resume)
+            .write(true)
+            .truncate(!resume)
+            .open(path)
+            .with_context(|| format!("--log-jsonl {}: cannot open", path.display()))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            started: Instant::now(),
+        })
+    }
+
+    fn write(&mut self, epoch: usize, step: u64, loss: f64, lr: f64, images: usize) -> Result<()> {
+        let line = serde_json::to_string(&StepLog {
+            epoch,
+            step,
+            loss,
+            lr,
+            images,
+            seconds: self.started.elapsed().as_secs_f64(),
+        })?;
+        writeln!(self.file, "{line}")
+            .with_context(|| format!("--log-jsonl {}: cannot write", self.path.display()))
     }
 }
 
