@@ -1,5 +1,5 @@
 //! Parameter counts against the reference's (`tests/fixtures/peft/param_counts.json`, counted on
-//! the real PyTorch modules) and SPEC §3.7, and the checkpoint layout of a configuration.
+//! the real PyTorch modules) and docs/methods.md#parameter-counts, and the checkpoint layout of a configuration.
 
 mod common;
 
@@ -81,7 +81,7 @@ fn shapes_of_a_configuration_are_its_checkpoints() {
     shapes.sort();
     assert_eq!(shapes, expected);
 
-    // SPEC §1.1: 93,735,472 parameters in vit_b, plus the 2×128 PE buffer.
+    // docs/sam.md#variants: 93,735,472 parameters in vit_b, plus the 2×128 PE buffer.
     let vit_b = checkpoint_shapes(&SamConfig::named("vit_b").unwrap());
     let total: usize = vit_b.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     assert_eq!(total, 93_735_472 + 256);

@@ -1,4 +1,4 @@
-//! Seeded training augmentation (SPEC §4.3) and box-prompt jitter (SPEC §4.4).
+//! Seeded training augmentation (docs/methods.md#augmentation) and box-prompt jitter (docs/methods.md#box-prompt-jitter).
 //!
 //! [`Augment::apply`] transforms a [`Sample`] jointly (image, boxes, per-object masks) in its own
 //! pixel frame, before pre-processing, in the authors' order: horizontal flip, rotation, random
@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 /// torchvision `RandomResizedCrop`'s default aspect-ratio range `(3/4, 4/3)`.
 pub const CROP_RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
 
-/// The training augmentation (SPEC §4.3). A component is off when its parameter is neutral:
+/// The training augmentation (docs/methods.md#augmentation). A component is off when its parameter is neutral:
 /// `flip = false`, `rotate_degrees = 0`, `crop_scale.0 >= 1` (no crop), `brightness = 0`,
 /// `contrast = 0`. Disabled components draw no random numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -391,7 +391,7 @@ pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
     }
 }
 
-/// Box-prompt jitter of the [REM] training loop (SPEC §4.4): every coordinate of every box gets
+/// Box-prompt jitter of the [REM] training loop (docs/methods.md#box-prompt-jitter): every coordinate of every box gets
 /// an independent integer uniform in `[0, max_px_at_1024)` added (the authors' additive shift,
 /// 50 → `randint(0, 50)`), scaled by `input_size / 1024` for another input size; no clipping,
 /// as the authors. Applied in the `S` frame after pre-processing. `max_px_at_1024 = 0` is a no-op.

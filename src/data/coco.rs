@@ -11,7 +11,7 @@
 //!   `id`; [`Dataset::load`](super::Dataset::load) fails the item with the first of them. An
 //!   annotation whose `image_id` matches no image is dropped at open, with a message in
 //!   [`Dataset::warnings`](super::Dataset::warnings). Target = the decoded mask, not
-//!   restricted to the box (SPEC §4.7), exactly as pycocotools `COCO.annToMask`: a polygon list
+//!   restricted to the box (docs/methods.md#other-data-formats), exactly as pycocotools `COCO.annToMask`: a polygon list
 //!   goes through `frPyObjects` (each entry is a
 //!   polygon rasterised by `rleFrPoly`; a first entry of 4 or fewer numbers is an error, as it
 //!   is in pycocotools) and the parts are merged (union); an

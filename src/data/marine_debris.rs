@@ -1,4 +1,4 @@
-//! The marine-debris FLS water-tank layout (SPEC §4.2):
+//! The marine-debris FLS water-tank layout (docs/methods.md#sonar-data):
 //!
 //! ```text
 //! Images/<id>.png          8-bit grey sonar frame
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DataError, ItemKey, Object, Sample, read_image, read_text};
 
-/// Class names, index = mask value (SPEC §4.2).
+/// Class names, index = mask value (docs/methods.md#sonar-data).
 pub const CLASSES: [&str; 12] = [
     "Background",
     "Bottle",

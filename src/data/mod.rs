@@ -26,9 +26,9 @@
 //! Formats ([`Format`]):
 //! - `marine-debris` ([`marine_debris`]): `Images/<id>.png`, `Masks/<id>.png` (class ids),
 //!   `BoxAnnotations/<id>.xml` (x, y, w, h boxes); target = `(mask == class)` inside the box
-//!   (SPEC §4.2).
+//!   (docs/methods.md#sonar-data).
 //! - `coco` ([`coco`]): a COCO instances JSON; polygons and RLE decoded as pycocotools does
-//!   ([`rle`], SPEC §4.7); target = the decoded object mask; crowd annotations are skipped.
+//!   ([`rle`], docs/methods.md#other-data-formats); target = the decoded object mask; crowd annotations are skipped.
 //! - `mask-folder` ([`mask_folder`]): `images/` and `masks/` paired by file stem; one object per
 //!   8-connected component of the thresholded mask.
 //!

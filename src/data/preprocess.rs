@@ -1,4 +1,4 @@
-//! From a [`Sample`] to the model's input at size `S` (SPEC §1.8, §1.9, §4.2).
+//! From a [`Sample`] to the model's input at size `S` (docs/sam.md#preprocessing-and-postprocessing, #other-input-sizes; docs/methods.md#sonar-data).
 //!
 //! Two pipelines:
 //! - [`Preprocessing::Sam`]: SAM's predictor path (ResizeLongestSide with PIL's antialiased
@@ -26,11 +26,11 @@ pub const SONAR_STD: f32 = 0.1848;
 /// Which pre-processing turns a sample into model input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Preprocessing {
-    /// SAM's predictor path (SPEC §1.8).
+    /// SAM's predictor path (docs/sam.md#preprocessing-and-postprocessing).
     Sam,
-    /// The sonar path (SPEC §4.2): centred square padding, OpenCV bilinear resize, then the given
+    /// The sonar path (docs/methods.md#sonar-data): centred square padding, OpenCV bilinear resize, then the given
     /// normalisation. The authors use [`Normalization::unit_scale`]`(0.1701, 0.1848)`
-    /// ([`Preprocessing::sonar_default`]); SPEC §4.7 uses this path with SAM's mean/std
+    /// ([`Preprocessing::sonar_default`]); docs/methods.md#other-data-formats uses this path with SAM's mean/std
     /// ([`Normalization::SAM`]) for other natural / remote-sensing sets.
     Sonar { norm: Normalization },
 }
@@ -112,7 +112,7 @@ impl FrameMap {
     /// `[pad·S/square, (pad + len)·S/square)`, which need not fall on pixel edges; the rectangle
     /// holds the pixels whose centres lie inside it (edges rounded half up, exact integer
     /// arithmetic). For 480 × 320 at 1024 that is columns `[171, 853)` (the authors' metric crop
-    /// uses `[170, 853)`, SPEC §5.1).
+    /// uses `[170, 853)`, docs/methods.md#metrics).
     pub fn content_rect(&self) -> [usize; 4] {
         match self.layout {
             Layout::TopLeft { new } => [0, 0, new.0, new.1],

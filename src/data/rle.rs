@@ -2,7 +2,7 @@
 //!
 //! This is an independent implementation of the semantics of pycocotools' `maskApi.c`
 //! (`rleFrPoly`, `rleFrBbox`, `rleToString`, `rleFrString`, `rleDecode`, `rleMerge`), which is
-//! the reference implementation of the COCO mask format (SPEC §4.7). Masks are stored the way
+//! the reference implementation of the COCO mask format (docs/methods.md#other-data-formats). Masks are stored the way
 //! COCO stores them: **column-major** (Fortran order), i.e. pixel `(x, y)` is element `x * h + y`,
 //! and the counts alternate runs of 0 and 1, starting with a (possibly empty) run of 0.
 

@@ -1,4 +1,4 @@
-//! Data-set pixel statistics for normalisation (SPEC §4.2: the sonar set is normalised with its
+//! Data-set pixel statistics for normalisation (docs/methods.md#sonar-data: the sonar set is normalised with its
 //! own mean/std, 0.1701 / 0.1848, computed as SonarSAM's `utils/calc_mean_std.py` does:
 //! `np.mean` / `np.std` (population, ddof 0) of all pixels ÷ 255 of the training images).
 //!

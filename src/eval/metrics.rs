@@ -1,4 +1,4 @@
-//! The paper's per-object scores (SPEC §5.1, §5.2) and their class averages.
+//! The paper's per-object scores (docs/methods.md#metrics, #per-object-dice-and-iou) and their class averages.
 
 use std::collections::BTreeMap;
 

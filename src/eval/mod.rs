@@ -1,5 +1,5 @@
 //! Evaluation with the paper's protocol: every object of a data set prompted by its box, scored
-//! at the image's original resolution (SPEC §5.1–5.2, at the original resolution as the issue
+//! at the image's original resolution (docs/methods.md#metrics, at the original resolution as the issue
 //! decides), class means, reports.
 
 pub mod metrics;

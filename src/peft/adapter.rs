@@ -1,5 +1,5 @@
-//! AdaptFormer as the authors' code computes it (SPEC §2.2): a bottleneck branch parallel to the
-//! block's MLP, reading the norm2 output, optionally with COBOT (§3.5).
+//! AdaptFormer as the authors' code computes it (docs/methods.md#adaptformer-adapter): a bottleneck branch parallel to the
+//! block's MLP, reading the norm2 output, optionally with COBOT (docs/methods.md#adapter-with-cobot).
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};

@@ -1,4 +1,4 @@
-//! COBOT (SPEC §3): a coefficient matrix shared by all modules, mixed across blocks by a relation
+//! COBOT (docs/methods.md#cobot): a coefficient matrix shared by all modules, mixed across blocks by a relation
 //! matrix, a per-block coefficient set, and a head on the bottleneck activations.
 
 use burn::module::{Module, Param};

@@ -1,4 +1,4 @@
-//! Trainable parameter counts, the paper's way (SPEC §3.7): what a method adds inside the image
+//! Trainable parameter counts, the paper's way (docs/methods.md#parameter-counts): what a method adds inside the image
 //! encoder (shared COBOT tensors once), and everything that trains.
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! Starting values of the PEFT tensors, drawn on the host from a seed with the authors'
-//! initialisations (SPEC §2.1, §2.2, §3.2), under their official key names.
+//! initialisations (docs/methods.md#lora, #adaptformer-adapter, #key-names), under their official key names.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

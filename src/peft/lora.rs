@@ -1,4 +1,4 @@
-//! LoRA on the fused qkv projection, for q and v only (SPEC §2.1), optionally with COBOT (§3.4).
+//! LoRA on the fused qkv projection, for q and v only (docs/methods.md#lora), optionally with COBOT (docs/methods.md#lora-with-cobot).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;

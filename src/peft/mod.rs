@@ -1,5 +1,5 @@
-//! Parameter-efficient fine-tuning inside SAM's image encoder (SPEC §2, §3): one module per
-//! method, all configured by [`PeftConfig`] and loaded by the official key names of §2.4 / §3.2.
+//! Parameter-efficient fine-tuning inside SAM's image encoder (docs/methods.md#methods, #cobot): one module per
+//! method, all configured by [`PeftConfig`] and loaded by the official key names of docs/methods.md#key-names.
 
 pub mod adapter;
 pub mod cobot;
@@ -18,7 +18,7 @@ use crate::nn::weights::{ModelLoadError, Weights};
 use cobot::Head;
 use quaternion::QuaternionLinear;
 
-/// What trains (SPEC §2.3, paper semantics: the prompt encoder stays frozen except in `full`).
+/// What trains (docs/methods.md#what-trains, paper semantics: the prompt encoder stays frozen except in `full`).
 /// Written by its name (`lora+cobot`) in files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -1,5 +1,5 @@
 //! COBOT's hyper-complex head: a quaternion linear map, assembled from its four components by the
-//! Hamilton product (SPEC §3.3).
+//! Hamilton product (docs/methods.md#quaternion-head).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;

@@ -1,4 +1,4 @@
-//! SAM's attention with decomposed relative positions (SPEC §1.2), windowed or global, from
+//! SAM's attention with decomposed relative positions (docs/sam.md#attention-with-relative-positions), windowed or global, from
 //! `qkv` to the output before the projection. On the CPU backend the fused kernel of
 //! `crate::kernels` runs it; elsewhere (GPUs, other dtypes, `kernels::set_enabled(false)`) it is
 //! composed from burn's ops here, and the tests check both against the reference.

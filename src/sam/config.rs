@@ -1,4 +1,4 @@
-//! SAM's configuration, read off a checkpoint's tensor shapes (SPEC §1.7).
+//! SAM's configuration, read off a checkpoint's tensor shapes (docs/sam.md#configuration-from-tensor-shapes).
 //!
 //! Nothing is assumed about the variant: vit_b/l/h, a small test model or a distilled one all
 //! describe themselves through their shapes. Only the decoder's head count (8) is fixed, as in SAM,
@@ -80,7 +80,7 @@ impl SamConfig {
     /// The names [`SamConfig::named`] knows.
     pub const NAMES: [&str; 6] = ["tiny", "mini", "small", "vit_b", "vit_l", "vit_h"];
 
-    /// A configuration by name: the official variants `vit_b`, `vit_l`, `vit_h` (SPEC §1.1), and
+    /// A configuration by name: the official variants `vit_b`, `vit_l`, `vit_h` (docs/sam.md#variants), and
     /// three SAM-shaped models for training from scratch on a CPU: `small` (embed 256, depth 6,
     /// 256 px, SAM's full decoder), `mini` (embed 128, depth 4, 256 px, decoder width 64: the
     /// shipped base model's) and `tiny` (embed 64, depth 4, 256 px, decoder width 32).

@@ -1,4 +1,4 @@
-//! SAM's ViT image encoder (SPEC §1.2): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
+//! SAM's ViT image encoder (docs/sam.md#image-encoder): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -83,7 +83,7 @@ impl ImageEncoder {
 }
 
 /// A `[1, G, G, C]` position embedding bilinearly resized to a `g × g` grid
-/// (`align_corners = false`, no antialias; SPEC §1.9).
+/// (`align_corners = false`, no antialias; docs/sam.md#other-input-sizes).
 pub fn resize_pos_embed(pos: Tensor<4>, g: usize) -> Tensor<4> {
     if pos.dims()[1] == g {
         return pos;

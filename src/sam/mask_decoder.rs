@@ -1,4 +1,4 @@
-//! SAM's mask decoder (SPEC §1.4): a two-way transformer between prompt tokens and the image
+//! SAM's mask decoder (docs/sam.md#mask-decoder): a two-way transformer between prompt tokens and the image
 //! embedding, then upscaling and hypernetwork heads → low-resolution mask logits and IoU scores.
 
 use burn::module::{Module, Param};

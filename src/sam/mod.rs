@@ -97,7 +97,7 @@ impl Sam {
     }
 
     /// Inserts the PEFT modules of `cfg` into the image encoder, with the tensors of `state`
-    /// (official PEFT key names, SPEC §2.4 / §3.2; every key must be used).
+    /// (official PEFT key names, docs/methods.md#key-names; every key must be used).
     pub fn attach_peft(
         mut self,
         cfg: PeftConfig,

@@ -1,5 +1,5 @@
 //! SAM's predictor path: an image and prompts in its own pixel coordinates in, mask logits at
-//! the image's resolution out (SPEC §1.8).
+//! the image's resolution out (docs/sam.md#preprocessing-and-postprocessing).
 
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;

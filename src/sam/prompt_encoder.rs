@@ -1,4 +1,4 @@
-//! SAM's prompt encoder (SPEC §1.3): points and boxes → sparse embeddings, no mask → dense.
+//! SAM's prompt encoder (docs/sam.md#prompt-encoder): points and boxes → sparse embeddings, no mask → dense.
 
 use std::f32::consts::PI;
 

@@ -1,5 +1,5 @@
 //! Every key of an official SAM checkpoint and its shape, for a configuration: what a checkpoint
-//! of that configuration must hold (SPEC §1.6), without reading one.
+//! of that configuration must hold (docs/sam.md#checkpoint-keys), without reading one.
 
 use super::config::SamConfig;
 

@@ -1,4 +1,4 @@
-//! SAM's pre- and post-processing on plain buffers (SPEC §1.8, §1.9).
+//! SAM's pre- and post-processing on plain buffers (docs/sam.md#preprocessing-and-postprocessing, #other-input-sizes).
 //!
 //! Everything here reproduces the reference arithmetic bit for bit where it can:
 //! - the image resize is PIL's `Image.resize(.., BILINEAR)` (8-bit fixed point, antialiased),

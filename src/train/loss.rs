@@ -1,4 +1,4 @@
-//! The segmentation loss on upsampled mask logits: BCE + soft Dice (SPEC §4.5, with the Dice term
+//! The segmentation loss on upsampled mask logits: BCE + soft Dice (docs/methods.md#forward-pass-and-loss, with the Dice term
 //! made differentiable as the paper describes).
 
 use burn::tensor::Tensor;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub enum Schedule {
     /// One epoch of linear warm-up, then cosine decay to zero (the default).
     WarmupCosine,
-    /// The authors' sonar code exactly (SPEC §4.5): warm-up stepped per iteration through two
+    /// The authors' sonar code exactly (docs/methods.md#learning-rate-schedules): warm-up stepped per iteration through two
     /// epochs, peaking near 2× the base rate, then a per-epoch cosine.
     Authors,
     /// The base rate throughout (the medical code).
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn authors_schedule_matches_spec() {
-        // SPEC §4.5 with η = 1, N = 560, T_max = 20.
+        // docs/methods.md#learning-rate-schedules with η = 1, N = 560, T_max = 20.
         let lr = |s| Schedule::Authors.lr(1.0, s, 560, 20);
         assert_eq!(lr(0), 0.0);
         assert!((lr(560) - 0.99384).abs() < 1e-5);
