@@ -12,7 +12,8 @@ use crate::sam::random::random_state_dict;
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Configuration: tiny, small (embed 256, depth 6, 256 px), vit_b, vit_l or vit_h.
+    /// Configuration: tiny, mini (the shipped base's: embed 128, depth 4, 256 px), small (embed
+    /// 256, depth 6, 256 px), vit_b, vit_l or vit_h.
     #[arg(long)]
     model: String,
     /// Output checkpoint with Meta's key names: `.safetensors` or `.pth` (the extension decides).

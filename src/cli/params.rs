@@ -13,7 +13,7 @@ use crate::sam::config::SamConfig;
 
 #[derive(Args, Debug)]
 pub struct ParamsArgs {
-    /// tiny, small, vit_b, vit_l or vit_h.
+    /// tiny, mini, small, vit_b, vit_l or vit_h.
     #[arg(
         long,
         conflicts_with = "checkpoint",

@@ -59,8 +59,8 @@ pub struct Experiment {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     std: Option<f32>,
-    /// Fine-tuning method: freeze, full, decoder, lightweight, lora, adapter, lora+cobot,
-    /// adapter+cobot.
+    /// Fine-tuning method: lightweight (the mask decoder), full, lora, adapter, lora+cobot or
+    /// adapter+cobot (freeze trains nothing: score the base with `eval`).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     method: Option<Method>,
@@ -590,6 +590,6 @@ mod tests {
             );
             n += 1;
         }
-        assert_eq!(n, 11);
+        assert_eq!(n, 10);
     }
 }

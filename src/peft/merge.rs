@@ -19,9 +19,9 @@ use crate::sam::Sam;
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error(
-        "method '{0}' cannot be merged into SAM's weights: the adapter branch has a ReLU, so it is not \
-         a linear map; keep the adapter file and pass it at prediction time instead \
-         (sam-cobot predict --checkpoint BASE --adapter ADAPTER ...)"
+        "method '{0}' cannot be merged into SAM's weights: its modules are not linear maps of their \
+         input (AdaptFormer's branch has a ReLU); keep the adapter file and pass it at prediction \
+         time instead (sam-cobot predict --checkpoint BASE --adapter ADAPTER ...)"
     )]
     NotFoldable(Method),
     #[error("the model has no PEFT configuration attached: nothing to merge")]
