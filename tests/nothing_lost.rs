@@ -6,28 +6,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::fixtures;
+use common::{fails, fixtures, succeeds};
 
 fn sam_cobot(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sam-cobot"));
     cmd.args(args);
     cmd
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "succeeded: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn succeeds(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
-    text
 }
 
 fn s(path: &Path) -> &str {

@@ -3,9 +3,12 @@
 //! same weights, settings are checked before anything is written, and a run folder is never
 //! replaced silently.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::ok;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::data::{DataSource, Dataset};
 
@@ -45,15 +48,6 @@ fn pretrain_on(threads: &str, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     sam_cobot(&args, out)
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -13,19 +13,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures;
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{epochs_done, fixtures, ok};
 
 /// 12 generated scenes (a COCO data set) in `dir`.
 fn scenes(dir: &Path) -> PathBuf {
@@ -133,14 +124,6 @@ fn difference(a: &Run, b: &Run) -> String {
     } else {
         "optimizer bytes".into()
     }
-}
-
-fn epochs_done(out: &Path) -> usize {
-    std::fs::read_to_string(out.join("last/state.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["epochs_done"].as_u64())
-        .map_or(0, |n| n as usize)
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures;
+use common::{epochs_done, fails, fixtures, succeeds};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use sam_cobot::checkpoint::load_state_dict;
 
@@ -64,14 +64,6 @@ fn train_command_for(data: &Path, out: &Path, epochs: usize, lr: &str) -> Comman
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     cmd
-}
-
-fn epochs_done(out: &Path) -> usize {
-    std::fs::read_to_string(out.join("last/state.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["epochs_done"].as_u64())
-        .map_or(0, |n| n as usize)
 }
 
 #[test]
@@ -296,27 +288,6 @@ fn non_finite_losses_skip_their_steps_and_are_counted() {
         "{err}"
     );
     assert!(!out.exists(), "the failed run left {}", out.display());
-}
-
-/// The output of a finished command, with its exit status checked.
-fn succeeds(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
-
-/// The error of a refused command; it must not panic.
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "succeeded: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 fn run_settings(out: &Path) -> serde_json::Value {

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths and tensor comparisons.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use burn::tensor::Tensor;
 use sam_cobot::checkpoint::{StateDict, load_state_dict};
@@ -55,4 +56,39 @@ pub fn max_abs_diff_slices(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Panics with the command's output unless it succeeded.
+pub fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd`, which must succeed; its stdout and stderr together.
+pub fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    ok(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Runs `cmd`, which must fail without a panic; its stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// The epochs a run folder's last checkpoint has done (0 before the first).
+pub fn epochs_done(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("last/state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .map_or(0, |n| n as usize)
 }
