@@ -85,10 +85,12 @@ fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
 /// The defaults of a command's settings as its `--help` lists them: written once, in the
 /// settings' `Default`, and read from there.
 fn defaults_help(defaults: &impl serde::Serialize) -> String {
-    let table = toml::Table::try_from(defaults).expect("settings serialise");
-    let lines: Vec<String> = table
-        .iter()
-        .map(|(key, value)| format!("  --{} {value}", key.replace('_', "-")))
+    // Through TOML text, which writes each value as the settings file would (f32s short).
+    let text = toml::to_string(defaults).expect("settings serialise");
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.split_once(" = "))
+        .map(|(key, value)| format!("  --{} {}", key.replace('_', "-"), value.trim_matches('"')))
         .collect();
     format!(
         "Defaults (a flag overrides the --config file, which overrides these):\n{}",

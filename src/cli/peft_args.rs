@@ -8,27 +8,26 @@ use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation
 
 #[derive(Args, Debug, Clone)]
 pub struct PeftArgs {
-    /// freeze, lightweight, lora, adapter, full, lora+cobot (the paper's, the default) or
-    /// adapter+cobot.
-    #[arg(long, default_value = "lora+cobot")]
+    /// freeze, lightweight, lora, adapter, full, lora+cobot (the paper's) or adapter+cobot.
+    #[arg(long, default_value_t = PeftConfig::default().method)]
     pub method: Method,
     /// LoRA rank r.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = PeftConfig::default().rank)]
     pub rank: usize,
     /// Adapter bottleneck width V.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = PeftConfig::default().bottleneck)]
     pub bottleneck: usize,
     /// How LoRA starts: xavier (A and B Xavier-normal, the authors') or zero-b (the LoRA paper's).
-    #[arg(long, value_enum, default_value = "xavier")]
+    #[arg(long, value_enum, default_value_t = PeftConfig::default().lora_init)]
     pub lora_init: LoraInit,
     /// COBOT coefficient sets: dual (cross-block and per-block) or block (per-block only).
-    #[arg(long, value_enum, default_value = "dual")]
+    #[arg(long, value_enum, default_value_t = PeftConfig::default().coefficients)]
     pub coefficients: Coefficients,
     /// COBOT relation matrix: learnable, identity (off, frozen) or fixed (random, frozen).
-    #[arg(long, value_enum, default_value = "learnable")]
+    #[arg(long, value_enum, default_value_t = PeftConfig::default().relation)]
     pub relation: Relation,
     /// COBOT head: quaternion (hyper-complex layer), none, or linear (plain r×r layer).
-    #[arg(long, value_enum, default_value = "quaternion")]
+    #[arg(long, value_enum, default_value_t = PeftConfig::default().head)]
     pub head: HeadKind,
 }
 

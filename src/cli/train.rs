@@ -144,19 +144,21 @@ pub struct Experiment {
 
 impl Experiment {
     /// The one place the defaults are written: every setting that has one.
+    /// The method's come from [`PeftConfig::default`], shared with every command that builds one.
     pub fn defaults() -> Self {
+        let peft = PeftConfig::default();
         Self {
             preprocessing: Some(PreprocessingKind::Sam),
             mean: Some(SONAR_MEAN),
             std: Some(SONAR_STD),
-            method: Some(Method::LoraCobot),
-            rank: Some(4),
-            bottleneck: Some(16),
-            lora_init: Some(LoraInit::Xavier),
-            coefficients: Some(Coefficients::Dual),
-            relation: Some(Relation::Learnable),
-            head: Some(HeadKind::Quaternion),
-            adapter_dropout: Some(0.1),
+            method: Some(peft.method),
+            rank: Some(peft.rank),
+            bottleneck: Some(peft.bottleneck),
+            lora_init: Some(peft.lora_init),
+            coefficients: Some(peft.coefficients),
+            relation: Some(peft.relation),
+            head: Some(peft.head),
+            adapter_dropout: Some(peft.adapter_dropout),
             optimizer: Some(OptimizerKind::Adam),
             lr: Some(1e-4),
             weight_decay: Some(5e-5),

@@ -176,8 +176,16 @@ pub struct PeftConfig {
     pub adapter_dropout: f64,
 }
 
+/// The paper's method, lora+cobot, with its sizes and switches.
+impl Default for PeftConfig {
+    fn default() -> Self {
+        Self::new(Method::LoraCobot)
+    }
+}
+
 impl PeftConfig {
     /// The paper's defaults for `method`: r = 4, V = 16, full COBOT.
+    /// `method` with the paper's sizes and switches (the defaults of every command).
     pub fn new(method: Method) -> Self {
         Self {
             method,
