@@ -170,3 +170,36 @@ fn a_clean_data_set_has_no_messages() {
     assert!(loaded.dropped.is_empty());
     assert_eq!(ds.load(0).unwrap(), loaded.sample);
 }
+
+/// `eval` scores the objects that are left and names each annotation it dropped.
+#[test]
+fn eval_names_each_dropped_annotation_and_scores_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = coco_set(
+        dir.path(),
+        &["a.png"],
+        json!([
+            {"id": 101, "image_id": 1, "category_id": 3, "segmentation": square(),
+             "bbox": [1, 1, 5, 4], "iscrowd": 0},
+            {"id": 102, "image_id": 1, "category_id": 3, "segmentation": [],
+             "bbox": [2, 2, 3, 3], "iscrowd": 0},
+            {"id": 103, "image_id": 99, "category_id": 3, "segmentation": square(),
+             "bbox": [1, 1, 5, 4], "iscrowd": 0},
+        ]),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["eval", "--baseline", "boxfill", "--data"])
+        .arg(&json)
+        .arg("--out")
+        .arg(dir.path().join("report"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 images, 1 objects"), "{text}");
+    assert!(
+        text.contains("annotation id 102") && text.contains("annotation id 103"),
+        "{text}"
+    );
+}
