@@ -65,3 +65,59 @@ impl Head {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, TensorData};
+
+    use super::*;
+
+    fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(data, shape), &Device::flex())
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec().unwrap()
+    }
+
+    /// Dual sets: `h ⊙ m + g ⊙ h` per column; the per-block set alone: `g ⊙ h`.
+    #[test]
+    fn scaling_multiplies_each_bottleneck_channel_by_its_coefficients() {
+        let h = tensor(vec![1.0, 2.0, 3.0, -1.0, 0.5, 4.0], [2, 3]);
+        let m = tensor(vec![10.0, 20.0, 30.0], [3]);
+        let g = tensor(vec![1.0, -1.0, 0.5], [3]);
+        let dual = values(scale(h.clone(), Some(m), g.clone()));
+        let expected: Vec<f32> = [1.0, 2.0, 3.0, -1.0, 0.5, 4.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x * [10.0, 20.0, 30.0][i % 3] + [1.0, -1.0, 0.5][i % 3] * x)
+            .collect();
+        assert_eq!(dual, expected);
+        assert_eq!(values(scale(h, None, g)), [1.0, -2.0, 1.5, -1.0, -0.5, 2.0]);
+    }
+
+    /// Module t's cross-block set is column t of `FacT_c · FacT_p`; LoRA block b owns modules
+    /// 2b (q) and 2b + 1 (v).
+    #[test]
+    fn module_coefficients_mix_the_shared_set_through_the_relation_matrix() {
+        let device = Device::flex();
+        // k = 2 channels, T = 4 modules.
+        let c = tensor(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [1, 2, 4]);
+        let mut p = vec![0.0; 16];
+        // Relation: module 0 takes module 3's column, module 3 takes module 0's, 1 and 2 stay.
+        for (row, col) in [(3, 0), (1, 1), (2, 2), (0, 3)] {
+            p[row * 4 + col] = 1.0;
+        }
+        let shared = CobotShared {
+            coefficients: Param::from_tensor(c),
+            relation: Param::from_tensor(Tensor::from_data(TensorData::new(p, [4, 4]), &device)),
+        };
+        let mixed = shared.module_coefficients();
+        assert_eq!(
+            values(mixed.clone()),
+            [4.0, 2.0, 3.0, 1.0, 8.0, 6.0, 7.0, 5.0]
+        );
+        let (q, v) = lora_columns(&mixed, 1);
+        assert_eq!((values(q), values(v)), (vec![3.0, 7.0], vec![1.0, 5.0]));
+    }
+}
