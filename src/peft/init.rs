@@ -83,7 +83,7 @@ fn build(cfg: &PeftConfig, c: usize, depth: usize, seed: u64, values: bool) -> S
     let k = cfg.cobot_width();
     let t = cfg.cobot_modules(depth);
     if cfg.has_shared() {
-        let site = if cfg.method.lora() { "attn.qkv" } else { "mlp" };
+        let site = cfg.method.site().expect("COBOT wraps a site").key();
         let shared = format!("image_encoder.blocks.0.{site}");
         init.constant(format!("{shared}.FacT_c"), &[1, k, t], 1.0);
         match cfg.relation {

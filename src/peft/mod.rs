@@ -70,6 +70,17 @@ impl Method {
         matches!(self, Method::LoraCobot | Method::AdapterCobot)
     }
 
+    /// Where in each encoder block the method's modules sit (`None`: it has none).
+    pub fn site(self) -> Option<Site> {
+        if self.lora() {
+            Some(Site::Qkv)
+        } else if self.adapter() {
+            Some(Site::Mlp)
+        } else {
+            None
+        }
+    }
+
     /// Whether `merge` can fold the method into SAM's own weights: its encoder modules (if any)
     /// are linear maps of their input. A new method is not foldable until its merge is written.
     pub fn foldable(self) -> bool {
@@ -78,6 +89,24 @@ impl Method {
             Method::Lora | Method::LoraCobot => true,
             // The adapter branch has a ReLU.
             Method::Adapter | Method::AdapterCobot => false,
+        }
+    }
+}
+
+/// The layer of an encoder block a method wraps; its key under `image_encoder.blocks.{i}.`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The fused q/k/v projection (LoRA).
+    Qkv,
+    /// The MLP (AdaptFormer, in parallel to it).
+    Mlp,
+}
+
+impl Site {
+    pub fn key(self) -> &'static str {
+        match self {
+            Site::Qkv => "attn.qkv",
+            Site::Mlp => "mlp",
         }
     }
 }

@@ -116,7 +116,7 @@ impl Sam {
         let c = self.config.encoder.embed_dim;
         let depth = self.config.encoder.depth;
         if cfg.has_shared() {
-            let site = if cfg.method.lora() { "attn.qkv" } else { "mlp" };
+            let site = cfg.method.site().expect("COBOT wraps a site").key();
             let prefix = format!("image_encoder.blocks.0.{site}");
             let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
             self.image_encoder.cobot = Some(CobotShared {
