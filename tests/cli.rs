@@ -247,6 +247,56 @@ fn two_boxes_from_safetensors() {
     two_boxes(SAFETENSORS);
 }
 
+/// `--multimask`: SAM's three masks of one box, as Meta's `multimask_output=True`: logits and
+/// IoUs equal the reference's, one PNG per mask named by prompt and mask.
+#[test]
+fn multimask_writes_the_three_masks_with_their_ious() {
+    let dir = TempDir::new().unwrap();
+    let mut extra = BOX1.to_vec();
+    extra.extend(["--multimask", "--logits-out", "multi.npy"]);
+    let stdout = predict_ok(dir.path(), PTH, &extra);
+    let (shape, data) = read_npy_f32(&dir.path().join("multi.npy")).unwrap();
+    let (ref_shape, reference) = reference_tensor(CASE, "box1.multi_low_res_logits");
+    assert_eq!(
+        (shape.clone(), ref_shape),
+        (vec![1, 3, 64, 64], vec![1, 3, 64, 64])
+    );
+    let diff = common::max_abs_diff_slices(&data, &reference);
+    assert!(diff <= 1e-4, "multimask logits differ by {diff:e}");
+    let (_, iou) = reference_tensor(CASE, "box1.multi_iou");
+    for (k, &reference_iou) in iou.iter().enumerate() {
+        let path = dir.path().join(format!("mask_0_{k}.png"));
+        assert!(path.exists(), "{}", path.display());
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&*path.to_string_lossy()))
+            .unwrap_or_else(|| panic!("no line for mask {k}: {stdout}"));
+        let printed: f32 = line
+            .split("predicted IoU ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no IoU in {line:?}"));
+        assert!(
+            (printed - reference_iou).abs() <= 0.6e-4,
+            "{line} vs {reference_iou}"
+        );
+    }
+    assert!(!dir.path().join("mask.png").exists());
+
+    // --best keeps the mask of the highest predicted IoU, under the single-mask name.
+    let best = (0..3).fold(0, |b, k| if iou[k] > iou[b] { k } else { b });
+    let dir = TempDir::new().unwrap();
+    let mut extra = BOX1.to_vec();
+    extra.extend(["--best", "--logits-out", "best.npy"]);
+    predict_ok(dir.path(), PTH, &extra);
+    let (shape, data) = read_npy_f32(&dir.path().join("best.npy")).unwrap();
+    assert_eq!(shape, [1, 1, 64, 64]);
+    let plane = &reference[best * 64 * 64..(best + 1) * 64 * 64];
+    assert!(common::max_abs_diff_slices(&data, plane) <= 1e-4);
+    assert!(dir.path().join("mask.png").exists());
+}
+
 #[test]
 fn one_box_writes_out_path_logits_and_overlay() {
     let dir = TempDir::new().unwrap();

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
 use crate::output::guard::FileRoles;
-use crate::output::mask_png::{check_png_name, numbered_paths, write_mask_png};
+use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::write_npy_f32;
 use crate::output::overlay::{OverlayPrompts, write_overlay};
 use crate::sam::predictor::{Predictor, UserPrompts};
@@ -35,13 +35,23 @@ pub struct PredictArgs {
     /// Points join every box; without a box, all points make one mask.
     #[arg(long = "point", value_name = "X,Y[,LABEL]", allow_hyphen_values = true)]
     points: Vec<PointArg>,
-    /// Binary mask PNG at the image's resolution; several masks are numbered (mask_0.png, ...).
+    /// Binary mask PNG at the image's resolution; several masks are numbered (mask_0.png, ...),
+    /// and with --multimask by prompt and mask (mask_0_0.png, mask_0_1.png, ...).
     #[arg(long)]
     out: PathBuf,
+    /// SAM's three masks per prompt, each with its predicted IoU (for ambiguous prompts such as
+    /// one point), instead of the single mask.
+    #[arg(long)]
+    multimask: bool,
+    /// Of the three masks, keep the one with the highest predicted IoU (as SamPredictor users
+    /// do); implies --multimask's prediction, writes one mask per prompt.
+    #[arg(long, conflicts_with = "multimask")]
+    best: bool,
     /// Also write the image with the masks and prompts drawn on it.
     #[arg(long)]
     overlay: Option<PathBuf>,
-    /// Low-resolution mask logits as float32 .npy, `N x 1 x S/4 x S/4`.
+    /// Low-resolution mask logits as float32 .npy, `N x K x S/4 x S/4` (K = 3 with --multimask,
+    /// else 1).
     #[arg(long)]
     logits_out: Option<PathBuf>,
     /// Input size S the model runs at (a multiple of 16); default: the checkpoint's own (1024),
@@ -107,7 +117,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         !args.boxes.is_empty() || !args.points.is_empty(),
         "give at least one --box or --point"
     );
-    check_outputs(&args)?;
     let device = super::device::parse(&args.device)?;
     let image = crate::data::open_image(&args.image)?.to_rgb8();
     let (h, w) = (image.height() as usize, image.width() as usize);
@@ -131,6 +140,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         sam.image_size,
         started.elapsed().as_secs_f32()
     );
+    // SAM's multimask outputs: every mask token but the single-mask one.
+    let multimask_outputs = sam.config.decoder.num_mask_tokens - 1;
+    check_outputs(&args, if args.multimask { multimask_outputs } else { 1 })?;
     let prompts = UserPrompts {
         boxes: args.boxes.iter().map(|b| b.0).collect(),
         points: args.points.iter().map(|p| p.0).collect(),
@@ -138,14 +150,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let predictor = Predictor::new(&sam);
     let started = Instant::now();
     let embedding = predictor.set_image(&image);
-    let prediction = predictor.predict(&embedding, &prompts, false);
+    let prediction = predictor.predict(&embedding, &prompts, args.multimask || args.best);
+    let prediction = if args.best {
+        prediction.keep_best()
+    } else {
+        prediction
+    };
     eprintln!("predicted in {:.1}s", started.elapsed().as_secs_f32());
 
-    let paths = numbered_paths(&args.out, prediction.masks.len());
+    let k = prediction.per_prompt();
+    let paths = mask_paths(&args.out, prediction.masks.len() / k, k);
     for (i, (mask, path)) in prediction.masks.iter().zip(&paths).enumerate() {
         write_mask_png(path, mask, h, w)?;
+        let name = if k == 1 {
+            format!("{i}")
+        } else {
+            format!("{} ({} of {k})", i / k, i % k + 1)
+        };
         println!(
-            "mask {i}: predicted IoU {:.4} -> {}",
+            "mask {name}: predicted IoU {:.4} -> {}",
             prediction.iou[i],
             path.display()
         );
@@ -173,7 +196,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
 }
 
 /// No output may replace an input or another output; masks and overlays are PNG files.
-fn check_outputs(args: &PredictArgs) -> Result<()> {
+/// `per_prompt`: the masks written for each prompt.
+fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
     let mut roles = FileRoles::new();
     roles
         .input("--image", &args.image)
@@ -182,7 +206,7 @@ fn check_outputs(args: &PredictArgs) -> Result<()> {
         roles.input("--adapter", adapter);
     }
     check_png_name("--out", &args.out)?;
-    for path in numbered_paths(&args.out, args.boxes.len().max(1)) {
+    for path in mask_paths(&args.out, args.boxes.len().max(1), per_prompt) {
         roles.output("--out", &path)?;
     }
     if let Some(path) = &args.overlay {

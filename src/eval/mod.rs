@@ -12,6 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::data::preprocess::{Preprocessing, preprocess_sample};
 use crate::data::{Dataset, Sample};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
+use crate::sam::predictor::best_index;
 use crate::sam::{Prompts, Sam};
 use metrics::{Scores, Summary, dice_iou};
 
@@ -182,7 +183,7 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
                 .chunks(k * side * side)
                 .zip(iou.chunks(k))
                 .map(|(masks, iou)| {
-                    let best = (0..k).fold(0, |b, j| if iou[j] > iou[b] { j } else { b });
+                    let best = best_index(iou);
                     input
                         .frame
                         .to_original(&masks[best * side * side..][..side * side], side)

@@ -53,26 +53,39 @@ pub(crate) fn write_png(
     })
 }
 
+/// File names for `n` prompts of `k` masks each: [`numbered_paths`] when `k == 1`, else
+/// `stem_<prompt>_<k>.ext` (`mask.png` → `mask_0_0.png`, `mask_0_1.png`, …), prompt-major.
+pub fn mask_paths(path: &Path, n: usize, k: usize) -> Vec<PathBuf> {
+    if k == 1 {
+        return numbered_paths(path, n);
+    }
+    (0..n * k)
+        .map(|j| with_suffix(path, &format!("_{}_{}", j / k, j % k)))
+        .collect()
+}
+
 /// File names for `n` outputs: the path itself when `n == 1`, else `stem_0.ext`, `stem_1.ext`, …
 /// in the same directory (`mask.png` → `mask_0.png`, `mask_1.png`).
 pub fn numbered_paths(path: &Path, n: usize) -> Vec<PathBuf> {
     if n == 1 {
         return vec![path.to_path_buf()];
     }
+    (0..n)
+        .map(|i| with_suffix(path, &format!("_{i}")))
+        .collect()
+}
+
+/// `path` with `suffix` added to its stem: `dir/mask.png` → `dir/mask<suffix>.png`.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
-    (0..n)
-        .map(|i| {
-            let name = match &ext {
-                Some(ext) => format!("{stem}_{i}.{ext}"),
-                None => format!("{stem}_{i}"),
-            };
-            path.with_file_name(name)
-        })
-        .collect()
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}{suffix}"),
+    };
+    path.with_file_name(name)
 }
 
 #[cfg(test)]

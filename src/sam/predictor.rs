@@ -25,6 +25,52 @@ pub struct Prediction {
     pub masks: Vec<Vec<f32>>,
 }
 
+impl Prediction {
+    /// Masks per prompt (K): 1, or SAM's 3 multimask outputs.
+    pub fn per_prompt(&self) -> usize {
+        self.low_res_logits.dims()[1]
+    }
+
+    /// Of each prompt's K masks, the one with the highest predicted IoU (what `SamPredictor`
+    /// users do with `multimask_output=True`): K becomes 1.
+    pub fn keep_best(self) -> Prediction {
+        let k = self.per_prompt();
+        let [n, _, h, w] = self.low_res_logits.dims();
+        let best: Vec<usize> = self.iou.chunks(k).map(best_index).collect();
+        let low_res = Tensor::cat(
+            best.iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    self.low_res_logits
+                        .clone()
+                        .slice([i..i + 1, b..b + 1, 0..h, 0..w])
+                })
+                .collect(),
+            0,
+        );
+        debug_assert_eq!(low_res.dims(), [n, 1, h, w]);
+        let mut masks = self.masks;
+        Prediction {
+            low_res_logits: low_res,
+            iou: best
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| self.iou[i * k + b])
+                .collect(),
+            masks: best
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| std::mem::take(&mut masks[i * k + b]))
+                .collect(),
+        }
+    }
+}
+
+/// The index of the highest predicted IoU (the first among equals).
+pub fn best_index(iou: &[f32]) -> usize {
+    (0..iou.len()).fold(0, |b, j| if iou[j] > iou[b] { j } else { b })
+}
+
 /// User prompts in original image pixels: each box is one mask, and the points join every box
 /// (all points form a single mask when there is no box).
 #[derive(Debug, Clone, Default, PartialEq)]
