@@ -297,6 +297,65 @@ fn multimask_writes_the_three_masks_with_their_ious() {
     assert!(dir.path().join("mask.png").exists());
 }
 
+/// `--mask-input`: SAM's iterative refinement. Points plus the box prediction's low-resolution
+/// logits as the mask prompt, against Meta's `SamPredictor.predict(mask_input=...)`
+/// (tests/fixtures/mask_input, from scripts/make_mask_input_fixture.py).
+#[test]
+fn mask_input_refines_as_meta_does() {
+    let reference = |key: &str| reference_tensor("mask_input", key);
+    let dir = TempDir::new().unwrap();
+    let (shape, mask) = reference("mask_input");
+    assert_eq!(shape, [1, 64, 64]);
+    sam_cobot::output::npy::write_npy_f32(&dir.path().join("first.npy"), &shape, &mask).unwrap();
+    let points = ["--point", "120,90,1", "--point", "250,150,0"];
+    let mut extra = points.to_vec();
+    extra.extend(["--mask-input", "first.npy", "--logits-out", "refined.npy"]);
+    let stdout = predict_ok(dir.path(), PTH, &extra);
+    let (shape, data) = read_npy_f32(&dir.path().join("refined.npy")).unwrap();
+    assert_eq!(shape, [1, 1, 64, 64]);
+    let (_, expected) = reference("refined.low_res_logits");
+    let diff = common::max_abs_diff_slices(&data, &expected);
+    assert!(diff <= 1e-4, "refined logits differ by {diff:e}");
+    let (_, iou) = reference("refined.iou");
+    assert!(
+        stdout.contains(&format!("predicted IoU {:.4}", iou[0])),
+        "{stdout} vs {iou:?}"
+    );
+    // The same without the mask prompt is another prediction: the mask input is used.
+    let mut plain = points.to_vec();
+    plain.extend(["--logits-out", "plain.npy"]);
+    predict_ok(dir.path(), PTH, &plain);
+    let (_, without) = read_npy_f32(&dir.path().join("plain.npy")).unwrap();
+    assert!(common::max_abs_diff_slices(&without, &expected) > 1e-2);
+
+    // Chained from sam-cobot's own box prediction (its N x 1 x S/4 x S/4 --logits-out).
+    let mut first = BOX1.to_vec();
+    first.extend(["--logits-out", "box.npy"]);
+    predict_ok(dir.path(), PTH, &first);
+    let mut extra = points.to_vec();
+    extra.extend(["--mask-input", "box.npy", "--logits-out", "chained.npy"]);
+    predict_ok(dir.path(), PTH, &extra);
+    let (_, chained) = read_npy_f32(&dir.path().join("chained.npy")).unwrap();
+    let diff = common::max_abs_diff_slices(&chained, &expected);
+    assert!(diff <= 1e-3, "chained refinement differs by {diff:e}");
+
+    // A mask input of the wrong shape names the file, its shape and what is expected.
+    sam_cobot::output::npy::write_npy_f32(
+        &dir.path().join("bad.npy"),
+        &[2, 1, 64, 64],
+        &[0.0; 2 * 64 * 64],
+    )
+    .unwrap();
+    let mut extra = BOX1.to_vec();
+    extra.extend(["--mask-input", "bad.npy"]);
+    let args = predict_args(dir.path(), &fixture(PTH), &fixture(IMAGE), &extra);
+    assert_fails(
+        dir.path(),
+        &args,
+        &["--mask-input", "bad.npy", "[2, 1, 64, 64]", "1 x 64 x 64"],
+    );
+}
+
 #[test]
 fn one_box_writes_out_path_logits_and_overlay() {
     let dir = TempDir::new().unwrap();

@@ -10,7 +10,7 @@ use clap::Args;
 use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
 use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
-use crate::output::npy::write_npy_f32;
+use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
 use crate::sam::predictor::{Predictor, UserPrompts};
 use crate::sam::{ModelLoadError, Sam};
@@ -50,6 +50,11 @@ pub struct PredictArgs {
     /// Also write the image with the masks and prompts drawn on it.
     #[arg(long)]
     overlay: Option<PathBuf>,
+    /// A mask prompt: low-resolution logits of an earlier prediction (its --logits-out, or
+    /// SamPredictor's `low_res_masks`) as float32 .npy, `1 x S/4 x S/4` or `N x 1 x S/4 x S/4`
+    /// (one per prompt, or one for all): SAM's iterative refinement.
+    #[arg(long)]
+    mask_input: Option<PathBuf>,
     /// Low-resolution mask logits as float32 .npy, `N x K x S/4 x S/4` (K = 3 with --multimask,
     /// else 1).
     #[arg(long)]
@@ -114,8 +119,8 @@ fn parse_numbers(s: &str) -> Result<Vec<f32>, String> {
 
 pub fn run(args: PredictArgs) -> Result<()> {
     ensure!(
-        !args.boxes.is_empty() || !args.points.is_empty(),
-        "give at least one --box or --point"
+        !args.boxes.is_empty() || !args.points.is_empty() || args.mask_input.is_some(),
+        "give at least one --box, --point or --mask-input"
     );
     let device = super::device::parse(&args.device)?;
     let image = crate::data::open_image(&args.image)?.to_rgb8();
@@ -147,10 +152,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
         boxes: args.boxes.iter().map(|b| b.0).collect(),
         points: args.points.iter().map(|p| p.0).collect(),
     };
+    let mask_input = match &args.mask_input {
+        Some(path) => Some(read_mask_input(path, &sam, prompts.boxes.len().max(1))?),
+        None => None,
+    };
     let predictor = Predictor::new(&sam);
     let started = Instant::now();
     let embedding = predictor.set_image(&image);
-    let prediction = predictor.predict(&embedding, &prompts, args.multimask || args.best);
+    let prediction = predictor.predict_with_mask(
+        &embedding,
+        &prompts,
+        mask_input,
+        args.multimask || args.best,
+    );
     let prediction = if args.best {
         prediction.keep_best()
     } else {
@@ -202,6 +216,9 @@ fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
     roles
         .input("--image", &args.image)
         .input("--checkpoint", &args.checkpoint);
+    if let Some(mask) = &args.mask_input {
+        roles.input("--mask-input", mask);
+    }
     if let Some(adapter) = &args.adapter {
         roles.input("--adapter", adapter);
     }
@@ -217,6 +234,28 @@ fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
         roles.output("--logits-out", path)?;
     }
     Ok(())
+}
+
+/// The `--mask-input` logits as `[M, 1, S/4, S/4]` (M = 1 or one per prompt), shape-checked.
+fn read_mask_input(path: &Path, sam: &Sam, prompts: usize) -> Result<burn::tensor::Tensor<4>> {
+    let (shape, data) = read_npy_f32(path)?;
+    let side = sam.image_size / 4;
+    let masks = match shape[..] {
+        [1, h, w] if h == side && w == side => 1,
+        [m, 1, h, w] if h == side && w == side && (m == 1 || m == prompts) => m,
+        _ => bail!(
+            "--mask-input {}: shape {shape:?}, expected 1 x {side} x {side} or N x 1 x {side} x \
+             {side} with N = 1 or the {prompts} prompt(s) (the low-resolution logits of a \
+             prediction at input size {})",
+            path.display(),
+            sam.image_size
+        ),
+    };
+    let device = sam.device();
+    Ok(burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(data, [masks, 1, side, side]),
+        &device,
+    ))
 }
 
 /// Prompts must touch the image; SAM accepts anything, but a box off the image is a typo.

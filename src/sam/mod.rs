@@ -170,7 +170,19 @@ impl Sam {
         prompts: &Prompts,
         multimask: bool,
     ) -> MaskPrediction {
-        let (sparse, dense) = self.prompt_encoder.forward(prompts);
+        self.predict_masks_with(embedding, prompts, None, multimask)
+    }
+
+    /// [`Sam::predict_masks`] with mask prompts: low-resolution logits `[N or 1, 1, S/4, S/4]`
+    /// of an earlier prediction (SAM's iterative refinement).
+    pub fn predict_masks_with(
+        &self,
+        embedding: Tensor<4>,
+        prompts: &Prompts,
+        masks: Option<Tensor<4>>,
+        multimask: bool,
+    ) -> MaskPrediction {
+        let (sparse, dense) = self.prompt_encoder.forward_with_masks(prompts, masks);
         let (masks, iou) =
             self.mask_decoder
                 .forward(embedding, self.prompt_encoder.dense_pe(), sparse, dense);

@@ -142,10 +142,22 @@ impl<'a> Predictor<'a> {
         prompts: &UserPrompts,
         multimask: bool,
     ) -> Prediction {
+        self.predict_with_mask(image, prompts, None, multimask)
+    }
+
+    /// [`Predictor::predict`] with a mask prompt: `[N or 1, 1, S/4, S/4]` low-resolution logits
+    /// of an earlier prediction, as `SamPredictor.predict(mask_input=...)` takes them.
+    pub fn predict_with_mask(
+        &self,
+        image: &ImageEmbedding,
+        prompts: &UserPrompts,
+        mask_input: Option<Tensor<4>>,
+        multimask: bool,
+    ) -> Prediction {
         let prompts = self.model_prompts(prompts, image.original_size);
-        let out = self
-            .sam
-            .predict_masks(image.embedding.clone(), &prompts, multimask);
+        let out =
+            self.sam
+                .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
         let [_, _, g4, _] = out.low_res_logits.dims();
         let low_res: Vec<f32> = out
             .low_res_logits

@@ -33,7 +33,8 @@ pub struct PromptEncoder {
     pub point_embeddings: Vec<Param<Tensor<2>>>,
     pub not_a_point_embed: Param<Tensor<2>>,
     pub no_mask_embed: Param<Tensor<2>>,
-    // The mask-input branch: loaded so checkpoints round-trip; `predict` gives no mask input.
+    /// The mask-input branch (`mask_downscaling`): a previous low-resolution mask `[N, 1, 4g, 4g]`
+    /// → `[N, E, g, g]`, used instead of `no_mask_embed`.
     pub mask_conv1: Conv2d,
     pub mask_norm1: LayerNorm,
     pub mask_conv2: Conv2d,
@@ -110,6 +111,41 @@ impl PromptEncoder {
         let device = self.no_mask_embed.device();
         let coords = Tensor::<3>::from_data(TensorData::new(cells, [g, g, 2]), &device);
         self.pe_encoding(coords).permute([2, 0, 1]).unsqueeze()
+    }
+
+    /// The dense embedding of mask prompts `[M, 1, 4g, 4g]` (logits, as the decoder outputs them):
+    /// conv 2×2/2, LayerNorm2d, GELU, conv 2×2/2, LayerNorm2d, GELU, conv 1×1 → `[M, E, g, g]`.
+    pub fn embed_masks(&self, masks: Tensor<4>) -> Tensor<4> {
+        let x = self.mask_conv1.forward(masks);
+        let x = burn::tensor::activation::gelu(self.mask_norm1.forward_channels_first(x));
+        let x = self.mask_conv2.forward(x);
+        let x = burn::tensor::activation::gelu(self.mask_norm2.forward_channels_first(x));
+        self.mask_conv3.forward(x)
+    }
+
+    /// Sparse `[N, P(+1) + 2·box, E]` and dense `[N, E, g, g]` embeddings, the dense one from
+    /// `masks` (`[N or 1, 1, 4g, 4g]`) when given.
+    pub fn forward_with_masks(
+        &self,
+        prompts: &Prompts,
+        masks: Option<Tensor<4>>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let (sparse, dense) = self.forward(prompts);
+        match masks {
+            None => (sparse, dense),
+            Some(masks) => {
+                let dense = self.embed_masks(masks);
+                let [m, e, g, _] = dense.dims();
+                let n = sparse.dims()[0];
+                // One mask serves every prompt, as Meta's decoder broadcasts it.
+                let dense = if m == 1 {
+                    dense.expand([n, e, g, g])
+                } else {
+                    dense
+                };
+                (sparse, dense)
+            }
+        }
     }
 
     /// Sparse `[N, P(+1) + 2·box, E]` and dense `[N, E, g, g]` embeddings.
