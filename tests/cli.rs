@@ -356,6 +356,76 @@ fn mask_input_refines_as_meta_does() {
     );
 }
 
+/// `embed` then `predict --embeddings`: the same logits as running the encoder, and refused for
+/// another checkpoint, another input size or an image the file does not hold.
+#[test]
+fn saved_embeddings_decode_like_the_encoder_and_belong_to_their_model() {
+    let dir = TempDir::new().unwrap();
+    let image = fixture(IMAGE);
+    let gray = fixture("gray_150x220.png");
+    let embed = |extra: &[&str]| {
+        let mut args: Vec<OsString> =
+            vec!["embed".into(), "--checkpoint".into(), fixture(PTH).into()];
+        args.extend(["--images".into(), image.clone().into(), gray.clone().into()]);
+        args.extend(extra.iter().map(OsString::from));
+        args
+    };
+    let out = sam_cobot(dir.path(), &embed(&["--out", "emb.safetensors"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 image embedding(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // An existing file needs --force.
+    assert_fails(
+        dir.path(),
+        &embed(&["--out", "emb.safetensors"]),
+        &["exists", "--force"],
+    );
+
+    let mut extra = BOX1.to_vec();
+    extra.extend(["--logits-out", "encoder.npy"]);
+    predict_ok(dir.path(), PTH, &extra);
+    let mut extra = BOX1.to_vec();
+    extra.extend([
+        "--embeddings",
+        "emb.safetensors",
+        "--logits-out",
+        "saved.npy",
+    ]);
+    predict_ok(dir.path(), PTH, &extra);
+    assert_eq!(
+        std::fs::read(dir.path().join("encoder.npy")).unwrap(),
+        std::fs::read(dir.path().join("saved.npy")).unwrap()
+    );
+
+    let mut extra = BOX1.to_vec();
+    extra.extend(["--embeddings", "emb.safetensors"]);
+    let other = predict_args(dir.path(), &fixture("tiny1024.pth"), &image, &extra);
+    assert_fails(
+        dir.path(),
+        &other,
+        &[
+            "emb.safetensors",
+            "checkpoint whose tensors hash to",
+            "embed",
+        ],
+    );
+    let mut resized = extra.clone();
+    resized.extend(["--image-size", "512"]);
+    let args = predict_args(dir.path(), &fixture(PTH), &image, &resized);
+    assert_fails(dir.path(), &args, &["input size 256", "512"]);
+    let absent = dir.path().join("absent.png");
+    std::fs::copy(&image, &absent).unwrap();
+    let args = predict_args(dir.path(), &fixture(PTH), &absent, &extra);
+    assert_fails(
+        dir.path(),
+        &args,
+        &["no embedding of 'absent.png'", "2 image(s)"],
+    );
+}
+
 #[test]
 fn one_box_writes_out_path_logits_and_overlay() {
     let dir = TempDir::new().unwrap();

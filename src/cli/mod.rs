@@ -4,6 +4,7 @@ mod bench;
 mod data_args;
 mod demo;
 mod device;
+mod embed;
 mod eval;
 mod init;
 mod merge;
@@ -50,6 +51,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Fine-tune SAM on a data set (LoRA, AdaptFormer, COBOT, ...).
     Train(train::TrainArgs),
+    /// Save image embeddings, so that `predict --embeddings` decodes prompts without the encoder.
+    Embed(embed::EmbedArgs),
     /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
     Eval(eval::EvalArgs),
     /// Time a training step or an inference: median and peak memory.
@@ -141,6 +144,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Scenes(args) => scenes::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Stats(args) => stats::run(args),

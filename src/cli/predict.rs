@@ -12,7 +12,8 @@ use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
-use crate::sam::predictor::{Predictor, UserPrompts};
+use crate::sam::embeddings::{EmbeddingSource, read_embeddings};
+use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
 use crate::sam::{ModelLoadError, Sam};
 
 #[derive(Args, Debug)]
@@ -55,6 +56,11 @@ pub struct PredictArgs {
     /// (one per prompt, or one for all): SAM's iterative refinement.
     #[arg(long)]
     mask_input: Option<PathBuf>,
+    /// Decode with the image's saved embedding from this file (`sam-cobot embed`, by the
+    /// image's file name) instead of running the encoder; refused if another checkpoint,
+    /// adapter or input size made it.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
     /// Low-resolution mask logits as float32 .npy, `N x K x S/4 x S/4` (K = 3 with --multimask,
     /// else 1).
     #[arg(long)]
@@ -158,7 +164,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let predictor = Predictor::new(&sam);
     let started = Instant::now();
-    let embedding = predictor.set_image(&image);
+    let embedding = match &args.embeddings {
+        Some(path) => saved_embedding(path, &args, &sam, (h, w))?,
+        None => predictor.set_image(&image),
+    };
     let prediction = predictor.predict_with_mask(
         &embedding,
         &prompts,
@@ -216,8 +225,13 @@ fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
     roles
         .input("--image", &args.image)
         .input("--checkpoint", &args.checkpoint);
-    if let Some(mask) = &args.mask_input {
-        roles.input("--mask-input", mask);
+    for (flag, path) in [
+        ("--mask-input", &args.mask_input),
+        ("--embeddings", &args.embeddings),
+    ] {
+        if let Some(path) = path {
+            roles.input(flag, path);
+        }
     }
     if let Some(adapter) = &args.adapter {
         roles.input("--adapter", adapter);
@@ -234,6 +248,51 @@ fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
         roles.output("--logits-out", path)?;
     }
     Ok(())
+}
+
+/// The image's embedding from an `embed` file, checked against this model and this image.
+fn saved_embedding(
+    path: &Path,
+    args: &PredictArgs,
+    sam: &Sam,
+    size: (usize, usize),
+) -> Result<ImageEmbedding> {
+    let (source, mut embeddings) = read_embeddings(path)?;
+    let current = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
+    source.check_matches(&current, path)?;
+    let name = super::embed::file_name(&args.image);
+    let Some(saved) = embeddings.remove(&name) else {
+        let known: Vec<&String> = embeddings.keys().take(5).collect();
+        bail!(
+            "--embeddings {}: no embedding of '{name}' (it holds {} image(s): {known:?}...)",
+            path.display(),
+            embeddings.len()
+        );
+    };
+    if saved.original_size != size {
+        bail!(
+            "--embeddings {}: '{name}' was {}x{} when it was embedded, --image {} is {}x{}",
+            path.display(),
+            saved.original_size.1,
+            saved.original_size.0,
+            args.image.display(),
+            size.1,
+            size.0
+        );
+    }
+    let dims: [usize; 4] = saved.embedding.shape[..].try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "--embeddings {}: '{name}' is not [1, E, g, g]",
+            path.display()
+        )
+    })?;
+    Ok(ImageEmbedding {
+        embedding: burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(saved.embedding.data, dims),
+            &sam.device(),
+        ),
+        original_size: size,
+    })
 }
 
 /// The `--mask-input` logits as `[M, 1, S/4, S/4]` (M = 1 or one per prompt), shape-checked.

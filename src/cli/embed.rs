@@ -1,0 +1,154 @@
+//! `sam-cobot embed`: the image embeddings of one or many images, saved so that `predict
+//! --embeddings` decodes prompts without running the encoder again (see
+//! [`crate::sam::embeddings`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::predict::{load_sam, load_sam_with_adapter};
+use crate::checkpoint::RawTensor;
+use crate::data::{has_image_ext, open_image};
+use crate::output::guard::{FileRoles, refuse_existing};
+use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, write_embeddings};
+use crate::sam::predictor::Predictor;
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// SAM checkpoint (.pth or .safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Adapter trained on --checkpoint; its size becomes the default --image-size.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Images, or folders of images (their image files, by name); each is stored under its file
+    /// name, which must be unique.
+    #[arg(long, required = true, num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// Output file (.safetensors): one `[1, E, g, g]` embedding per image, with the model's
+    /// identity and each image's size as metadata.
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Input size S (default: the adapter's, else the checkpoint's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// cpu, vulkan[:N] or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let files = image_files(&args.images)?;
+    let mut roles = FileRoles::new();
+    roles.input("--checkpoint", &args.checkpoint);
+    if let Some(adapter) = &args.adapter {
+        roles.input("--adapter", adapter);
+    }
+    for (_, path) in &files {
+        roles.input("--images", path);
+    }
+    if args.out.extension().is_none_or(|e| e != "safetensors") {
+        bail!(
+            "--out {}: embeddings are written as .safetensors",
+            args.out.display()
+        );
+    }
+    roles.output("--out", &args.out)?;
+    refuse_existing("--out", &args.out, args.force)?;
+
+    let device = super::device::parse(&args.device)?;
+    let sam = match &args.adapter {
+        None => load_sam(&args.checkpoint, args.image_size, &device)?,
+        Some(adapter) => {
+            load_sam_with_adapter(&args.checkpoint, adapter, args.image_size, &device)?
+        }
+    };
+    let source = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
+    let predictor = Predictor::new(&sam);
+    let bar = ProgressBar::new(files.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let mut embeddings = BTreeMap::new();
+    for (name, path) in &files {
+        let image = open_image(path)?.to_rgb8();
+        let embedded = predictor.set_image(&image);
+        let dims = embedded.embedding.dims().to_vec();
+        let values = embedded
+            .embedding
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the embedding back: {e:?}"))?;
+        embeddings.insert(
+            name.clone(),
+            SavedEmbedding {
+                embedding: RawTensor::new(dims, values),
+                original_size: embedded.original_size,
+            },
+        );
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    write_embeddings(&args.out, &source, &embeddings)?;
+    println!(
+        "{} image embedding(s) at {} px in {:.1}s -> {}",
+        embeddings.len(),
+        sam.image_size,
+        started.elapsed().as_secs_f32(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The images named: files as given, folders by their image files; each under its file name.
+fn image_files(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("--images {}: {e}", path.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && has_image_ext(p))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("--images {}: no image files in this folder", path.display());
+            }
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("--images {}: no such file or folder", path.display());
+        }
+    }
+    let mut named: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for file in files {
+        let name = file_name(&file);
+        if let Some(other) = named.insert(name.clone(), file.clone()) {
+            bail!(
+                "--images: {} and {} have the same name '{name}': embeddings are stored by file \
+                 name",
+                other.display(),
+                file.display()
+            );
+        }
+    }
+    Ok(named.into_iter().collect())
+}
+
+/// The name an image's embedding is stored under: its file name.
+pub(super) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
