@@ -163,11 +163,27 @@ pub fn run(args: PredictArgs) -> Result<()> {
         None => None,
     };
     let predictor = Predictor::new(&sam);
-    let started = Instant::now();
     let embedding = match &args.embeddings {
-        Some(path) => saved_embedding(path, &args, &sam, (h, w))?,
-        None => predictor.set_image(&image),
+        Some(path) => {
+            let started = Instant::now();
+            let saved = saved_embedding(path, &args, &sam, (h, w))?;
+            eprintln!(
+                "read the saved embedding and checked its model in {:.2}s",
+                started.elapsed().as_secs_f32()
+            );
+            saved
+        }
+        None => {
+            let started = Instant::now();
+            let embedded = predictor.set_image(&image);
+            eprintln!(
+                "encoded the image in {:.2}s",
+                started.elapsed().as_secs_f32()
+            );
+            embedded
+        }
     };
+    let started = Instant::now();
     let prediction = predictor.predict_with_mask(
         &embedding,
         &prompts,
@@ -179,7 +195,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     } else {
         prediction
     };
-    eprintln!("predicted in {:.1}s", started.elapsed().as_secs_f32());
+    eprintln!(
+        "decoded the prompts in {:.3}s",
+        started.elapsed().as_secs_f32()
+    );
 
     let k = prediction.per_prompt();
     let paths = mask_paths(&args.out, prediction.masks.len() / k, k);
