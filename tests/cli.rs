@@ -424,6 +424,29 @@ fn saved_embeddings_decode_like_the_encoder_and_belong_to_their_model() {
         &args,
         &["no embedding of 'absent.png'", "2 image(s)"],
     );
+    // A corrupt or truncated file, and a checkpoint given as an embeddings file.
+    let bytes = std::fs::read(dir.path().join("emb.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("cut.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("junk.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
+    let tiny = fixture(SAFETENSORS);
+    for (file, says) in [
+        ("cut.safetensors", "cut.safetensors"),
+        ("junk.safetensors", "junk.safetensors"),
+        (tiny.to_str().unwrap(), "not a sam-cobot embeddings file"),
+    ] {
+        let mut extra = BOX1.to_vec();
+        extra.extend(["--embeddings", file]);
+        let args = predict_args(dir.path(), &fixture(PTH), &image, &extra);
+        assert_fails(dir.path(), &args, &[says]);
+    }
 }
 
 #[test]
