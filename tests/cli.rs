@@ -377,6 +377,14 @@ fn saved_embeddings_decode_like_the_encoder_and_belong_to_their_model() {
         "{}",
         text(&out.stdout)
     );
+    // The stored embedding is the encoder's output, as Meta's predictor computes it.
+    let saved = load_state_dict(&dir.path().join("emb.safetensors")).unwrap();
+    let (shape, reference) = reference_tensor(CASE, "image_embedding");
+    let stored = saved.get(IMAGE).unwrap();
+    assert_eq!(stored.shape, shape);
+    let diff = common::max_abs_diff_slices(&stored.data, &reference);
+    assert!(diff <= 1e-4, "embedding differs from Meta's by {diff:e}");
+    assert_eq!(saved.len(), 2);
     // An existing file needs --force.
     assert_fails(
         dir.path(),
