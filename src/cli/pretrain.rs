@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
 
-use crate::train::pretrain::{MODEL_FILE, PretrainSettings, Pretrainer};
+use crate::train::pretrain::{MODEL_FILE, PretrainFlags, PretrainSettings, Pretrainer};
 use crate::train::run_dir::claim_run_dir;
 
 #[derive(Args, Debug)]
@@ -33,88 +32,7 @@ pub struct PretrainArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     #[command(flatten)]
-    settings: SettingFlags,
-}
-
-/// The settings as flags: each one given replaces the file's (or the default) value.
-#[derive(Args, Debug, Default, Serialize)]
-struct SettingFlags {
-    /// Architecture from random weights: tiny, mini, small, vit_b, vit_l, vit_h.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<String>,
-    /// Start from this checkpoint's weights instead of random ones.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    init: Option<PathBuf>,
-    /// Input size S of the scenes and the model, a multiple of 16.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_size: Option<usize>,
-    /// Optimiser steps in all.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    steps: Option<usize>,
-    /// Steps between validations and checkpoints.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch_steps: Option<usize>,
-    /// Linear warm-up steps.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warmup_steps: Option<usize>,
-    /// Peak learning rate of AdamW.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lr: Option<f64>,
-    /// Learning rate the cosine decay ends at.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    final_lr: Option<f64>,
-    /// AdamW's decoupled weight decay.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    weight_decay: Option<f64>,
-    /// Scenes per step.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch: Option<usize>,
-    /// Objects per scene, at most.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_objects: Option<usize>,
-    /// Objects prompted per scene and prompt kind, at most.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_prompts: Option<usize>,
-    /// Losses at S / this: 1, 2 or 4 (the decoder's own resolution).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    loss_downscale: Option<usize>,
-    /// Box noise: standard deviation per coordinate as a fraction of the box side.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    box_noise: Option<f64>,
-    /// Train single-point prompts, multimask.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    point_prompts: Option<bool>,
-    /// Train corrective points from the error region.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    corrective_points: Option<bool>,
-    /// Seed of the random weights, the scenes and the prompts.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<u64>,
-    /// Validation scenes.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    val_scenes: Option<usize>,
-    /// First seed of the validation scenes, below 2^63.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    val_seed: Option<u64>,
+    settings: PretrainFlags,
 }
 
 pub fn run(args: PretrainArgs) -> Result<()> {

@@ -38,70 +38,77 @@ use crate::sam::{Prompts, Sam};
 /// Box noise is capped at 20 pixels at 1024 px (SAM's rule), scaled to the input size.
 const MAX_BOX_NOISE_AT_1024: f64 = 20.0;
 
-/// Everything that defines a pretraining run (`presets/pretrain-*.toml`, flags override).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PretrainSettings {
-    /// The architecture, by name (as `sam-cobot init --model`), for a start from random weights.
-    pub model: String,
-    /// Start from this checkpoint's weights instead (its own architecture).
-    pub init: Option<PathBuf>,
-    /// Input size S of the scenes and the model (a multiple of 16).
-    pub image_size: usize,
-    /// Optimiser steps in all.
-    pub steps: usize,
-    /// Steps between validations and checkpoints (one "epoch" of the plot and the run state).
-    pub epoch_steps: usize,
-    /// Linear warm-up from 0 over this many steps, then cosine decay to `final_lr`.
-    pub warmup_steps: usize,
-    pub lr: f64,
-    pub final_lr: f64,
-    pub weight_decay: f64,
-    /// Scenes per step.
-    pub batch: usize,
-    /// Objects per scene, at most (at least 1).
-    pub max_objects: usize,
-    /// Objects prompted per scene and prompt kind, at most (a random subset beyond).
-    pub max_prompts: usize,
-    /// The losses are computed at S / `loss_downscale` (1, 2 or 4: 4 is the decoder's own
-    /// resolution), against targets area-averaged to that size.
-    pub loss_downscale: usize,
-    /// Standard deviation of each box coordinate's noise, as a fraction of the box side.
-    pub box_noise: f64,
-    /// Add the single-point (multimask) prompts.
-    pub point_prompts: bool,
-    /// Add a corrective point to each single-point prompt, from its prediction's error region.
-    pub corrective_points: bool,
-    pub seed: u64,
-    /// Validation scenes (seeds `val_seed ..`), scored with box and with point prompts.
-    pub val_scenes: usize,
-    pub val_seed: u64,
+/// Each pretraining setting once: its help (which documents the field too), its type in the
+/// settings, its type as a flag and its default. Expands to [`PretrainSettings`] (with its
+/// `Default`) and [`PretrainFlags`], the same settings as optional flags.
+macro_rules! pretrain_settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty => $flag:ty = $default:expr ),+ $(,)?) => {
+        /// Everything that defines a pretraining run (`presets/pretrain-*.toml`, flags override).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct PretrainSettings {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Default for PretrainSettings {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        /// The settings as flags: each one given replaces the file's (or the default) value.
+        #[derive(clap::Args, Debug, Default, Serialize)]
+        pub struct PretrainFlags {
+            $(
+                $(#[doc = $doc])+
+                #[arg(long)]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $name: Option<$flag>,
+            )+
+        }
+    };
 }
 
-impl Default for PretrainSettings {
-    fn default() -> Self {
-        Self {
-            model: "mini".into(),
-            init: None,
-            image_size: 256,
-            steps: 20_000,
-            epoch_steps: 500,
-            warmup_steps: 250,
-            lr: 1e-3,
-            final_lr: 1e-5,
-            weight_decay: 0.01,
-            batch: 1,
-            max_objects: 8,
-            max_prompts: 8,
-            loss_downscale: 2,
-            box_noise: 0.1,
-            point_prompts: true,
-            corrective_points: true,
-            seed: 0,
-            val_scenes: 32,
-            val_seed: 1_000_000,
-        }
-    }
+pretrain_settings! {
+    /// Architecture from random weights: tiny, mini, small, vit_b, vit_l, vit_h.
+    model: String => String = "mini".into(),
+    /// Start from this checkpoint's weights instead of random ones (its own architecture).
+    init: Option<PathBuf> => PathBuf = None,
+    /// Input size S of the scenes and the model, a multiple of 16.
+    image_size: usize => usize = 256,
+    /// Optimiser steps in all.
+    steps: usize => usize = 20_000,
+    /// Steps between validations and checkpoints (one "epoch" of the plot and the run state).
+    epoch_steps: usize => usize = 500,
+    /// Linear warm-up steps from 0, then cosine decay to the final learning rate.
+    warmup_steps: usize => usize = 250,
+    /// Peak learning rate of AdamW.
+    lr: f64 => f64 = 1e-3,
+    /// Learning rate the cosine decay ends at.
+    final_lr: f64 => f64 = 1e-5,
+    /// AdamW's decoupled weight decay.
+    weight_decay: f64 => f64 = 0.01,
+    /// Scenes per step.
+    batch: usize => usize = 1,
+    /// Objects per scene, at most.
+    max_objects: usize => usize = 8,
+    /// Objects prompted per scene and prompt kind, at most (a random subset beyond).
+    max_prompts: usize => usize = 8,
+    /// Losses at S / this: 1, 2 or 4 (the decoder's own resolution), against targets
+    /// area-averaged to that size.
+    loss_downscale: usize => usize = 2,
+    /// Box noise: standard deviation per coordinate as a fraction of the box side.
+    box_noise: f64 => f64 = 0.1,
+    /// Train single-point prompts, multimask (the loss on the best of SAM's three masks).
+    point_prompts: bool => bool = true,
+    /// Train corrective points from the error region of each single-point prediction.
+    corrective_points: bool => bool = true,
+    /// Seed of the random weights, the scenes and the prompts.
+    seed: u64 => u64 = 0,
+    /// Validation scenes (seeds from the validation seed on), scored with boxes and one point.
+    val_scenes: usize => usize = 32,
+    /// First seed of the validation scenes, below 2^63.
+    val_seed: u64 => u64 = 1_000_000,
 }
 
 impl PretrainSettings {
