@@ -199,12 +199,7 @@ fn check_prediction(dir: &Path, stdout: &str, set: &str) {
     for (i, line) in lines.iter().enumerate() {
         assert!(line.starts_with(&format!("mask {i}:")), "{line}");
         assert!(line.contains(&*paths[i].to_string_lossy()), "{line}");
-        let printed: f32 = line
-            .split("predicted IoU ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no IoU in {line:?}"));
+        let printed = printed_iou(line);
         // 4 decimals: the printed value is the reference rounded, give or take its last digit.
         assert!(
             (printed - iou[i]).abs() <= 0.5e-4 + 1e-5,
@@ -212,6 +207,15 @@ fn check_prediction(dir: &Path, stdout: &str, set: &str) {
             iou[i]
         );
     }
+}
+
+/// The IoU a `mask ...: predicted IoU X -> path` line prints.
+fn printed_iou(line: &str) -> f32 {
+    line.split("predicted IoU ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no IoU in {line:?}"))
 }
 
 /// Low-resolution logits written with `--logits-out` against `{set}.low_res_logits`.
@@ -271,12 +275,7 @@ fn multimask_writes_the_three_masks_with_their_ious() {
             .lines()
             .find(|l| l.contains(&*path.to_string_lossy()))
             .unwrap_or_else(|| panic!("no line for mask {k}: {stdout}"));
-        let printed: f32 = line
-            .split("predicted IoU ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no IoU in {line:?}"));
+        let printed = printed_iou(line);
         assert!(
             (printed - reference_iou).abs() <= 0.6e-4,
             "{line} vs {reference_iou}"
