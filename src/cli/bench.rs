@@ -32,8 +32,9 @@ pub struct BenchArgs {
     /// Box prompts per image.
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     boxes: usize,
-    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
+    /// backends need their cargo feature).
+    #[arg(long, default_value = "auto")]
     device: String,
     /// Untimed runs first.
     #[arg(long, default_value_t = 2)]
@@ -55,6 +56,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     crate::kernels::set_enabled(!args.unfused);
     let device = super::device::parse(&args.device)?;
+    let device_name = super::device::describe(&device);
     if args.workload == Workload::Gemm {
         let shape = args.gemm_size;
         let runs = crate::bench::gemm(shape, &device, args.warmup, args.runs)?;
@@ -62,13 +64,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let gflops = shape.flops() / (ms * 1e-3) / 1e9;
         if args.json {
             let report = serde_json::json!({"workload": "gemm", "size": shape.to_string(),
-                "device": args.device, "median_ms": ms, "gflops": gflops,
+                "device": device_name, "median_ms": ms, "gflops": gflops,
                 "threads": rayon::current_num_threads()});
             println!("{report}");
         } else {
             println!(
-                "gemm {shape} f32 on {}, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
-                args.device,
+                "gemm {shape} f32 on {device_name}, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
                 rayon::current_num_threads()
             );
         }
@@ -91,7 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         warmup: args.warmup,
         runs: args.runs,
         device,
-        device_name: args.device.clone(),
+        device_name,
     };
     let report = crate::bench::run(base, &settings)?;
     if args.json {

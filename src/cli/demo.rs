@@ -58,8 +58,9 @@ pub struct DemoArgs {
     /// Peak learning rate of every method.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
-    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
+    /// backends need their cargo feature).
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 

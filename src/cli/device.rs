@@ -4,9 +4,17 @@
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 
-/// Parses `cpu`, `vulkan[:N]` or `cuda[:N]`. A GPU device is started here, so that a missing
-/// driver or card is reported as an error naming the device rather than as a panic later.
+/// Parses `auto`, `cpu`, `vulkan[:N|:cpu]` or `cuda[:N]`. A GPU device is started here, so that
+/// a missing driver or card is reported as an error naming the device rather than as a panic
+/// later. `auto` takes the first GPU this build can drive that answers (CUDA, then a discrete
+/// Vulkan GPU), else the CPU, and says which when there was a choice.
 pub fn parse(name: &str) -> Result<Device> {
+    if name == "auto" {
+        return Ok(auto());
+    }
+    if name == "vulkan:cpu" {
+        return start(name, vulkan_cpu()?);
+    }
     let (kind, index) = match name.split_once(':') {
         Some((kind, index)) => {
             let index: usize = index
@@ -20,9 +28,48 @@ pub fn parse(name: &str) -> Result<Device> {
         "cpu" => return Ok(Device::flex()),
         "vulkan" => vulkan(index)?,
         "cuda" => cuda(index.unwrap_or(0))?,
-        _ => bail!("--device {name}: unknown device (expected cpu, vulkan[:N] or cuda[:N])"),
+        _ => bail!(
+            "--device {name}: unknown device (expected auto, cpu, vulkan[:N|:cpu] or cuda[:N])"
+        ),
     };
     start(name, device)
+}
+
+/// How a device is named in reports: `cpu`, or the backend's own description of a GPU.
+pub fn describe(device: &Device) -> String {
+    if crate::kernels::is_cpu(device) {
+        "cpu".into()
+    } else {
+        format!("{device:?}")
+    }
+}
+
+/// A device `--device auto` may take, by name, and how to make it.
+type Candidate = (&'static str, fn() -> Result<Device>);
+
+/// The device `--device auto` picks.
+fn auto() -> Device {
+    let candidates: Vec<Candidate> = {
+        #[allow(unused_mut)]
+        let mut c: Vec<Candidate> = Vec::new();
+        #[cfg(feature = "cuda")]
+        c.push(("cuda:0", || cuda(0)));
+        #[cfg(feature = "vulkan")]
+        c.push(("vulkan:0", || vulkan(Some(0))));
+        c
+    };
+    if candidates.is_empty() {
+        // A CPU-only build: nothing to choose.
+        return Device::flex();
+    }
+    for (name, make) in candidates {
+        if let Ok(device) = make().and_then(|d| start(name, d)) {
+            eprintln!("device: {name} (--device auto)");
+            return device;
+        }
+    }
+    eprintln!("device: cpu (--device auto: no GPU answered)");
+    Device::flex()
 }
 
 /// Runs one tiny op on `device`. GPU backends panic when no driver or card answers; that panic
@@ -50,6 +97,17 @@ fn vulkan(index: Option<usize>) -> Result<Device> {
     )))
 }
 
+/// Mesa's software Vulkan (lavapipe) or any CPU adapter: burn never picks one by itself.
+#[cfg(feature = "vulkan")]
+fn vulkan_cpu() -> Result<Device> {
+    Ok(Device::vulkan(burn::tensor::DeviceKind::Cpu))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan_cpu() -> Result<Device> {
+    vulkan(None)
+}
+
 #[cfg(not(feature = "vulkan"))]
 fn vulkan(_: Option<usize>) -> Result<Device> {
     bail!(
@@ -67,4 +125,30 @@ fn cuda(_: usize) -> Result<Device> {
     bail!(
         "--device cuda: this sam-cobot was built without the `cuda` feature (cargo build --release --features cuda)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_the_cpu_in_a_cpu_only_build_and_unknown_names_are_refused() {
+        if cfg!(not(any(feature = "cuda", feature = "vulkan"))) {
+            assert!(crate::kernels::is_cpu(&parse("auto").unwrap()));
+        }
+        assert!(crate::kernels::is_cpu(&parse("cpu").unwrap()));
+        let err = parse("tpu").unwrap_err().to_string();
+        assert!(
+            err.contains("auto, cpu, vulkan[:N|:cpu] or cuda[:N]"),
+            "{err}"
+        );
+        assert!(parse("vulkan:x").unwrap_err().to_string().contains("'x'"));
+        #[cfg(not(feature = "vulkan"))]
+        assert!(
+            parse("vulkan:cpu")
+                .unwrap_err()
+                .to_string()
+                .contains("without the `vulkan` feature")
+        );
+    }
 }

@@ -39,8 +39,8 @@ pub struct EmbedArgs {
     /// Input size S (default: the adapter's, else the checkpoint's).
     #[arg(long)]
     image_size: Option<usize>,
-    /// cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 

@@ -46,8 +46,8 @@ pub struct EvalArgs {
     /// Write an overlay PNG per image into the report folder.
     #[arg(long)]
     overlays: bool,
-    /// cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 

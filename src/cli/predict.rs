@@ -69,8 +69,9 @@ pub struct PredictArgs {
     /// or the size the adapter was trained at.
     #[arg(long)]
     image_size: Option<usize>,
-    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
+    /// backends need their cargo feature).
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 

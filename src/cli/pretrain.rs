@@ -28,8 +28,8 @@ pub struct PretrainArgs {
     /// kept).
     #[arg(long, conflicts_with = "resume")]
     force: bool,
-    /// cpu, vulkan[:N] or cuda[:N].
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
+    #[arg(long, default_value = "auto")]
     device: String,
     #[command(flatten)]
     settings: PretrainFlags,

@@ -275,8 +275,9 @@ pub struct TrainArgs {
     /// appended to with --resume.
     #[arg(long)]
     log_jsonl: Option<PathBuf>,
-    /// cpu, vulkan[:N] or cuda[:N] (GPU backends need the matching cargo feature).
-    #[arg(long, default_value = "cpu")]
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
+    /// backends need their cargo feature).
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
