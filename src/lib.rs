@@ -8,7 +8,7 @@
 //! - [`train`]: losses and training.
 //! - [`eval`]: the paper's metrics and reports.
 //! - [`output`]: what `predict` writes: mask PNGs, overlays, `.npy` logits.
-//! - [`bench`]: timing of training steps and inference (`sam-cobot bench`).
+//! - [`bench`](mod@bench): timing of training steps and inference (`sam-cobot bench`).
 //! - [`cli`]: the command-line front end.
 
 pub mod bench;

@@ -391,7 +391,7 @@ pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
     }
 }
 
-/// Box-prompt jitter of the [REM] training loop (docs/methods.md#box-prompt-jitter): every coordinate of every box gets
+/// Box-prompt jitter of the `[REM]` training loop (docs/methods.md#box-prompt-jitter): every coordinate of every box gets
 /// an independent integer uniform in `[0, max_px_at_1024)` added (the authors' additive shift,
 /// 50 → `randint(0, 50)`), scaled by `input_size / 1024` for another input size; no clipping,
 /// as the authors. Applied in the `S` frame after pre-processing. `max_px_at_1024 = 0` is a no-op.

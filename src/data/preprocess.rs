@@ -3,7 +3,7 @@
 //! Two pipelines:
 //! - [`Preprocessing::Sam`]: SAM's predictor path (ResizeLongestSide with PIL's antialiased
 //!   bilinear, SAM mean/std on the 0–255 scale, zero padding bottom/right after normalisation).
-//! - [`Preprocessing::Sonar`]: the [REM]/SonarSAM loader: centred zero padding to a square in
+//! - [`Preprocessing::Sonar`]: the `[REM]`/SonarSAM loader: centred zero padding to a square in
 //!   pixel space, OpenCV `INTER_LINEAR` resize to `S × S`, `ToTensor` (÷255) then
 //!   `(v − mean)/std` (padded pixels therefore become `−mean/std`, not 0).
 //!

@@ -35,7 +35,7 @@ impl Linear {
         })
     }
 
-    /// Over the last axis of `x` `[.., in]` (see [`linear_over_last_axis`]).
+    /// Over the last axis of `x` `[.., in]` (see `linear_over_last_axis`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         linear_over_last_axis(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }

@@ -1,7 +1,7 @@
 //! Segment Anything: the model, its configuration and loading.
 //!
 //! Layout follows the reference: [`image_encoder`] (ViT), [`prompt_encoder`], [`mask_decoder`]
-//! (two-way transformer + heads); [`config`] reads the sizes off a checkpoint and [`weights`]
+//! (two-way transformer + heads); [`config`] reads the sizes off a checkpoint and [`crate::nn::weights`]
 //! takes tensors out of it by their official names.
 
 pub mod attention;
