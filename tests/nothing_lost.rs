@@ -267,3 +267,46 @@ fn messages_say_it_once_and_in_the_users_terms() {
         "{err}"
     );
 }
+
+/// Embeddings made with an adapter are refused by the base alone, and the other way round: a
+/// saved embedding is never decoded by a model that did not make it.
+#[test]
+fn saved_embeddings_are_refused_by_another_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = make_adapter(tmp.path());
+    let base = fixtures().join("tiny256.pth");
+    let image = fixtures().join("image_300x200.png");
+    let with = tmp.path().join("with.safetensors");
+    succeeds(&mut sam_cobot(&[
+        "embed",
+        "--checkpoint",
+        s(&base),
+        "--adapter",
+        s(&adapter),
+        "--images",
+        s(&image),
+        "--out",
+        s(&with),
+    ]));
+    let out = tmp.path().join("m.png");
+    let err = fails(&mut predict(
+        &image,
+        &["--embeddings", s(&with), "--out", s(&out)],
+    ));
+    assert!(
+        err.contains("adapter") && err.contains("no adapter"),
+        "{err}"
+    );
+    let mut cmd = predict(
+        &image,
+        &[
+            "--adapter",
+            s(&adapter),
+            "--embeddings",
+            s(&with),
+            "--out",
+            s(&out),
+        ],
+    );
+    succeeds(&mut cmd);
+}
