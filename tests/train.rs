@@ -479,3 +479,90 @@ fn an_adapter_trained_on_one_file_fits_another_file_with_the_same_tensors() {
         "{err}"
     );
 }
+
+/// Decoder-only training on cached embeddings equals uncached `lightweight` training without
+/// augmentation (per-step losses and final weights), fills the cache once per image, reuses it
+/// in a second run, and is refused for a method that trains the encoder.
+#[test]
+fn cached_embeddings_train_as_the_encoder_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data, 3);
+    let cache = tmp.path().join("cache");
+    let run = |name: &str, cached: bool| {
+        let out = tmp.path().join(name);
+        let log = tmp.path().join(format!("{name}.jsonl"));
+        let mut cmd = train(&fixtures().join("tiny256.pth"), &data);
+        cmd.args([
+            "--method",
+            "lightweight",
+            "--augment",
+            "false",
+            "--epochs",
+            "2",
+        ])
+        .args(["--batch", "2", "--lr", "1e-3", "--seed", "3", "--out"])
+        .arg(&out)
+        .arg("--log-jsonl")
+        .arg(&log);
+        if cached {
+            cmd.arg("--cache-embeddings").arg(&cache);
+        }
+        succeeds(&mut cmd);
+        let losses: Vec<f64> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        (
+            losses,
+            load_state_dict(&out.join("last/adapter.safetensors")).unwrap(),
+        )
+    };
+    let (plain, plain_weights) = run("plain", false);
+    let (cached, cached_weights) = run("cached", true);
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        3,
+        "one entry per image"
+    );
+    let (again, _) = run("again", true);
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        3,
+        "the second run reuses them"
+    );
+    assert_eq!(plain.len(), 4);
+    for (a, b) in plain.iter().zip(&cached).chain(cached.iter().zip(&again)) {
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "step losses {a} vs {b}");
+    }
+    for (key, t) in plain_weights.iter() {
+        let c = &cached_weights.get(key).unwrap().data;
+        let scale = t.data.iter().map(|v| v.abs()).fold(1e-12f32, f32::max);
+        let diff = t
+            .data
+            .iter()
+            .zip(c)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff <= 1e-6 * scale,
+            "{key}: differs by {diff:e} (scale {scale:e})"
+        );
+    }
+    let err = fails(
+        train(&fixtures().join("tiny256.pth"), &data)
+            .args(["--method", "lora", "--epochs", "1", "--cache-embeddings"])
+            .arg(&cache)
+            .arg("--out")
+            .arg(tmp.path().join("lora")),
+    );
+    assert!(
+        err.contains("--cache-embeddings") && err.contains("trains the image encoder"),
+        "{err}"
+    );
+}

@@ -138,6 +138,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             stop: None,
             device: device.clone(),
             step_log: None,
+            embedding_cache: None,
         };
         trainer.run(false, &mut super::train::Bars::default())?;
         let adapter = run_dir.join("best/adapter.safetensors");

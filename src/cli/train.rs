@@ -271,6 +271,12 @@ pub struct TrainArgs {
     /// Stop at the first unreadable item instead of skipping it.
     #[arg(long)]
     strict: bool,
+    /// Cache the training images' embeddings in this folder and train the prompt encoder and
+    /// mask decoder on them: for methods whose image encoder is frozen (lightweight); turns
+    /// augmentation off. Entries are keyed by the checkpoint's tensors, the input size, the
+    /// preprocessing and the image, so they survive restarts and are never used stale.
+    #[arg(long)]
+    cache_embeddings: Option<PathBuf>,
     /// Write one JSON line per step (epoch, step, loss, lr, images, seconds) to this file;
     /// appended to with --resume.
     #[arg(long)]
@@ -323,6 +329,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .overlaid(&from_file, &source)?
             .overlaid(&flags, "the flags")?
     };
+    let mut experiment = experiment;
+    if args.cache_embeddings.is_some() && !args.resume && experiment.augment != Some(false) {
+        // A cached embedding is of one image; augmentation makes a new one every epoch.
+        eprintln!("warning: --cache-embeddings turns augmentation off (augment = false)");
+        experiment.augment = Some(false);
+    }
     let Resolved { mut settings, data } = experiment.resolve()?;
     settings.strict = args.strict;
     let open = |split: Option<PathBuf>| -> Result<Dataset> {
@@ -359,6 +371,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         roles.input("--data", &source);
     }
     roles.output_dir("--out", &args.out)?;
+    if let Some(dir) = &args.cache_embeddings {
+        roles.output_dir("--cache-embeddings", dir)?;
+    }
     check_trainable(&settings, &train)?;
     claim_run_dir(&args.out, args.resume, args.force)?;
     let record = toml::to_string(&experiment)?;
@@ -372,6 +387,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         stop: Some(stop),
         device,
         step_log: args.log_jsonl.clone(),
+        embedding_cache: args.cache_embeddings.clone(),
     };
     let result = trainer.run(args.resume, &mut Bars::default());
     if result.is_err() && !args.resume {

@@ -70,6 +70,12 @@ impl Method {
         matches!(self, Method::LoraCobot | Method::AdapterCobot)
     }
 
+    /// Whether the image encoder stays as the base has it (no tensor of it trains, no module
+    /// is added to it), so its embeddings can be computed once.
+    pub fn encoder_frozen(self) -> bool {
+        matches!(self, Method::Freeze | Method::Lightweight)
+    }
+
     /// Where in each encoder block the method's modules sit (`None`: it has none).
     pub fn site(self) -> Option<Site> {
         if self.lora() {

@@ -2,6 +2,7 @@
 //! from random weights on generated scenes ([`pretrain`]), and the run folders both write
 //! ([`run_dir`]) with the state they record ([`run_state`]).
 
+pub mod embedding_cache;
 pub mod loss;
 pub mod optim;
 pub mod plot;

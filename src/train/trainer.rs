@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use super::embedding_cache::EmbeddingCache;
 use super::loss::{DiceKind, segmentation_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::run_state::{EpochLog, EpochLosses, RunState};
@@ -124,6 +125,9 @@ pub struct Trainer<'a> {
     pub device: Device,
     /// Append one JSON line per optimiser step to this file (see [`StepLog`]).
     pub step_log: Option<PathBuf>,
+    /// Cache the image embeddings in this folder ([`EmbeddingCache`]): only for methods whose
+    /// image encoder is frozen, and without augmentation.
+    pub embedding_cache: Option<PathBuf>,
 }
 
 /// One line of `train --log-jsonl`: a step's epoch (0-based), global step (1-based), loss,
@@ -162,11 +166,36 @@ impl Trainer<'_> {
             Some(path) => Some(StepLogFile::open(path, resume)?),
             None => None,
         };
+        let base = BaseId::of(&s.checkpoint)?;
+        let cache = match &self.embedding_cache {
+            None => None,
+            Some(dir) => {
+                if !s.peft.method.encoder_frozen() {
+                    bail!(
+                        "--cache-embeddings: --method {} trains the image encoder, so its \
+                         embeddings change every step (lightweight trains the decoder alone)",
+                        s.peft.method
+                    );
+                }
+                if s.augment {
+                    bail!(
+                        "--cache-embeddings needs --augment false: an augmented image is new every epoch"
+                    );
+                }
+                Some(EmbeddingCache::open(
+                    dir,
+                    &base,
+                    sam.image_size,
+                    &s.preprocessing,
+                )?)
+            }
+        };
         let mut run = RunContext {
             device,
             optimizer,
             state,
-            base: BaseId::of(&s.checkpoint)?,
+            base,
+            cache,
             step_log,
             unreadable: BTreeSet::new(),
             reported: BTreeSet::new(),
@@ -244,7 +273,21 @@ impl Trainer<'_> {
             if inputs.is_empty() {
                 continue;
             }
-            let loss = batch_loss(&sam, &inputs, sam.image_size, s.dice, &run.device);
+            let loss = match &run.cache {
+                None => batch_loss(&sam, &inputs, sam.image_size, s.dice, &run.device),
+                Some(cache) => {
+                    let embeddings =
+                        cache.embeddings(&sam, &inputs, sam.image_size, &run.device)?;
+                    batch_loss_on(
+                        &sam,
+                        embeddings,
+                        &inputs,
+                        sam.image_size,
+                        s.dice,
+                        &run.device,
+                    )
+                }
+            };
             let value;
             (sam, value) = optimise(sam, &mut run.optimizer, loss, lr);
             run.state.steps += 1;
@@ -428,6 +471,7 @@ struct RunContext {
     state: RunState,
     /// The base checkpoint's identity, hashed once, written into every adapter.
     base: BaseId,
+    cache: Option<EmbeddingCache>,
     step_log: Option<StepLogFile>,
     /// Items already reported unreadable, and annotations already reported dropped: each is
     /// named once per run.
@@ -523,13 +567,22 @@ pub fn batch_logits(
     size: usize,
     device: &Device,
 ) -> Vec<Tensor<4>> {
+    decode_batch(sam, encode_batch(sam, inputs, size, device), inputs)
+}
+
+/// The image embeddings `[B, E, g, g]` of a batch, in one encoder pass.
+pub fn encode_batch(sam: &Sam, inputs: &[ModelInput], size: usize, device: &Device) -> Tensor<4> {
     let b = inputs.len();
     let pixels: Vec<f32> = inputs
         .iter()
         .flat_map(|i| i.image.iter().copied())
         .collect();
     let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
-    let embeddings = sam.embed_image(images);
+    sam.embed_image(images)
+}
+
+/// The logits of every image's boxes from the batch's embeddings (the decoder once per image).
+pub fn decode_batch(sam: &Sam, embeddings: Tensor<4>, inputs: &[ModelInput]) -> Vec<Tensor<4>> {
     let [_, e, g, _] = embeddings.dims();
     inputs
         .iter()
@@ -553,7 +606,26 @@ pub fn batch_loss(
     dice: DiceKind,
     device: &Device,
 ) -> Tensor<1> {
-    batch_logits(sam, inputs, size, device)
+    batch_loss_on(
+        sam,
+        encode_batch(sam, inputs, size, device),
+        inputs,
+        size,
+        dice,
+        device,
+    )
+}
+
+/// [`batch_loss`] from the batch's embeddings `[B, E, g, g]` (computed or cached).
+pub fn batch_loss_on(
+    sam: &Sam,
+    embeddings: Tensor<4>,
+    inputs: &[ModelInput],
+    size: usize,
+    dice: DiceKind,
+    device: &Device,
+) -> Tensor<1> {
+    decode_batch(sam, embeddings, inputs)
         .into_iter()
         .zip(inputs)
         .map(|(low_res, input)| {
