@@ -3,7 +3,7 @@
 //! [`crate::sam::embeddings`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -14,7 +14,7 @@ use super::predict::{load_sam, load_sam_with_adapter};
 use crate::checkpoint::RawTensor;
 use crate::data::{has_image_ext, open_image};
 use crate::output::guard::{FileRoles, refuse_existing};
-use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, write_embeddings};
+use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, image_name, write_embeddings};
 use crate::sam::predictor::Predictor;
 
 #[derive(Args, Debug)]
@@ -133,7 +133,7 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
     }
     let mut named: BTreeMap<String, PathBuf> = BTreeMap::new();
     for file in files {
-        let name = file_name(&file);
+        let name = image_name(&file);
         if let Some(other) = named.insert(name.clone(), file.clone()) {
             bail!(
                 "--images: {} and {} have the same name '{name}': embeddings are stored by file \
@@ -144,11 +144,4 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
         }
     }
     Ok(named.into_iter().collect())
-}
-
-/// The name an image's embedding is stored under: its file name.
-pub(super) fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
-use crate::sam::embeddings::{EmbeddingSource, read_embeddings};
+use crate::sam::embeddings::{EmbeddingSource, image_name, read_embeddings};
 use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
 use crate::sam::{ModelLoadError, Sam};
 
@@ -280,7 +280,7 @@ fn saved_embedding(
     let (source, mut embeddings) = read_embeddings(path)?;
     let current = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
     source.check_matches(&current, path)?;
-    let name = super::embed::file_name(&args.image);
+    let name = image_name(&args.image);
     let Some(saved) = embeddings.remove(&name) else {
         let known: Vec<&String> = embeddings.keys().take(5).collect();
         bail!(

@@ -89,6 +89,13 @@ impl EmbeddingSource {
     }
 }
 
+/// The name an image's embedding is stored under: its file name.
+pub fn image_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// One image's embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedEmbedding {
