@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::predict::{load_sam, load_sam_with_adapter};
 use crate::checkpoint::RawTensor;
 use crate::data::{has_image_ext, open_image};
+use crate::nn::F32Values;
 use crate::output::guard::{FileRoles, refuse_existing};
 use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, image_name, write_embeddings};
 use crate::sam::predictor::Predictor;
@@ -82,12 +83,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         let image = open_image(path)?.to_rgb8();
         let embedded = predictor.set_image(&image);
         let dims = embedded.embedding.dims().to_vec();
-        let values = embedded
-            .embedding
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading the embedding back: {e:?}"))?;
+        let values = embedded.embedding.f32_values();
         embeddings.insert(
             name.clone(),
             SavedEmbedding {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
+use crate::nn::F32Values;
 use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
@@ -227,11 +228,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     if let Some(path) = &args.logits_out {
         let dims = prediction.low_res_logits.dims();
-        let data: Vec<f32> = prediction
-            .low_res_logits
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| anyhow::anyhow!("reading logits back: {e:?}"))?;
+        let data: Vec<f32> = prediction.low_res_logits.f32_values();
         write_npy_f32(path, &dims, &data)?;
         println!("low-res logits {dims:?} -> {}", path.display());
     }

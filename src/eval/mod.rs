@@ -11,6 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::preprocess::{Preprocessing, preprocess_sample};
 use crate::data::{Dataset, Sample};
+use crate::nn::F32Values;
 use crate::output::overlay::{OverlayPrompts, write_overlay};
 use crate::sam::predictor::best_index;
 use crate::sam::{Prompts, Sam};
@@ -167,18 +168,8 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
             };
             let out = sam.predict_masks(sam.embed_image(image), &prompts, multimask);
             let [_, k, side, _] = out.low_res_logits.dims();
-            let planes: Vec<f32> = out
-                .low_res_logits
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
-                .expect("f32 logits");
-            let iou: Vec<f32> = out
-                .iou
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec()
-                .expect("f32 iou");
+            let planes: Vec<f32> = out.low_res_logits.f32_values();
+            let iou: Vec<f32> = out.iou.f32_values();
             planes
                 .chunks(k * side * side)
                 .zip(iou.chunks(k))

@@ -6,3 +6,20 @@
 pub mod layers;
 pub mod params;
 pub mod weights;
+
+use burn::tensor::Tensor;
+
+/// A tensor's values on the host as f32, whatever its element type (the one way the code reads
+/// tensors back).
+pub trait F32Values {
+    fn f32_values(self) -> Vec<f32>;
+}
+
+impl<const D: usize> F32Values for Tensor<D> {
+    fn f32_values(self) -> Vec<f32> {
+        self.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("values converted to f32")
+    }
+}

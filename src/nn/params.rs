@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
+use super::F32Values;
 use crate::checkpoint::{RawTensor, StateDict};
 
 /// Where a parameter comes from.
@@ -41,11 +42,7 @@ impl ParamNames {
 
 fn to_raw<const D: usize>(tensor: Tensor<D>) -> RawTensor {
     let shape = tensor.dims().to_vec();
-    let data = tensor
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float tensors read back as f32");
+    let data = tensor.f32_values();
     RawTensor::new(shape, data)
 }
 

@@ -71,13 +71,14 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     use super::*;
+    use crate::nn::F32Values;
 
     fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
         Tensor::from_data(TensorData::new(data, shape), &Device::flex())
     }
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec().unwrap()
+        t.f32_values()
     }
 
     /// Dual sets: `h ⊙ m + g ⊙ h` per column; the per-block set alone: `g ⊙ h`.

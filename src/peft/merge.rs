@@ -13,6 +13,7 @@ use super::Method;
 use super::cobot::{CobotShared, lora_columns};
 use super::lora::LoraQv;
 use crate::checkpoint::StateDict;
+use crate::nn::F32Values;
 use crate::nn::params::{self, Origin};
 use crate::sam::Sam;
 
@@ -89,16 +90,8 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
             .ok_or_else(|| MergeError::MissingKey(key.clone()))?;
         let c = dq.dims()[0];
         let mut data = qkv.data.clone();
-        let dq: Vec<f32> = dq
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec()
-            .expect("f32 data");
-        let dv: Vec<f32> = dv
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec()
-            .expect("f32 data");
+        let dq: Vec<f32> = dq.f32_values();
+        let dv: Vec<f32> = dv.f32_values();
         // Rows 0..C are q, C..2C k, 2C..3C v; row-major [3C, C].
         for (w, d) in data[..c * c].iter_mut().zip(&dq) {
             *w += d;

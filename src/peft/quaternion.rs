@@ -41,13 +41,14 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     use super::*;
+    use crate::nn::F32Values;
 
     fn param(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Param<Tensor<2>> {
         Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
     }
 
     fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_into_vec().unwrap()
+        t.f32_values()
     }
 
     /// With one-element components the map is the Hamilton product `q ⊗ p` of the weight

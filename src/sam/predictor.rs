@@ -6,6 +6,7 @@ use image::RgbImage;
 
 use super::transforms::{Normalization, ResizeLongestSide, postprocess_logits, preprocess};
 use super::{Prompts, Sam};
+use crate::nn::F32Values;
 
 /// An image after the encoder, with the sizes needed to map prompts and masks.
 pub struct ImageEmbedding {
@@ -159,12 +160,7 @@ impl<'a> Predictor<'a> {
             self.sam
                 .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
         let [_, _, g4, _] = out.low_res_logits.dims();
-        let low_res: Vec<f32> = out
-            .low_res_logits
-            .clone()
-            .into_data()
-            .try_to_vec()
-            .expect("f32 logits");
+        let low_res: Vec<f32> = out.low_res_logits.clone().f32_values();
         let (h, w) = image.original_size;
         let new_size = self.resize.new_size(h, w);
         let masks = low_res
@@ -173,7 +169,7 @@ impl<'a> Predictor<'a> {
             .collect();
         Prediction {
             low_res_logits: out.low_res_logits,
-            iou: out.iou.into_data().try_to_vec().expect("f32 iou"),
+            iou: out.iou.f32_values(),
             masks,
         }
     }

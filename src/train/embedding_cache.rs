@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::adapter::BaseId;
 use crate::checkpoint::{RawTensor, StateDict, load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing};
+use crate::nn::F32Values;
 use crate::sam::Sam;
 
 const TENSOR: &str = "embedding";
@@ -85,11 +86,7 @@ impl EmbeddingCache {
                     );
                     let embedding = sam.embed_image(image).detach();
                     let shape = embedding.dims().to_vec();
-                    let values = embedding
-                        .into_data()
-                        .convert::<f32>()
-                        .try_into_vec::<f32>()
-                        .map_err(|e| anyhow::anyhow!("reading an embedding back: {e:?}"))?;
+                    let values = embedding.f32_values();
                     let tensor = RawTensor::new(shape, values);
                     let mut dict = StateDict::new();
                     dict.insert(TENSOR, tensor.clone());

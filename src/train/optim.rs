@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{RawTensor, StateDict};
 use crate::kernels::{self, AdamStep, WeightDecay};
+use crate::nn::F32Values;
 use crate::nn::params::ParamNames;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -88,12 +89,7 @@ impl Optimizer {
         let mut dict = StateDict::new();
         for (key, moments) in &self.moments {
             for (prefix, t) in [("m", &moments.m), ("v", &moments.v)] {
-                let data = t
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32");
+                let data = t.clone().f32_values();
                 dict.insert(
                     format!("{prefix}.{key}"),
                     RawTensor::new(vec![data.len()], data),
@@ -249,7 +245,7 @@ mod tests {
             let grads = loss.backward();
             module = opt.step(module, &names, &grads, lr);
         }
-        let got = module.w.val().into_data().try_to_vec::<f32>().unwrap();
+        let got = module.w.val().f32_values();
 
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
         let expected = (0..2)
@@ -305,7 +301,7 @@ mod tests {
                         theta = opt.update("w", theta, grad, 1e-3);
                     }
                     kernels::set_enabled(true);
-                    theta.into_data().try_to_vec::<f32>().unwrap()
+                    theta.f32_values()
                 };
                 let (fused, composed) = (run(true), run(false));
                 let same = fused

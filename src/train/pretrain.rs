@@ -29,6 +29,7 @@ use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::data::scenes::{scene, write_coco};
 use crate::data::{DataSource, Dataset};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
+use crate::nn::F32Values;
 use crate::output::atomic::{previous_dir, write_dir_atomic};
 use crate::peft::{Method, PeftConfig};
 use crate::sam::config::SamConfig;
@@ -470,12 +471,7 @@ impl Group {
     ) -> Self {
         let [n, k, h, w] = logits.dims();
         let losses = sam_mask_loss(logits.clone(), targets);
-        let values = losses
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32");
+        let values = losses.clone().f32_values();
         let best: Vec<usize> = values
             .chunks(k)
             .map(|row| (0..k).fold(0, |b, j| if row[j] < row[b] { j } else { b }))
@@ -486,11 +482,7 @@ impl Group {
             .collect();
         let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [n, k]), device);
         let mask_loss = (losses * one_hot).sum() / n as f64;
-        let planes = logits
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32");
+        let planes = logits.f32_values();
         let masks: Vec<Vec<bool>> = planes
             .chunks(h * w)
             .map(|p| p.iter().map(|&v| v > 0.0).collect())

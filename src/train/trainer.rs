@@ -26,6 +26,7 @@ use crate::data::Dataset;
 use crate::data::augment::{Augment, jitter_boxes};
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::eval::{EvalOptions, Scorer, evaluate};
+use crate::nn::F32Values;
 use crate::output::atomic::{previous_dir, write_atomic, write_dir_atomic};
 use crate::peft::init::initial_state;
 use crate::peft::{Method, PeftConfig};
@@ -549,8 +550,7 @@ pub fn read_run_state(dir: &Path) -> Result<RunState> {
 /// One optimiser step on `loss`; with its value. A non-finite loss never reaches the weights:
 /// `sam` comes back unchanged.
 pub fn optimise(sam: Sam, optimizer: &mut Optimizer, loss: Tensor<1>, lr: f64) -> (Sam, f64) {
-    let data = loss.clone().into_data().convert::<f32>();
-    let value = f64::from(data.try_into_vec::<f32>().expect("f32")[0]);
+    let value = f64::from(loss.clone().f32_values()[0]);
     if !value.is_finite() {
         return (sam, value);
     }
