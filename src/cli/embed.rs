@@ -11,9 +11,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::predict::{load_sam, load_sam_with_adapter};
-use crate::checkpoint::RawTensor;
 use crate::data::{has_image_ext, open_image};
-use crate::nn::F32Values;
+use crate::nn::to_raw;
 use crate::output::guard::{FileRoles, refuse_existing};
 use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, image_name, write_embeddings};
 use crate::sam::predictor::Predictor;
@@ -82,12 +81,10 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     for (name, path) in &files {
         let image = open_image(path)?.to_rgb8();
         let embedded = predictor.set_image(&image);
-        let dims = embedded.embedding.dims().to_vec();
-        let values = embedded.embedding.f32_values();
         embeddings.insert(
             name.clone(),
             SavedEmbedding {
-                embedding: RawTensor::new(dims, values),
+                embedding: to_raw(embedded.embedding),
                 original_size: embedded.original_size,
             },
         );

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
-use crate::nn::F32Values;
+use crate::nn::{F32Values, from_raw};
 use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
@@ -297,17 +297,14 @@ fn saved_embedding(
             size.0
         );
     }
-    let dims: [usize; 4] = saved.embedding.shape[..].try_into().map_err(|_| {
-        anyhow::anyhow!(
+    let embedding = from_raw(saved.embedding, &sam.device()).with_context(|| {
+        format!(
             "--embeddings {}: '{name}' is not [1, E, g, g]",
             path.display()
         )
     })?;
     Ok(ImageEmbedding {
-        embedding: burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(saved.embedding.data, dims),
-            &sam.device(),
-        ),
+        embedding,
         original_size: size,
     })
 }
@@ -359,12 +356,10 @@ pub fn load_sam_with_adapter(
     image_size: Option<usize>,
     device: &burn::tensor::Device,
 ) -> Result<Sam> {
-    match load_with_adapter(base, adapter, image_size, device) {
-        Err(AdapterError::Model { source, .. }) if size_error(&source).is_some() => {
-            Err(size_error(&source).expect("checked"))
-        }
-        result => Ok(result?),
-    }
+    load_with_adapter(base, adapter, image_size, device).map_err(|e| match &e {
+        AdapterError::Model { source, .. } => size_error(source).unwrap_or_else(|| e.into()),
+        _ => e.into(),
+    })
 }
 
 /// Reads a checkpoint and builds SAM; errors name the file.
@@ -374,13 +369,13 @@ pub fn load_sam(
     device: &burn::tensor::Device,
 ) -> Result<Sam> {
     let dict = load_base(path)?;
-    match Sam::from_state_dict(dict, image_size, device) {
-        // The checkpoint is fine; the requested size is not.
-        Err(e) if size_error(&e).is_some() => Err(size_error(&e).expect("checked")),
-        result => {
-            result.with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))
-        }
-    }
+    // A refused size is the flag's fault, anything else the checkpoint's.
+    Sam::from_state_dict(dict, image_size, device).map_err(|e| {
+        size_error(&e).unwrap_or_else(|| {
+            anyhow::Error::new(e)
+                .context(format!("{} is not a usable SAM checkpoint", path.display()))
+        })
+    })
 }
 
 /// The flag's message when the model refused the input size itself.

@@ -7,7 +7,9 @@ pub mod layers;
 pub mod params;
 pub mod weights;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::checkpoint::RawTensor;
 
 /// A tensor's values on the host as f32, whatever its element type (the one way the code reads
 /// tensors back).
@@ -22,4 +24,16 @@ impl<const D: usize> F32Values for Tensor<D> {
             .try_into_vec::<f32>()
             .expect("values converted to f32")
     }
+}
+
+/// A tensor as a checkpoint tensor: its shape and f32 values.
+pub fn to_raw<const D: usize>(tensor: Tensor<D>) -> RawTensor {
+    let shape = tensor.dims().to_vec();
+    RawTensor::new(shape, tensor.f32_values())
+}
+
+/// A checkpoint tensor on `device`, or `None` when its rank is not `D`.
+pub fn from_raw<const D: usize>(raw: RawTensor, device: &Device) -> Option<Tensor<D>> {
+    let shape: [usize; D] = raw.shape[..].try_into().ok()?;
+    Some(Tensor::from_data(TensorData::new(raw.data, shape), device))
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-use super::F32Values;
-use crate::checkpoint::{RawTensor, StateDict};
+use super::to_raw;
+use crate::checkpoint::StateDict;
 
 /// Where a parameter comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +38,6 @@ impl ParamNames {
     pub fn extend(&mut self, other: ParamNames) {
         self.names.extend(other.names);
     }
-}
-
-fn to_raw<const D: usize>(tensor: Tensor<D>) -> RawTensor {
-    let shape = tensor.dims().to_vec();
-    let data = tensor.f32_values();
-    RawTensor::new(shape, data)
 }
 
 struct Exporter<'a, F> {

@@ -14,9 +14,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::adapter::BaseId;
-use crate::checkpoint::{RawTensor, StateDict, load_state_dict, write_safetensors};
+use crate::checkpoint::{StateDict, load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing};
-use crate::nn::F32Values;
+use crate::nn::{from_raw, to_raw};
 use crate::sam::Sam;
 
 const TENSOR: &str = "embedding";
@@ -77,30 +77,22 @@ impl EmbeddingCache {
             } else {
                 None
             };
-            let tensor = match cached {
-                Some(t) => t,
+            let plane = match cached {
+                Some(raw) => from_raw::<4>(raw, device)
+                    .with_context(|| format!("{}: not a [1, E, g, g] embedding", path.display()))?,
                 None => {
                     let image = Tensor::<4>::from_data(
                         TensorData::new(input.image.clone(), [1, 3, size, size]),
                         device,
                     );
                     let embedding = sam.embed_image(image).detach();
-                    let shape = embedding.dims().to_vec();
-                    let values = embedding.f32_values();
-                    let tensor = RawTensor::new(shape, values);
                     let mut dict = StateDict::new();
-                    dict.insert(TENSOR, tensor.clone());
+                    dict.insert(TENSOR, to_raw(embedding.clone()));
                     write_safetensors(&path, &dict, &Default::default())?;
-                    tensor
+                    embedding
                 }
             };
-            let dims: [usize; 4] = tensor.shape[..]
-                .try_into()
-                .with_context(|| format!("{}: not a [1, E, g, g] embedding", path.display()))?;
-            planes.push(Tensor::<4>::from_data(
-                TensorData::new(tensor.data, dims),
-                device,
-            ));
+            planes.push(plane);
         }
         Ok(Tensor::cat(planes, 0))
     }
