@@ -10,8 +10,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::predict::{load_sam, load_sam_with_adapter};
-use crate::data::{has_image_ext, open_image};
+use super::predict::load_model;
+use crate::data::open_image;
 use crate::nn::to_raw;
 use crate::output::guard::{FileRoles, refuse_existing};
 use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, image_name, write_embeddings};
@@ -64,12 +64,12 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     refuse_existing("--out", &args.out, args.force)?;
 
     let device = super::device::parse(&args.device)?;
-    let sam = match &args.adapter {
-        None => load_sam(&args.checkpoint, args.image_size, &device)?,
-        Some(adapter) => {
-            load_sam_with_adapter(&args.checkpoint, adapter, args.image_size, &device)?
-        }
-    };
+    let sam = load_model(
+        &args.checkpoint,
+        args.adapter.as_deref(),
+        args.image_size,
+        &device,
+    )?;
     let source = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
     let predictor = Predictor::new(&sam);
     let bar = ProgressBar::new(files.len() as u64).with_style(
@@ -102,28 +102,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The images named: files as given, folders by their image files; each under its file name.
+/// The images named, each under its file name, which must be unique.
 fn image_files(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| anyhow::anyhow!("--images {}: {e}", path.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && has_image_ext(p))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                bail!("--images {}: no image files in this folder", path.display());
-            }
-            files.extend(found);
-        } else if path.is_file() {
-            files.push(path.clone());
-        } else {
-            bail!("--images {}: no such file or folder", path.display());
-        }
-    }
+    let files = super::image_files::image_files("--images", paths)?;
     let mut named: BTreeMap<String, PathBuf> = BTreeMap::new();
     for file in files {
         let name = image_name(&file);

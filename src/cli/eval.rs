@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::data_args::{DataArgs, PreprocessArgs};
-use super::predict::{load_sam, load_sam_with_adapter};
+use super::predict::load_model;
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 use crate::output::guard::FileRoles;
@@ -78,10 +78,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
     let device = super::device::parse(&args.device)?;
-    let sam = match (&args.checkpoint, &args.adapter) {
-        (Some(c), Some(a)) => Some(load_sam_with_adapter(c, a, args.image_size, &device)?),
-        (Some(c), None) => Some(load_sam(c, args.image_size, &device)?),
-        (None, _) => None,
+    let sam = match &args.checkpoint {
+        Some(c) => Some(load_model(
+            c,
+            args.adapter.as_deref(),
+            args.image_size,
+            &device,
+        )?),
+        None => None,
     };
     let scorer = match &sam {
         Some(sam) => Scorer::Model(sam),

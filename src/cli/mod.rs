@@ -6,6 +6,7 @@ mod demo;
 mod device;
 mod embed;
 mod eval;
+mod image_files;
 mod init;
 mod merge;
 mod params;
@@ -13,6 +14,7 @@ mod peft_args;
 mod predict;
 mod pretrain;
 mod scenes;
+mod segment_everything;
 mod stats;
 mod train;
 
@@ -53,6 +55,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Save image embeddings, so that `predict --embeddings` decodes prompts without the encoder.
     Embed(embed::EmbedArgs),
+    /// Every object in an image: SAM prompted with a grid of points, as Meta's automatic mask
+    /// generator (scripts/amg.py) does.
+    SegmentEverything(segment_everything::SegmentEverythingArgs),
     /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
     Eval(eval::EvalArgs),
     /// Time a training step or an inference: median and peak memory.
@@ -145,6 +150,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::SegmentEverything(args) => segment_everything::run(args),
         Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Stats(args) => stats::run(args),

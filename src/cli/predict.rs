@@ -136,12 +136,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     check_inside(&args, w, h)?;
 
     let started = Instant::now();
-    let sam = match &args.adapter {
-        None => load_sam(&args.checkpoint, args.image_size, &device)?,
-        Some(adapter) => {
-            load_sam_with_adapter(&args.checkpoint, adapter, args.image_size, &device)?
-        }
-    };
+    let sam = load_model(
+        &args.checkpoint,
+        args.adapter.as_deref(),
+        args.image_size,
+        &device,
+    )?;
     let adapter = match (&args.adapter, &sam.peft) {
         (Some(path), Some(cfg)) => format!(" + {} ({})", path.display(), cfg.method),
         _ => String::new(),
@@ -350,7 +350,7 @@ fn check_inside(args: &PredictArgs, w: usize, h: usize) -> Result<()> {
 }
 
 /// Builds SAM from a base checkpoint and an adapter trained on it; errors name the files.
-pub fn load_sam_with_adapter(
+fn load_sam_with_adapter(
     base: &Path,
     adapter: &Path,
     image_size: Option<usize>,
@@ -360,6 +360,19 @@ pub fn load_sam_with_adapter(
         AdapterError::Model { source, .. } => size_error(source).unwrap_or_else(|| e.into()),
         _ => e.into(),
     })
+}
+
+/// SAM from `checkpoint`, with `adapter`'s PEFT modules and tensors when given.
+pub fn load_model(
+    checkpoint: &Path,
+    adapter: Option<&Path>,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    match adapter {
+        None => load_sam(checkpoint, image_size, device),
+        Some(adapter) => load_sam_with_adapter(checkpoint, adapter, image_size, device),
+    }
 }
 
 /// Reads a checkpoint and builds SAM; errors name the file.

@@ -1,7 +1,9 @@
-//! Outputs of `predict`: binary mask PNGs, overlays and `.npy` logits, all written atomically;
+//! Outputs of `predict` and `segment-everything`: binary mask PNGs, overlays, `.npy` logits and
+//! COCO-RLE JSON, all written atomically;
 //! and the checks that no output replaces an input or another output ([`guard`]).
 
 pub mod atomic;
+pub mod automatic_masks;
 pub mod guard;
 pub mod mask_png;
 pub mod npy;

@@ -49,15 +49,11 @@ pub fn render_overlay(
             "mask {i} has {} values, expected {h}x{w}",
             m.len()
         );
-        let color = PALETTE[i % PALETTE.len()];
-        for (p, &v) in out.pixels_mut().zip(m.iter()) {
-            if v > 0.0 {
-                for (c, &k) in p.0.iter_mut().zip(&color) {
-                    *c = (f32::from(*c) * (1.0 - MASK_ALPHA) + f32::from(k) * MASK_ALPHA).round()
-                        as u8;
-                }
-            }
-        }
+        paint_mask(
+            &mut out,
+            PALETTE[i % PALETTE.len()],
+            m.iter().map(|&v| v > 0.0),
+        );
     }
     for (i, b) in prompts.boxes.iter().enumerate() {
         draw_box(&mut out, b, Rgb(PALETTE[i % PALETTE.len()]), 2);
@@ -87,6 +83,17 @@ pub fn write_overlay(
         out.height() as usize,
         ExtendedColorType::Rgb8,
     )
+}
+
+/// Blends `color` into the pixels (row-major) where `on` is true.
+pub fn paint_mask(img: &mut RgbImage, color: [u8; 3], on: impl Iterator<Item = bool>) {
+    for (p, on) in img.pixels_mut().zip(on) {
+        if on {
+            for (c, &k) in p.0.iter_mut().zip(&color) {
+                *c = (f32::from(*c) * (1.0 - MASK_ALPHA) + f32::from(k) * MASK_ALPHA).round() as u8;
+            }
+        }
+    }
 }
 
 fn put(img: &mut RgbImage, x: i64, y: i64, color: Rgb<u8>) {

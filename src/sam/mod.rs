@@ -9,6 +9,7 @@ pub mod config;
 pub mod embeddings;
 pub mod image_encoder;
 pub mod mask_decoder;
+pub mod mask_generator;
 pub mod predictor;
 pub mod prompt_encoder;
 pub mod random;

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 
 use super::transforms::{Normalization, ResizeLongestSide, postprocess_logits, preprocess};
-use super::{Prompts, Sam};
+use super::{MaskPrediction, Prompts, Sam};
 use crate::nn::F32Values;
 
 /// An image after the encoder, with the sizes needed to map prompts and masks.
@@ -159,18 +159,48 @@ impl<'a> Predictor<'a> {
         let out =
             self.sam
                 .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
-        let [_, _, g4, _] = out.low_res_logits.dims();
         let low_res: Vec<f32> = out.low_res_logits.clone().f32_values();
-        let (h, w) = image.original_size;
-        let new_size = self.resize.new_size(h, w);
+        let [_, _, g4, _] = out.low_res_logits.dims();
         let masks = low_res
             .chunks(g4 * g4)
-            .map(|plane| postprocess_logits(plane, g4, self.sam.image_size, new_size, (h, w)))
+            .map(|plane| self.upscale(plane, image.original_size))
             .collect();
         Prediction {
             low_res_logits: out.low_res_logits,
             iou: out.iou.f32_values(),
             masks,
         }
+    }
+
+    /// Masks for single positive points (original pixels), each point its own prompt: the
+    /// automatic mask generator's query.
+    pub fn predict_points(
+        &self,
+        image: &ImageEmbedding,
+        points: &[(f64, f64)],
+        multimask: bool,
+    ) -> MaskPrediction {
+        let points = points
+            .iter()
+            .map(|&(x, y)| {
+                let (x, y) = self.resize.apply_coords(x, y, image.original_size);
+                vec![(x, y, 1)]
+            })
+            .collect();
+        let prompts = Prompts {
+            points,
+            boxes: Vec::new(),
+        };
+        self.sam
+            .predict_masks(image.embedding.clone(), &prompts, multimask)
+    }
+
+    /// One `S/4 × S/4` low-resolution logit plane at the image's resolution (`h·w` logits), as
+    /// `Sam.postprocess_masks` upsamples it.
+    pub fn upscale(&self, plane: &[f32], original_size: (usize, usize)) -> Vec<f32> {
+        let g4 = self.sam.image_size / 4;
+        let (h, w) = original_size;
+        let new_size = self.resize.new_size(h, w);
+        postprocess_logits(plane, g4, self.sam.image_size, new_size, (h, w))
     }
 }
