@@ -12,9 +12,9 @@ use std::process::Command;
 use burn::tensor::Device;
 use common::{fails, fixtures, succeeds};
 use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::data::rle::Rle;
 use sam_cobot::output::automatic_masks::metadata_csv;
 use sam_cobot::sam::Sam;
-use sam_cobot::sam::mask_generator::rle::Rle;
 use sam_cobot::sam::mask_generator::{GeneratedMask, MaskGenerator, MaskGeneratorSettings};
 use serde_json::Value;
 
@@ -65,20 +65,21 @@ fn matches_meta(run: &str) {
             .map(|c| c.as_u64().unwrap() as u32)
             .collect();
         let theirs = Rle {
-            height: 200,
-            width: 300,
+            h: 200,
+            w: 300,
             counts,
         };
         let differing = m
             .rle
-            .decode()
+            .decode_row_major()
+            .unwrap()
             .iter()
-            .zip(theirs.decode())
+            .zip(theirs.decode_row_major().unwrap())
             .filter(|(a, b)| **a != *b)
             .count();
         assert_eq!(differing, 0, "{run} mask {i}: {differing} pixels differ");
         assert_eq!(m.rle, theirs, "{run} mask {i}: RLE");
-        assert_eq!(m.rle.to_coco().counts, r["coco"].as_str().unwrap());
+        assert_eq!(m.rle.to_string_compressed(), r["coco"].as_str().unwrap());
         assert_eq!(m.area(), r["area"].as_u64().unwrap());
         let [x0, y0, x1, y1] = m.bbox.map(|v| v as f64);
         assert_eq!(

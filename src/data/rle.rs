@@ -47,16 +47,23 @@ impl Rle {
     /// A column-major 0/1 mask of `h × w` as runs, starting with background (pycocotools
     /// `rleEncode`).
     pub fn from_column_major(bits: &[u8], h: u32, w: u32) -> Rle {
+        let rows = h as usize;
+        Rle::encode(h, w, |y, x| bits[x * rows + y] != 0)
+    }
+
+    /// The mask `on(y, x)` of `h × w` pixels as runs (the pixels visited column by column).
+    pub fn encode(h: u32, w: u32, on: impl Fn(usize, usize) -> bool) -> Rle {
         let mut counts = Vec::new();
-        let mut prev = 0u8;
-        let mut run = 0u32;
-        for &b in bits {
-            if b != prev {
-                counts.push(run);
-                run = 0;
-                prev = b;
+        let (mut current, mut run) = (false, 0u32);
+        for x in 0..w as usize {
+            for y in 0..h as usize {
+                if on(y, x) != current {
+                    counts.push(run);
+                    run = 0;
+                    current = !current;
+                }
+                run += 1;
             }
-            run += 1;
         }
         counts.push(run);
         Rle { h, w, counts }
@@ -268,6 +275,15 @@ impl Rle {
         Ok(out)
     }
 
+    /// [`Rle::decode`] in row-major order: pixel `(x, y)` is element `y * w + x`.
+    pub fn decode_row_major(&self) -> Result<Vec<bool>, RleError> {
+        let column_major = self.decode()?;
+        let (h, w) = (self.h as usize, self.w as usize);
+        Ok((0..h * w)
+            .map(|i| column_major[(i % w) * h + i / w] != 0)
+            .collect())
+    }
+
     /// Number of foreground pixels (pycocotools `rleArea`).
     pub fn area(&self) -> u64 {
         self.counts
@@ -293,6 +309,16 @@ pub fn column_major_to_image(m: &[u8], h: u32, w: u32) -> image::GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_column_by_column_and_decodes_row_major() {
+        // 2 × 3, row-major 0 1 1 / 0 0 1 → column-major 0 0 | 1 0 | 1 1.
+        let mask = [false, true, true, false, false, true];
+        let rle = Rle::encode(2, 3, |y, x| mask[y * 3 + x]);
+        assert_eq!(rle.counts, vec![2, 1, 1, 2]);
+        assert_eq!(rle.decode_row_major().unwrap(), mask);
+        assert_eq!(Rle::encode(2, 2, |_, _| true).counts, vec![0, 4]);
+    }
 
     #[test]
     fn column_major_runs_start_with_background() {

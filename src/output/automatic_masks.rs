@@ -11,8 +11,31 @@ use serde::Serialize;
 use super::atomic::{write_atomic, write_dir_atomic};
 use super::mask_png::write_png;
 use super::overlay::{PALETTE, paint_mask};
+use crate::data::rle::Rle;
 use crate::sam::mask_generator::GeneratedMask;
-use crate::sam::mask_generator::rle::CocoRle;
+
+/// A mask as COCO's compressed RLE: `{"size": [h, w], "counts": "<pycocotools string>"}`.
+#[derive(Debug, Serialize)]
+pub struct CocoRle {
+    pub size: [u32; 2],
+    pub counts: String,
+}
+
+impl CocoRle {
+    pub fn new(rle: &Rle) -> Self {
+        Self {
+            size: [rle.h, rle.w],
+            counts: rle.to_string_compressed(),
+        }
+    }
+}
+
+/// A generated mask, row-major (its RLE was made over the whole image, so it decodes).
+fn pixels(m: &GeneratedMask) -> Vec<bool> {
+    m.rle
+        .decode_row_major()
+        .expect("a generated RLE covers the image")
+}
 
 /// One mask as amg.py's JSON has it, in its key order. JSON has no NaN: a stability score of 0/0
 /// (an empty mask, kept only when the stability filter is off) is written as `null`.
@@ -36,7 +59,7 @@ impl MaskRecord {
         let [cx0, cy0, cx1, cy1] = m.crop_box;
         let stability = f64::from(m.stability_score);
         Self {
-            segmentation: m.rle.to_coco(),
+            segmentation: CocoRle::new(&m.rle),
             area: m.area(),
             bbox: [x0, y0, x1 - x0, y1 - y0].map(|v| v as f64),
             predicted_iou: f64::from(m.predicted_iou),
@@ -60,16 +83,14 @@ pub fn write_coco_json(path: &Path, masks: &[GeneratedMask]) -> Result<()> {
 pub fn write_mask_folder(dir: &Path, masks: &[GeneratedMask]) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
         for (i, m) in masks.iter().enumerate() {
-            let pixels: Vec<u8> = m
-                .rle
-                .decode()
+            let gray: Vec<u8> = pixels(m)
                 .iter()
                 .map(|&on| if on { 255 } else { 0 })
                 .collect();
-            let (w, h) = (m.rle.width, m.rle.height);
+            let (w, h) = (m.rle.w as usize, m.rle.h as usize);
             write_png(
                 &tmp.join(format!("{i}.png")),
-                &pixels,
+                &gray,
                 w,
                 h,
                 ExtendedColorType::L8,
@@ -134,8 +155,11 @@ pub fn write_masks_overlay(path: &Path, image: &RgbImage, masks: &[GeneratedMask
     order.sort_by_key(|&i| std::cmp::Reverse(masks[i].area()));
     let mut out = image.clone();
     for (n, &i) in order.iter().enumerate() {
-        let mask = masks[i].rle.decode();
-        paint_mask(&mut out, PALETTE[n % PALETTE.len()], mask.into_iter());
+        paint_mask(
+            &mut out,
+            PALETTE[n % PALETTE.len()],
+            pixels(&masks[i]).into_iter(),
+        );
     }
     write_png(
         path,
@@ -149,12 +173,11 @@ pub fn write_masks_overlay(path: &Path, image: &RgbImage, masks: &[GeneratedMask
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sam::mask_generator::rle::Rle;
 
     #[test]
     fn a_stability_of_zero_over_zero_is_null_in_json_and_nan_in_csv() {
         let empty = GeneratedMask {
-            rle: Rle::from_mask(&[false; 6], 2, 3),
+            rle: Rle::encode(2, 3, |_, _| false),
             bbox: [0; 4],
             predicted_iou: 0.5,
             point: (1.5, 0.5),

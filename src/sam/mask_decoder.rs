@@ -52,13 +52,13 @@ impl DecoderAttention {
         let q = heads(self.q_proj.forward(q));
         let k = heads(self.k_proj.forward(k));
         let v = heads(self.v_proj.forward(v));
-        let [n, h, lq, hd] = q.dims();
+        let hd = q.dims()[3];
         let attn = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        let out = softmax(attn, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([n, lq, h * hd]);
-        self.out_proj.forward(out)
+        // The batch is the larger of q's and k's: one of them may be a broadcast image.
+        let out = softmax(attn, 3).matmul(v);
+        let [n, h, lq, _] = out.dims();
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([n, lq, h * hd]))
     }
 }
 
@@ -218,7 +218,8 @@ impl MaskDecoder {
     /// Mask logits `[N, M, 4g, 4g]` and IoU predictions `[N, M]` for every mask token.
     ///
     /// `image_embedding`: `[1, E, g, g]`, shared by the N prompts; `dense_pe`: `[1, E, g, g]`;
-    /// `sparse`: `[N, P, E]`; `dense`: `[N, E, g, g]`.
+    /// `sparse`: `[N, P, E]`; `dense`: `[N, E, g, g]`, or `[1, E, g, g]` when every prompt has
+    /// the same (no mask prompt).
     pub fn forward(
         &self,
         image_embedding: Tensor<4>,
@@ -233,12 +234,11 @@ impl MaskDecoder {
             .unsqueeze::<3>()
             .expand([n, 1 + m, e]);
         let tokens = Tensor::cat(vec![output_tokens, sparse], 1);
-        let src = image_embedding.expand([n, e, g, g]) + dense;
-        let keys = src.flatten::<3>(2, 3).swap_dims(1, 2); // [N, g², E]
-        let key_pe = dense_pe
-            .expand([n, e, g, g])
-            .flatten::<3>(2, 3)
-            .swap_dims(1, 2);
+        // With one dense embedding for all prompts (no mask prompts) the keys start as one
+        // image's, [1, g², E], and broadcast against the N prompts' tokens: the first layer's
+        // projections of the image run once instead of N times (exact: every row is the same).
+        let keys = (image_embedding + dense).flatten::<3>(2, 3).swap_dims(1, 2); // [1 or N, g², E]
+        let key_pe = dense_pe.flatten::<3>(2, 3).swap_dims(1, 2); // [1, g², E]
 
         let mut queries = tokens.clone();
         let mut keys = keys;
@@ -252,7 +252,9 @@ impl MaskDecoder {
             .forward(queries + self.final_attn_token_to_image.forward(q, k, keys.clone()));
 
         let iou_token_out = queries.clone().slice([0..n, 0..1, 0..e]).reshape([n, e]);
-        let upscaled = self.upscale(keys.swap_dims(1, 2).reshape([n, e, g, g])); // [N, E/8, 4g, 4g]
+        let batch = keys.dims()[0];
+        let keys = keys.swap_dims(1, 2).reshape([batch, e, g, g]);
+        let upscaled = self.upscale(keys.expand([n, e, g, g])); // [N, E/8, 4g, 4g]
         let [_, c8, h4, w4] = upscaled.dims();
         let hyper_in = Tensor::cat(
             self.hypernetworks

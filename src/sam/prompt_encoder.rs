@@ -123,33 +123,39 @@ impl PromptEncoder {
         self.mask_conv3.forward(x)
     }
 
-    /// Sparse `[N, P(+1) + 2·box, E]` and dense `[N, E, g, g]` embeddings, the dense one from
-    /// `masks` (`[N or 1, 1, 4g, 4g]`) when given.
+    /// Sparse `[N, P(+1) + 2·box, E]` and dense `[1 or N, E, g, g]` embeddings, the dense one
+    /// from `masks` (`[N or 1, 1, 4g, 4g]`) when given. The dense batch is 1 when every prompt
+    /// shares it (no mask, or one mask for all): the decoder broadcasts it, as Meta's does.
     pub fn forward_with_masks(
         &self,
         prompts: &Prompts,
         masks: Option<Tensor<4>>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (sparse, dense) = self.forward(prompts);
-        match masks {
-            None => (sparse, dense),
-            Some(masks) => {
-                let dense = self.embed_masks(masks);
-                let [m, e, g, _] = dense.dims();
-                let n = sparse.dims()[0];
-                // One mask serves every prompt, as Meta's decoder broadcasts it.
-                let dense = if m == 1 {
-                    dense.expand([n, e, g, g])
-                } else {
-                    dense
-                };
-                (sparse, dense)
+        let sparse = self.embed_sparse(prompts);
+        let dense = match masks {
+            Some(masks) => self.embed_masks(masks),
+            None => {
+                let (e, g) = (self.embed_dim(), self.grid);
+                self.no_mask_embed
+                    .val()
+                    .reshape([1, e, 1, 1])
+                    .expand([1, e, g, g])
             }
-        }
+        };
+        (sparse, dense)
     }
 
-    /// Sparse `[N, P(+1) + 2·box, E]` and dense `[N, E, g, g]` embeddings.
+    /// Sparse `[N, P(+1) + 2·box, E]` and dense `[N, E, g, g]` embeddings, shaped as Meta's
+    /// prompt encoder returns them.
     pub fn forward(&self, prompts: &Prompts) -> (Tensor<3>, Tensor<4>) {
+        let (sparse, dense) = self.forward_with_masks(prompts, None);
+        let [_, e, g, _] = dense.dims();
+        let n = sparse.dims()[0];
+        (sparse, dense.expand([n, e, g, g]))
+    }
+
+    /// `[N, P(+1) + 2·box, E]`: the points' and the boxes' embeddings.
+    fn embed_sparse(&self, prompts: &Prompts) -> Tensor<3> {
         let n = prompts.batch();
         let device = self.no_mask_embed.device();
         let e = self.embed_dim();
@@ -160,18 +166,11 @@ impl PromptEncoder {
         if !prompts.boxes.is_empty() {
             parts.push(self.embed_boxes(&prompts.boxes, &device));
         }
-        let sparse = if parts.is_empty() {
+        if parts.is_empty() {
             Tensor::zeros([n, 0, e], &device)
         } else {
             Tensor::cat(parts, 1)
-        };
-        let g = self.grid;
-        let dense = self
-            .no_mask_embed
-            .val()
-            .reshape([1, e, 1, 1])
-            .expand([n, e, g, g]);
-        (sparse, dense)
+        }
     }
 
     fn embed_points(

@@ -10,7 +10,6 @@
 pub mod grid;
 pub mod nms;
 pub mod regions;
-pub mod rle;
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -20,11 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Sam;
 use super::predictor::{ImageEmbedding, Predictor};
+use crate::data::rle::Rle;
 use crate::nn::F32Values;
 use grid::{CropBox, crop_boxes, layer_grids, layer_points_per_side};
 use nms::nms;
 use regions::{Regions, remove_small_regions};
-use rle::{Rle, mask_box};
 
 /// Meta's options, under their names and with their defaults (a JSON or TOML table of them
 /// reads with the missing ones defaulted).
@@ -355,7 +354,7 @@ impl<'a> MaskGenerator<'a> {
             if is_near_crop_edge(&bbox, &crop, (h, w)) {
                 continue;
             }
-            let rle = Rle::encode(h, w, |y, x| {
+            let rle = Rle::encode(h as u32, w as u32, |y, x| {
                 (x0..x1).contains(&x) && (y0..y1).contains(&y) && mask[(y - y0) * cw + (x - x0)]
             });
             found.push(Candidate {
@@ -382,8 +381,11 @@ impl<'a> MaskGenerator<'a> {
         let mut scores = Vec::with_capacity(masks.len());
         let mut changed_to = Vec::with_capacity(masks.len());
         for m in &masks {
-            let (h, w) = (m.rle.height, m.rle.width);
-            let mut mask = m.rle.decode();
+            let (h, w) = (m.rle.h as usize, m.rle.w as usize);
+            let mut mask = m
+                .rle
+                .decode_row_major()
+                .expect("a generated RLE covers the image");
             let min = s.min_mask_region_area;
             let holes = remove_small_regions(&mut mask, h, w, min, Regions::Holes);
             let islands = remove_small_regions(&mut mask, h, w, min, Regions::Islands);
@@ -391,7 +393,8 @@ impl<'a> MaskGenerator<'a> {
             boxes.push(bbox.map(|v| v as f32));
             let changed = holes || islands;
             scores.push(if changed { 0.0 } else { 1.0 });
-            changed_to.push(changed.then(|| (Rle::from_mask(&mask, h, w), bbox)));
+            let rle = || Rle::encode(m.rle.h, m.rle.w, |y, x| mask[y * w + x]);
+            changed_to.push(changed.then(|| (rle(), bbox)));
         }
         let keep = nms(&boxes, &scores, s.box_nms_thresh.max(s.crop_nms_thresh));
         let masks = masks
@@ -431,6 +434,24 @@ fn is_near_crop_edge(bbox: &[i64; 4], crop: &CropBox, (h, w): (usize, usize)) ->
     })
 }
 
+/// The inclusive box `[x0, y0, x1, y1]` around a row-major `height × width` mask; `[0, 0, 0, 0]`
+/// when the mask is empty, as Meta's `batched_mask_to_box` gives it.
+fn mask_box(mask: &[bool], height: usize, width: usize) -> [i64; 4] {
+    let mut b: Option<[usize; 4]> = None;
+    for y in 0..height {
+        let row = &mask[y * width..(y + 1) * width];
+        let (Some(first), Some(last)) = (row.iter().position(|&v| v), row.iter().rposition(|&v| v))
+        else {
+            continue;
+        };
+        b = Some(match b {
+            None => [first, y, last, y],
+            Some([x0, y0, x1, _]) => [x0.min(first), y0, x1.max(last), y],
+        });
+    }
+    b.map_or([0; 4], |b| b.map(|v| v as i64))
+}
+
 fn crop_area(crop: &CropBox) -> f32 {
     ((crop[2] - crop[0]) * (crop[3] - crop[1])) as f32
 }
@@ -451,6 +472,15 @@ mod tests {
     fn stability_is_the_iou_of_the_two_thresholds_and_nan_when_both_are_empty() {
         assert_eq!(stability_score(&[2.0, 0.5, -0.5, -3.0], 1.0), 1.0 / 3.0);
         assert!(stability_score(&[-2.0, -5.0], 1.0).is_nan());
+    }
+
+    #[test]
+    fn box_is_inclusive_and_empty_is_zero() {
+        let mut mask = vec![false; 5 * 6];
+        mask[6 + 2] = true;
+        mask[3 * 6 + 4] = true;
+        assert_eq!(mask_box(&mask, 5, 6), [2, 1, 4, 3]);
+        assert_eq!(mask_box(&[false; 4], 2, 2), [0; 4]);
     }
 
     #[test]
