@@ -86,7 +86,7 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         s.device.clone()
     };
     let sam = Sam::from_state_dict(base, Some(s.image_size), &device)?;
-    let e = &sam.config.encoder;
+    let e = sam.config.peft_encoder()?;
     let (embed_dim, depth) = (e.embed_dim, e.depth);
     let mut sam = sam
         .attach_peft(s.peft.clone(), initial_state(&s.peft, embed_dim, depth, 0))?

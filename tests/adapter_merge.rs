@@ -87,8 +87,8 @@ fn trained_model(cfg: &PeftConfig, seed: u64) -> Sam {
         sam_cobot::checkpoint::RawTensor::new(t.shape, changed),
     );
     let sam = Sam::from_state_dict(base, Some(256), &device()).unwrap();
-    let c = sam.config.encoder.embed_dim;
-    let depth = sam.config.encoder.depth;
+    let vit = sam.config.peft_encoder().unwrap();
+    let (c, depth) = (vit.embed_dim, vit.depth);
     let state = perturb(initial_state(cfg, c, depth, seed), seed + 1, 0.05);
     let mut cfg = cfg.clone();
     cfg.adapter_dropout = 0.0;
@@ -668,7 +668,7 @@ fn vit_b_adapter_sizes_and_merged_pth() {
 fn merge_fails_on_a_peft_tensor_it_did_not_fold() {
     let mut sam = trained_model(&cfg(Method::LoraCobot), 5);
     merge(&sam).unwrap();
-    for block in &mut sam.image_encoder.blocks {
+    for block in &mut sam.image_encoder.vit_mut().unwrap().blocks {
         block.attn.lora = None;
     }
     let err = merge(&sam).map(|_| ()).unwrap_err().to_string();

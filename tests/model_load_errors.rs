@@ -7,7 +7,7 @@ mod common;
 use burn::tensor::Device;
 use common::fixtures;
 use sam_cobot::checkpoint::{RawTensor, StateDict, load_state_dict};
-use sam_cobot::sam::config::ImageEncoderConfig;
+use sam_cobot::sam::config::{EncoderConfig, VitConfig};
 use sam_cobot::sam::{ModelLoadError, Sam};
 
 fn checkpoint(name: &str) -> StateDict {
@@ -49,17 +49,18 @@ fn tiny256_config_is_what_the_fixture_script_built() {
 #[test]
 fn tiny1024_config_has_native_size_1024() {
     let sam = load(checkpoint("tiny1024.pth")).unwrap();
-    assert_eq!(sam.config.encoder.native_image_size, 1024);
+    assert_eq!(sam.config.encoder.native_image_size(), 1024);
     assert_eq!(sam.image_size, 1024);
     // Same architecture as tiny256 otherwise.
     let tiny256 = load(tiny256()).unwrap().config;
     assert_eq!(sam.config.decoder, tiny256.decoder);
     assert_eq!(sam.config.prompt, tiny256.prompt);
+    let EncoderConfig::Vit(vit) = sam.config.encoder;
     assert_eq!(
-        ImageEncoderConfig {
+        EncoderConfig::Vit(VitConfig {
             native_image_size: 256,
-            ..sam.config.encoder.clone()
-        },
+            ..vit
+        }),
         tiny256.encoder
     );
 }

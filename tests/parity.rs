@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{fixtures, max_abs_diff, max_abs_diff_slices, reference_tensor};
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::sam::Sam;
-use sam_cobot::sam::image_encoder::{rel_pos_for, resize_pos_embed};
+use sam_cobot::sam::image_encoder::vit::{rel_pos_for, resize_pos_embed};
 use sam_cobot::sam::predictor::{Predictor, UserPrompts};
 use sam_cobot::sam::transforms::{ResizeLongestSide, resize_bilinear_antialias};
 use serde_json::Value;

@@ -33,7 +33,7 @@ use super::write_safetensors;
 use super::{CheckpointError, StateDict, load_state_dict, read_safetensors_metadata};
 use crate::nn::params::{self, Origin};
 use crate::peft::PeftConfig;
-use crate::sam::config::ImageEncoderConfig;
+use crate::sam::config::EncoderConfig;
 use crate::sam::{ModelLoadError, Sam};
 
 /// Value of the `format` metadata entry.
@@ -51,7 +51,8 @@ pub struct EncoderId {
 }
 
 impl EncoderId {
-    pub fn of(cfg: &ImageEncoderConfig) -> Self {
+    pub fn of(cfg: &EncoderConfig) -> Self {
+        let EncoderConfig::Vit(cfg) = cfg;
         Self {
             embed_dim: cfg.embed_dim,
             depth: cfg.depth,

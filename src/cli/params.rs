@@ -43,7 +43,7 @@ pub fn run(args: ParamsArgs) -> Result<()> {
         (None, None) => bail!("give --model or --checkpoint"),
     };
     let peft = args.peft.config()?;
-    peft.check_fits(sam.encoder.embed_dim)
+    peft.check_fits(sam.peft_encoder()?.embed_dim)
         .map_err(anyhow::Error::msg)?;
     let counts = trainable_counts(&sam, &peft);
     if args.json {

@@ -22,7 +22,10 @@ pub fn trainable_counts(sam: &SamConfig, peft: &PeftConfig) -> ParamCounts {
         .filter(|(key, _)| peft.is_trainable(key, false))
         .map(|(key, shape)| (key, shape.iter().product::<usize>()));
     // The PEFT tensors are those a fresh attach creates; only their shapes matter here.
-    let added = initial_shapes(peft, sam.encoder.embed_dim, sam.encoder.depth)
+    let vit = sam.encoder.vit();
+    let added = vit
+        .map(|e| initial_shapes(peft, e.embed_dim, e.depth))
+        .unwrap_or_default()
         .into_iter()
         .filter(|(key, _)| peft.is_trainable(key, true))
         .map(|(key, t)| (key, t.numel()))

@@ -58,11 +58,12 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     if !cfg.method.foldable() {
         return Err(MergeError::NotFoldable(cfg.method));
     }
+    let encoder = sam.image_encoder.vit().ok_or(MergeError::NoPeft)?;
     let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base);
     // Every PEFT tensor must be accounted for by a fold below: a module this function does not
     // know can never be dropped silently.
     let folded = |key: &str| {
-        let blocks = &sam.image_encoder.blocks;
+        let blocks = &encoder.blocks;
         let lora_block = |i: usize| {
             blocks[i].attn.lora.is_some()
                 && key.starts_with(&format!("image_encoder.blocks.{i}.attn.qkv."))
@@ -76,7 +77,6 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     if let Some(key) = peft.keys().find(|k| !folded(k)) {
         return Err(MergeError::NotFolded(key.to_string()));
     }
-    let encoder = &sam.image_encoder;
     let cross_block = encoder.cobot.as_ref().map(CobotShared::module_coefficients);
     for (i, block) in encoder.blocks.iter().enumerate() {
         let Some(lora) = &block.attn.lora else {

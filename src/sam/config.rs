@@ -4,37 +4,12 @@
 //! describe themselves through their shapes. Only the decoder's head count (8) is fixed, as in SAM,
 //! because no tensor shape encodes it.
 
+pub use super::image_encoder::EncoderConfig;
+pub use super::image_encoder::vit::VitConfig;
 use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Attention heads in the mask decoder's two-way transformer (not recoverable from shapes).
 pub const DECODER_HEADS: usize = 8;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageEncoderConfig {
-    pub embed_dim: usize,
-    pub depth: usize,
-    pub num_heads: usize,
-    pub patch_size: usize,
-    /// The input size the checkpoint was made for (`pos_embed` grid × patch).
-    pub native_image_size: usize,
-    pub window_size: usize,
-    pub global_attn_indexes: Vec<usize>,
-    pub mlp_dim: usize,
-    pub out_chans: usize,
-}
-
-impl ImageEncoderConfig {
-    /// A lower bound on the memory (bytes) one image needs in the encoder at input size `s`, in
-    /// f32: the image as it is resized, normalised and padded (three `s × s × 3` copies), and a
-    /// block's widest live activations per token (input, q/k/v, MLP hidden, output).
-    pub fn min_memory_bytes(&self, s: usize) -> u64 {
-        let (s, c) = (s as u128, self.embed_dim as u128);
-        let tokens = (s / self.patch_size as u128).pow(2);
-        let image = 3 * s * s * 3;
-        let per_token = c + 3 * c + self.mlp_dim as u128 + c;
-        u64::try_from(4 * (image + tokens * per_token)).unwrap_or(u64::MAX)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptEncoderConfig {
@@ -71,7 +46,7 @@ impl MaskDecoderConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamConfig {
-    pub encoder: ImageEncoderConfig,
+    pub encoder: EncoderConfig,
     pub prompt: PromptEncoderConfig,
     pub decoder: MaskDecoderConfig,
 }
@@ -95,7 +70,7 @@ impl SamConfig {
             _ => return None,
         };
         Some(Self {
-            encoder: ImageEncoderConfig {
+            encoder: EncoderConfig::Vit(VitConfig {
                 embed_dim,
                 depth,
                 num_heads,
@@ -105,7 +80,7 @@ impl SamConfig {
                 global_attn_indexes,
                 mlp_dim: 4 * embed_dim,
                 out_chans: 256,
-            },
+            }),
             prompt: PromptEncoderConfig {
                 embed_dim: 256,
                 mask_in_chans: 16,
@@ -118,7 +93,7 @@ impl SamConfig {
     /// four without padding), and SAM's own prompt encoder and decoder.
     fn small() -> Self {
         Self {
-            encoder: ImageEncoderConfig {
+            encoder: EncoderConfig::Vit(VitConfig {
                 embed_dim: 256,
                 depth: 6,
                 num_heads: 8,
@@ -128,7 +103,7 @@ impl SamConfig {
                 global_attn_indexes: vec![2, 5],
                 mlp_dim: 1024,
                 out_chans: 256,
-            },
+            }),
             prompt: PromptEncoderConfig {
                 embed_dim: 256,
                 mask_in_chans: 16,
@@ -141,7 +116,7 @@ impl SamConfig {
     /// parameters): small enough to pretrain from random weights on two CPU cores.
     fn mini() -> Self {
         Self {
-            encoder: ImageEncoderConfig {
+            encoder: EncoderConfig::Vit(VitConfig {
                 embed_dim: 128,
                 depth: 4,
                 num_heads: 4,
@@ -151,7 +126,7 @@ impl SamConfig {
                 global_attn_indexes: vec![1, 3],
                 mlp_dim: 512,
                 out_chans: 64,
-            },
+            }),
             prompt: PromptEncoderConfig {
                 embed_dim: 64,
                 mask_in_chans: 16,
@@ -171,7 +146,7 @@ impl SamConfig {
     /// Embed 64, depth 4, 256 px, decoder width 32: runs in a fraction of a second on a CPU.
     pub fn tiny() -> Self {
         Self {
-            encoder: ImageEncoderConfig {
+            encoder: EncoderConfig::Vit(VitConfig {
                 embed_dim: 64,
                 depth: 4,
                 num_heads: 2,
@@ -181,7 +156,7 @@ impl SamConfig {
                 global_attn_indexes: vec![1, 3],
                 mlp_dim: 256,
                 out_chans: 32,
-            },
+            }),
             prompt: PromptEncoderConfig {
                 embed_dim: 32,
                 mask_in_chans: 16,
@@ -199,16 +174,16 @@ impl SamConfig {
     }
 
     pub fn infer(w: &Weights) -> Result<Self, ModelLoadError> {
-        let encoder = infer_encoder(w)?;
+        let encoder = EncoderConfig::infer(w)?;
         let prompt_dim = w.shape("prompt_encoder.no_mask_embed.weight")?[1];
         let prompt = PromptEncoderConfig {
             embed_dim: prompt_dim,
             mask_in_chans: w.shape("prompt_encoder.mask_downscaling.3.weight")?[0],
         };
-        if prompt_dim != encoder.out_chans {
+        if prompt_dim != encoder.out_chans() {
             return Err(ModelLoadError::NotSam(format!(
                 "prompt embedding width {prompt_dim} differs from the image encoder's output {}",
-                encoder.out_chans
+                encoder.out_chans()
             )));
         }
         let t = "mask_decoder.transformer";
@@ -241,9 +216,18 @@ impl SamConfig {
         })
     }
 
+    /// The ViT encoder's sizes, which the PEFT methods need: they wrap its blocks.
+    pub fn peft_encoder(&self) -> Result<&VitConfig, ModelLoadError> {
+        self.encoder.vit().ok_or_else(|| {
+            ModelLoadError::BadPeft(
+                "the PEFT methods wrap ViT blocks, and this image encoder is not a ViT".into(),
+            )
+        })
+    }
+
     /// The official variant this configuration is, if any.
     pub fn variant(&self) -> &'static str {
-        let e = &self.encoder;
+        let EncoderConfig::Vit(e) = &self.encoder;
         match (e.embed_dim, e.depth, e.num_heads) {
             (768, 12, 12) => "vit_b",
             (1024, 24, 16) => "vit_l",
@@ -253,79 +237,8 @@ impl SamConfig {
     }
 }
 
-fn infer_encoder(w: &Weights) -> Result<ImageEncoderConfig, ModelLoadError> {
-    let patch = w.shape("image_encoder.patch_embed.proj.weight")?;
-    let [embed_dim, 3, patch_size, patch_w] = *patch else {
-        return Err(ModelLoadError::WrongShape {
-            key: "image_encoder.patch_embed.proj.weight".into(),
-            found: patch.to_vec(),
-            expected: "[C, 3, p, p]".into(),
-        });
-    };
-    if patch_size != patch_w || patch_size == 0 {
-        return Err(ModelLoadError::NotSam(format!(
-            "patch embedding kernel {patch_size}x{patch_w} is not square"
-        )));
-    }
-    let pos = w.shape("image_encoder.pos_embed")?;
-    let grid = match *pos {
-        [1, gh, gw, c] if gh == gw && c == embed_dim && gh > 0 => gh,
-        _ => {
-            return Err(ModelLoadError::WrongShape {
-                key: "image_encoder.pos_embed".into(),
-                found: pos.to_vec(),
-                expected: format!("[1, g, g, {embed_dim}]"),
-            });
-        }
-    };
-    let depth = count_indexed(w, "image_encoder.blocks.", ".norm1.weight");
-    if depth == 0 {
-        return Err(ModelLoadError::MissingKey(
-            "image_encoder.blocks.0.norm1.weight".into(),
-        ));
-    }
-    let head_dim = w.shape("image_encoder.blocks.0.attn.rel_pos_h")?[1];
-    if head_dim == 0 || !embed_dim.is_multiple_of(head_dim) {
-        return Err(ModelLoadError::NotSam(format!(
-            "relative-position width {head_dim} does not divide the embedding width {embed_dim}"
-        )));
-    }
-    // Global blocks have tables for the whole grid (2g−1 rows); windowed ones for a window.
-    let mut global_attn_indexes = Vec::new();
-    let mut window_size = None;
-    for i in 0..depth {
-        let rows = w.shape(&format!("image_encoder.blocks.{i}.attn.rel_pos_h"))?[0];
-        if rows == 2 * grid - 1 {
-            global_attn_indexes.push(i);
-        } else if rows % 2 == 1 {
-            let ws = rows.div_ceil(2);
-            if window_size.is_some_and(|s| s != ws) {
-                return Err(ModelLoadError::NotSam(format!(
-                    "block {i} has a {rows}-row relative-position table, unlike the other windowed blocks"
-                )));
-            }
-            window_size = Some(ws);
-        } else {
-            return Err(ModelLoadError::NotSam(format!(
-                "block {i}'s relative-position table has an even number of rows ({rows})"
-            )));
-        }
-    }
-    Ok(ImageEncoderConfig {
-        embed_dim,
-        depth,
-        num_heads: embed_dim / head_dim,
-        patch_size,
-        native_image_size: grid * patch_size,
-        window_size: window_size.unwrap_or(0),
-        global_attn_indexes,
-        mlp_dim: w.shape("image_encoder.blocks.0.mlp.lin1.weight")?[0],
-        out_chans: w.shape("image_encoder.neck.0.weight")?[0],
-    })
-}
-
 /// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}`.
-fn count_indexed(w: &Weights, prefix: &str, suffix: &str) -> usize {
+pub(crate) fn count_indexed(w: &Weights, prefix: &str, suffix: &str) -> usize {
     (0..)
         .take_while(|i| w.contains(&format!("{prefix}{i}{suffix}")))
         .count()

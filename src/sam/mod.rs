@@ -69,8 +69,8 @@ impl Sam {
     ) -> Result<Self, ModelLoadError> {
         let mut w = Weights::new(dict, device, Origin::Base);
         let config = SamConfig::infer(&w)?;
-        let patch = config.encoder.patch_size;
-        let image_size = image_size.unwrap_or(config.encoder.native_image_size);
+        let patch = config.encoder.patch_size();
+        let image_size = image_size.unwrap_or(config.encoder.native_image_size());
         if image_size == 0 || !image_size.is_multiple_of(patch) {
             return Err(ModelLoadError::BadImageSize(image_size, patch));
         }
@@ -80,7 +80,7 @@ impl Sam {
                 size: image_size,
                 needs,
                 memory,
-                native: config.encoder.native_image_size,
+                native: config.encoder.native_image_size(),
             });
         }
         let grid = image_size / patch;
@@ -106,8 +106,9 @@ impl Sam {
         state: StateDict,
     ) -> Result<Self, ModelLoadError> {
         cfg.validate().map_err(ModelLoadError::BadPeft)?;
-        cfg.check_fits(self.config.encoder.embed_dim)
-            .map_err(ModelLoadError::BadPeft)?;
+        let vit = self.config.peft_encoder()?;
+        let (c, depth) = (vit.embed_dim, vit.depth);
+        cfg.check_fits(c).map_err(ModelLoadError::BadPeft)?;
         if self.peft.is_some() {
             return Err(ModelLoadError::BadPeft(
                 "PEFT modules are already attached".into(),
@@ -115,18 +116,20 @@ impl Sam {
         }
         let device = self.device();
         let mut w = Weights::new(state, &device, Origin::Peft);
-        let c = self.config.encoder.embed_dim;
-        let depth = self.config.encoder.depth;
+        let encoder = self
+            .image_encoder
+            .vit_mut()
+            .expect("peft_encoder found a ViT");
         if cfg.has_shared() {
             let site = cfg.method.site().expect("COBOT wraps a site").key();
             let prefix = format!("image_encoder.blocks.0.{site}");
             let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
-            self.image_encoder.cobot = Some(CobotShared {
+            encoder.cobot = Some(CobotShared {
                 coefficients: w.param(&format!("{prefix}.FacT_c"), [1, k, t])?,
                 relation: w.param(&format!("{prefix}.FacT_p"), [t, t])?,
             });
         }
-        for (i, block) in self.image_encoder.blocks.iter_mut().enumerate() {
+        for (i, block) in encoder.blocks.iter_mut().enumerate() {
             if cfg.method.lora() {
                 block.attn.lora = Some(LoraQv::load(&mut w, i, c, &cfg)?);
             }

@@ -1,55 +1,17 @@
 //! Every key of an official SAM checkpoint and its shape, for a configuration: what a checkpoint
 //! of that configuration must hold (docs/sam.md#checkpoint-keys), without reading one.
 
-use super::config::SamConfig;
+use super::config::{EncoderConfig, SamConfig};
+use super::image_encoder::vit;
 
 /// `(key, shape)` of every tensor, the prompt encoder's PE buffer included.
 pub fn checkpoint_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let mut put = |key: String, shape: &[usize]| out.push((key, shape.to_vec()));
-    let linear = |put: &mut dyn FnMut(String, &[usize]), p: &str, d_in: usize, d_out: usize| {
-        put(format!("{p}.weight"), &[d_out, d_in]);
-        put(format!("{p}.bias"), &[d_out]);
-    };
-    let norm = |put: &mut dyn FnMut(String, &[usize]), p: &str, d: usize| {
-        put(format!("{p}.weight"), &[d]);
-        put(format!("{p}.bias"), &[d]);
-    };
 
-    let e = &cfg.encoder;
-    let (c, p) = (e.embed_dim, e.patch_size);
-    let grid = e.native_image_size / p;
-    let head_dim = c / e.num_heads;
-    put("image_encoder.pos_embed".into(), &[1, grid, grid, c]);
-    put(
-        "image_encoder.patch_embed.proj.weight".into(),
-        &[c, 3, p, p],
-    );
-    put("image_encoder.patch_embed.proj.bias".into(), &[c]);
-    for i in 0..e.depth {
-        let b = format!("image_encoder.blocks.{i}");
-        let side = if e.global_attn_indexes.contains(&i) {
-            grid
-        } else {
-            e.window_size
-        };
-        norm(&mut put, &format!("{b}.norm1"), c);
-        linear(&mut put, &format!("{b}.attn.qkv"), c, 3 * c);
-        linear(&mut put, &format!("{b}.attn.proj"), c, c);
-        put(format!("{b}.attn.rel_pos_h"), &[2 * side - 1, head_dim]);
-        put(format!("{b}.attn.rel_pos_w"), &[2 * side - 1, head_dim]);
-        norm(&mut put, &format!("{b}.norm2"), c);
-        linear(&mut put, &format!("{b}.mlp.lin1"), c, e.mlp_dim);
-        linear(&mut put, &format!("{b}.mlp.lin2"), e.mlp_dim, c);
+    match &cfg.encoder {
+        EncoderConfig::Vit(vit) => vit::tensor_shapes(vit, &mut put),
     }
-    let out_chans = e.out_chans;
-    put("image_encoder.neck.0.weight".into(), &[out_chans, c, 1, 1]);
-    norm(&mut put, "image_encoder.neck.1", out_chans);
-    put(
-        "image_encoder.neck.2.weight".into(),
-        &[out_chans, out_chans, 3, 3],
-    );
-    norm(&mut put, "image_encoder.neck.3", out_chans);
 
     let pe = "prompt_encoder";
     let (d, m) = (cfg.prompt.embed_dim, cfg.prompt.mask_in_chans);
@@ -65,10 +27,10 @@ pub fn checkpoint_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
     let md = format!("{pe}.mask_downscaling");
     put(format!("{md}.0.weight"), &[m / 4, 1, 2, 2]);
     put(format!("{md}.0.bias"), &[m / 4]);
-    norm(&mut put, &format!("{md}.1"), m / 4);
+    norm_shapes(&mut put, &format!("{md}.1"), m / 4);
     put(format!("{md}.3.weight"), &[m, m / 4, 2, 2]);
     put(format!("{md}.3.bias"), &[m]);
-    norm(&mut put, &format!("{md}.4"), m);
+    norm_shapes(&mut put, &format!("{md}.4"), m);
     put(format!("{md}.6.weight"), &[d, m, 1, 1]);
     put(format!("{md}.6.bias"), &[d]);
 
@@ -81,36 +43,36 @@ pub fn checkpoint_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
     );
     let attention = |put: &mut dyn FnMut(String, &[usize]), p: &str, inner: usize| {
         for proj in ["q_proj", "k_proj", "v_proj"] {
-            linear(put, &format!("{p}.{proj}"), dim, inner);
+            linear_shapes(put, &format!("{p}.{proj}"), dim, inner);
         }
-        linear(put, &format!("{p}.out_proj"), inner, dim);
+        linear_shapes(put, &format!("{p}.out_proj"), inner, dim);
     };
     let t = "mask_decoder.transformer";
     for l in 0..dc.depth {
         let b = format!("{t}.layers.{l}");
         attention(&mut put, &format!("{b}.self_attn"), dim);
-        norm(&mut put, &format!("{b}.norm1"), dim);
+        norm_shapes(&mut put, &format!("{b}.norm1"), dim);
         attention(&mut put, &format!("{b}.cross_attn_token_to_image"), x);
-        norm(&mut put, &format!("{b}.norm2"), dim);
-        linear(&mut put, &format!("{b}.mlp.lin1"), dim, dc.mlp_dim);
-        linear(&mut put, &format!("{b}.mlp.lin2"), dc.mlp_dim, dim);
-        norm(&mut put, &format!("{b}.norm3"), dim);
-        norm(&mut put, &format!("{b}.norm4"), dim);
+        norm_shapes(&mut put, &format!("{b}.norm2"), dim);
+        linear_shapes(&mut put, &format!("{b}.mlp.lin1"), dim, dc.mlp_dim);
+        linear_shapes(&mut put, &format!("{b}.mlp.lin2"), dc.mlp_dim, dim);
+        norm_shapes(&mut put, &format!("{b}.norm3"), dim);
+        norm_shapes(&mut put, &format!("{b}.norm4"), dim);
         attention(&mut put, &format!("{b}.cross_attn_image_to_token"), x);
     }
     attention(&mut put, &format!("{t}.final_attn_token_to_image"), x);
-    norm(&mut put, &format!("{t}.norm_final_attn"), dim);
+    norm_shapes(&mut put, &format!("{t}.norm_final_attn"), dim);
     let u = "mask_decoder.output_upscaling";
     put(format!("{u}.0.weight"), &[dim, dim / 4, 2, 2]);
     put(format!("{u}.0.bias"), &[dim / 4]);
-    norm(&mut put, &format!("{u}.1"), dim / 4);
+    norm_shapes(&mut put, &format!("{u}.1"), dim / 4);
     put(format!("{u}.3.weight"), &[dim / 4, dim / 8, 2, 2]);
     put(format!("{u}.3.bias"), &[dim / 8]);
     for i in 0..dc.num_mask_tokens {
         let h = format!("mask_decoder.output_hypernetworks_mlps.{i}.layers");
-        linear(&mut put, &format!("{h}.0"), dim, dim);
-        linear(&mut put, &format!("{h}.1"), dim, dim);
-        linear(&mut put, &format!("{h}.2"), dim, dim / 8);
+        linear_shapes(&mut put, &format!("{h}.0"), dim, dim);
+        linear_shapes(&mut put, &format!("{h}.1"), dim, dim);
+        linear_shapes(&mut put, &format!("{h}.2"), dim, dim / 8);
     }
     let depth = dc.iou_head_depth;
     for l in 0..depth {
@@ -120,7 +82,7 @@ pub fn checkpoint_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
         } else {
             dc.iou_head_hidden
         };
-        linear(
+        linear_shapes(
             &mut put,
             &format!("mask_decoder.iou_prediction_head.layers.{l}"),
             d_in,
@@ -128,4 +90,21 @@ pub fn checkpoint_shapes(cfg: &SamConfig) -> Vec<(String, Vec<usize>)> {
         );
     }
     out
+}
+
+/// A linear layer's `weight` `[out, in]` and `bias` `[out]`.
+pub(crate) fn linear_shapes(
+    put: &mut dyn FnMut(String, &[usize]),
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+) {
+    put(format!("{prefix}.weight"), &[d_out, d_in]);
+    put(format!("{prefix}.bias"), &[d_out]);
+}
+
+/// A norm's `weight` and `bias`, `[d]` each.
+pub(crate) fn norm_shapes(put: &mut dyn FnMut(String, &[usize]), prefix: &str, d: usize) {
+    put(format!("{prefix}.weight"), &[d]);
+    put(format!("{prefix}.bias"), &[d]);
 }

@@ -375,7 +375,7 @@ impl Trainer<'_> {
         let sam = Sam::from_state_dict(base, s.image_size, device).with_context(|| {
             format!("{} is not a usable SAM checkpoint", s.checkpoint.display())
         })?;
-        let e = &sam.config.encoder;
+        let e = sam.config.peft_encoder()?;
         // Before the tensors are drawn: a rank wider than the encoder would allocate its square.
         s.peft.check_fits(e.embed_dim).map_err(anyhow::Error::msg)?;
         let init = initial_state(&s.peft, e.embed_dim, e.depth, s.seed);

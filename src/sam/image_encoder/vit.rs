@@ -1,22 +1,124 @@
-//! SAM's ViT image encoder (docs/sam.md#image-encoder): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`.
+//! SAM's ViT image encoder (docs/sam.md#image-encoder): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`;
+//! its configuration, read off the checkpoint, and its checkpoint keys.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::attention::rel_pos_attention;
-use super::config::ImageEncoderConfig;
-use super::transforms::{linear_interpolation_matrix, resize_bilinear};
 use crate::kernels;
 use crate::nn::layers::{Conv2d, LayerNorm, Linear};
 use crate::nn::weights::{ModelLoadError, Weights};
 use crate::peft::adapter::Adapter;
 use crate::peft::cobot::{CobotShared, lora_columns, module_column};
 use crate::peft::lora::LoraQv;
+use crate::sam::attention::rel_pos_attention;
+use crate::sam::config::count_indexed;
+use crate::sam::shapes::{linear_shapes, norm_shapes};
+use crate::sam::transforms::{linear_interpolation_matrix, resize_bilinear};
 
 const EPS: f64 = 1e-6;
 
+/// The ViT's sizes, read off a checkpoint by [`infer_config`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitConfig {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub patch_size: usize,
+    /// The input size the checkpoint was made for (`pos_embed` grid × patch).
+    pub native_image_size: usize,
+    pub window_size: usize,
+    pub global_attn_indexes: Vec<usize>,
+    pub mlp_dim: usize,
+    pub out_chans: usize,
+}
+
+impl VitConfig {
+    /// A lower bound on the memory (bytes) one image needs in the encoder at input size `s`, in
+    /// f32: the image as it is resized, normalised and padded (three `s × s × 3` copies), and a
+    /// block's widest live activations per token (input, q/k/v, MLP hidden, output).
+    pub fn min_memory_bytes(&self, s: usize) -> u64 {
+        let (s, c) = (s as u128, self.embed_dim as u128);
+        let tokens = (s / self.patch_size as u128).pow(2);
+        let image = 3 * s * s * 3;
+        let per_token = c + 3 * c + self.mlp_dim as u128 + c;
+        u64::try_from(4 * (image + tokens * per_token)).unwrap_or(u64::MAX)
+    }
+}
+
+/// The ViT's sizes from its tensors' shapes (docs/sam.md#configuration-from-tensor-shapes).
+pub fn infer_config(w: &Weights) -> Result<VitConfig, ModelLoadError> {
+    let patch = w.shape("image_encoder.patch_embed.proj.weight")?;
+    let [embed_dim, 3, patch_size, patch_w] = *patch else {
+        return Err(ModelLoadError::WrongShape {
+            key: "image_encoder.patch_embed.proj.weight".into(),
+            found: patch.to_vec(),
+            expected: "[C, 3, p, p]".into(),
+        });
+    };
+    if patch_size != patch_w || patch_size == 0 {
+        return Err(ModelLoadError::NotSam(format!(
+            "patch embedding kernel {patch_size}x{patch_w} is not square"
+        )));
+    }
+    let pos = w.shape("image_encoder.pos_embed")?;
+    let grid = match *pos {
+        [1, gh, gw, c] if gh == gw && c == embed_dim && gh > 0 => gh,
+        _ => {
+            return Err(ModelLoadError::WrongShape {
+                key: "image_encoder.pos_embed".into(),
+                found: pos.to_vec(),
+                expected: format!("[1, g, g, {embed_dim}]"),
+            });
+        }
+    };
+    let depth = count_indexed(w, "image_encoder.blocks.", ".norm1.weight");
+    if depth == 0 {
+        return Err(ModelLoadError::MissingKey(
+            "image_encoder.blocks.0.norm1.weight".into(),
+        ));
+    }
+    let head_dim = w.shape("image_encoder.blocks.0.attn.rel_pos_h")?[1];
+    if head_dim == 0 || !embed_dim.is_multiple_of(head_dim) {
+        return Err(ModelLoadError::NotSam(format!(
+            "relative-position width {head_dim} does not divide the embedding width {embed_dim}"
+        )));
+    }
+    // Global blocks have tables for the whole grid (2g−1 rows); windowed ones for a window.
+    let mut global_attn_indexes = Vec::new();
+    let mut window_size = None;
+    for i in 0..depth {
+        let rows = w.shape(&format!("image_encoder.blocks.{i}.attn.rel_pos_h"))?[0];
+        if rows == 2 * grid - 1 {
+            global_attn_indexes.push(i);
+        } else if rows % 2 == 1 {
+            let ws = rows.div_ceil(2);
+            if window_size.is_some_and(|s| s != ws) {
+                return Err(ModelLoadError::NotSam(format!(
+                    "block {i} has a {rows}-row relative-position table, unlike the other windowed blocks"
+                )));
+            }
+            window_size = Some(ws);
+        } else {
+            return Err(ModelLoadError::NotSam(format!(
+                "block {i}'s relative-position table has an even number of rows ({rows})"
+            )));
+        }
+    }
+    Ok(VitConfig {
+        embed_dim,
+        depth,
+        num_heads: embed_dim / head_dim,
+        patch_size,
+        native_image_size: grid * patch_size,
+        window_size: window_size.unwrap_or(0),
+        global_attn_indexes,
+        mlp_dim: w.shape("image_encoder.blocks.0.mlp.lin1.weight")?[0],
+        out_chans: w.shape("image_encoder.neck.0.weight")?[0],
+    })
+}
+
 #[derive(Module, Debug)]
-pub struct ImageEncoder {
+pub struct VitEncoder {
     pub patch_embed: Conv2d,
     /// `[1, G, G, C]` for the checkpoint's native grid G; resized on the fly for other sizes.
     pub pos_embed: Param<Tensor<4>>,
@@ -29,8 +131,8 @@ pub struct ImageEncoder {
     pub cobot: Option<CobotShared>,
 }
 
-impl ImageEncoder {
-    pub fn load(w: &mut Weights, cfg: &ImageEncoderConfig) -> Result<Self, ModelLoadError> {
+impl VitEncoder {
+    pub fn load(w: &mut Weights, cfg: &VitConfig) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
         let p = cfg.patch_size;
         let grid = cfg.native_image_size / p;
@@ -108,7 +210,7 @@ impl Block {
     fn load(
         w: &mut Weights,
         prefix: &str,
-        cfg: &ImageEncoderConfig,
+        cfg: &VitConfig,
         window_size: usize,
     ) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
@@ -181,11 +283,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(
-        w: &mut Weights,
-        prefix: &str,
-        cfg: &ImageEncoderConfig,
-    ) -> Result<Self, ModelLoadError> {
+    fn load(w: &mut Weights, prefix: &str, cfg: &VitConfig) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
         let head_dim = c / cfg.num_heads;
         let mut table = |axis: &str| -> Result<Param<Tensor<2>>, ModelLoadError> {
@@ -252,4 +350,42 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
         .collect();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [q * k]), &device);
     table.select(0, index).reshape([q, k, hd])
+}
+
+/// `(key, shape)` of every encoder tensor, in checkpoint order (random weights are drawn in it).
+pub fn tensor_shapes(cfg: &VitConfig, put: &mut dyn FnMut(String, &[usize])) {
+    let e = cfg;
+    let (c, p) = (e.embed_dim, e.patch_size);
+    let grid = e.native_image_size / p;
+    let head_dim = c / e.num_heads;
+    put("image_encoder.pos_embed".into(), &[1, grid, grid, c]);
+    put(
+        "image_encoder.patch_embed.proj.weight".into(),
+        &[c, 3, p, p],
+    );
+    put("image_encoder.patch_embed.proj.bias".into(), &[c]);
+    for i in 0..e.depth {
+        let b = format!("image_encoder.blocks.{i}");
+        let side = if e.global_attn_indexes.contains(&i) {
+            grid
+        } else {
+            e.window_size
+        };
+        norm_shapes(put, &format!("{b}.norm1"), c);
+        linear_shapes(put, &format!("{b}.attn.qkv"), c, 3 * c);
+        linear_shapes(put, &format!("{b}.attn.proj"), c, c);
+        put(format!("{b}.attn.rel_pos_h"), &[2 * side - 1, head_dim]);
+        put(format!("{b}.attn.rel_pos_w"), &[2 * side - 1, head_dim]);
+        norm_shapes(put, &format!("{b}.norm2"), c);
+        linear_shapes(put, &format!("{b}.mlp.lin1"), c, e.mlp_dim);
+        linear_shapes(put, &format!("{b}.mlp.lin2"), e.mlp_dim, c);
+    }
+    let out_chans = e.out_chans;
+    put("image_encoder.neck.0.weight".into(), &[out_chans, c, 1, 1]);
+    norm_shapes(put, "image_encoder.neck.1", out_chans);
+    put(
+        "image_encoder.neck.2.weight".into(),
+        &[out_chans, out_chans, 3, 3],
+    );
+    norm_shapes(put, "image_encoder.neck.3", out_chans);
 }
