@@ -7,7 +7,8 @@
 //! - [`data`]: data-set readers (marine-debris, COCO, image/mask folders), augmentation, pre-processing.
 //! - [`train`]: losses and training.
 //! - [`eval`]: the paper's metrics and reports.
-//! - [`output`]: what `predict` writes: mask PNGs, overlays, `.npy` logits.
+//! - [`output`]: what the commands write: mask PNGs, overlays, `.npy` logits, COCO-RLE JSON.
+//! - [`serve`]: the local web page and its JSON API (`sam-cobot serve`).
 //! - [`bench`](mod@bench): timing of training steps and inference (`sam-cobot bench`).
 //! - [`cli`]: the command-line front end.
 
@@ -21,4 +22,5 @@ pub mod nn;
 pub mod output;
 pub mod peft;
 pub mod sam;
+pub mod serve;
 pub mod train;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::data::has_image_ext;
+use crate::data::list_images;
 
 /// The files in `paths`, each folder replaced by its image files (by name); `flag` names the
 /// option in errors.
@@ -12,13 +12,8 @@ pub fn image_files(flag: &str, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && has_image_ext(p))
-                .collect();
-            found.sort();
+            let found =
+                list_images(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
             if found.is_empty() {
                 bail!("{flag} {}: no image files in this folder", path.display());
             }

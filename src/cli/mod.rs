@@ -15,6 +15,7 @@ mod predict;
 mod pretrain;
 mod scenes;
 mod segment_everything;
+mod serve;
 mod stats;
 mod train;
 
@@ -58,6 +59,9 @@ enum Command {
     /// Every object in an image: SAM prompted with a grid of points, as Meta's automatic mask
     /// generator (scripts/amg.py) does.
     SegmentEverything(segment_everything::SegmentEverythingArgs),
+    /// A local web page for interactive segmentation (and its JSON API), comparing base and
+    /// adapted models side by side.
+    Serve(serve::ServeArgs),
     /// Score a model (or the box-filled baseline) on a data set with the paper's metrics.
     Eval(eval::EvalArgs),
     /// Time a training step or an inference: median and peak memory.
@@ -151,6 +155,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Embed(args) => embed::run(args),
         Command::SegmentEverything(args) => segment_everything::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Train(args) => train::run(args),
         Command::Merge(args) => merge::run(args),
         Command::Stats(args) => stats::run(args),

@@ -133,7 +133,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let device = super::device::parse(&args.device)?;
     let image = crate::data::open_image(&args.image)?.to_rgb8();
     let (h, w) = (image.height() as usize, image.width() as usize);
-    check_inside(&args, w, h)?;
+    let prompts = UserPrompts {
+        boxes: args.boxes.iter().map(|b| b.0).collect(),
+        points: args.points.iter().map(|p| p.0).collect(),
+    };
+    prompts
+        .check_inside(w, h)
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
 
     let started = Instant::now();
     let sam = load_model(
@@ -156,10 +162,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // SAM's multimask outputs: every mask token but the single-mask one.
     let multimask_outputs = sam.config.decoder.num_mask_tokens - 1;
     check_outputs(&args, if args.multimask { multimask_outputs } else { 1 })?;
-    let prompts = UserPrompts {
-        boxes: args.boxes.iter().map(|b| b.0).collect(),
-        points: args.points.iter().map(|p| p.0).collect(),
-    };
     let mask_input = match &args.mask_input {
         Some(path) => Some(read_mask_input(path, &sam, prompts.boxes.len().max(1))?),
         None => None,
@@ -332,23 +334,6 @@ fn read_mask_input(path: &Path, sam: &Sam, prompts: usize) -> Result<burn::tenso
 }
 
 /// Prompts must touch the image; SAM accepts anything, but a box off the image is a typo.
-fn check_inside(args: &PredictArgs, w: usize, h: usize) -> Result<()> {
-    let (w, h) = (w as f32, h as f32);
-    for b in &args.boxes {
-        let [x1, y1, x2, y2] = b.0;
-        if x2 <= 0.0 || y2 <= 0.0 || x1 >= w || y1 >= h {
-            bail!("--box {x1},{y1},{x2},{y2} lies outside the {w}x{h} image");
-        }
-    }
-    for p in &args.points {
-        let (x, y, _) = p.0;
-        if !(0.0..=w).contains(&x) || !(0.0..=h).contains(&y) {
-            bail!("--point {x},{y} lies outside the {w}x{h} image");
-        }
-    }
-    Ok(())
-}
-
 /// Builds SAM from a base checkpoint and an adapter trained on it; errors name the files.
 fn load_sam_with_adapter(
     base: &Path,

@@ -673,10 +673,22 @@ pub(crate) fn read_image_oriented(
     path: &Path,
     what: &str,
 ) -> Result<(image::DynamicImage, image::metadata::Orientation), DataError> {
+    let bytes = std::fs::read(path).map_err(|e| open_error(path, what, e))?;
+    decode_image_oriented(&bytes, path)
+}
+
+/// [`open_image`] on bytes already read (an upload); `name` stands for the file in errors.
+pub fn decode_image(bytes: &[u8], name: &Path) -> Result<image::DynamicImage, DataError> {
+    decode_image_oriented(bytes, name).map(|(img, _)| img)
+}
+
+fn decode_image_oriented(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(image::DynamicImage, image::metadata::Orientation), DataError> {
     use image::ImageDecoder;
     use image::metadata::Orientation;
 
-    let bytes = std::fs::read(path).map_err(|e| open_error(path, what, e))?;
     let fail = |message: String| DataError::Image {
         path: path.to_path_buf(),
         message,
@@ -685,7 +697,7 @@ pub(crate) fn read_image_oriented(
         return Err(fail("the file is empty".into()));
     }
     let readable = readable_formats();
-    let format = image::guess_format(&bytes).map_err(|_| {
+    let format = image::guess_format(bytes).map_err(|_| {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         fail(format!(
             "not a {readable} file (it starts with {})",
@@ -699,7 +711,7 @@ pub(crate) fn read_image_oriented(
         )));
     }
     let decode_error = |e: image::ImageError| fail(describe_image_error(&name, &e));
-    let mut decoder = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
+    let mut decoder = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_decoder()
         .map_err(decode_error)?;
     // The same allocation limit as `ImageReader::decode`.

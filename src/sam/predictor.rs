@@ -80,6 +80,27 @@ pub struct UserPrompts {
     pub points: Vec<(f32, f32, i32)>,
 }
 
+impl UserPrompts {
+    /// Refuses a box entirely outside a `w × h` image or a point outside it, naming it
+    /// ("box 1,2,3,4 lies outside the 300x200 image").
+    pub fn check_inside(&self, w: usize, h: usize) -> Result<(), String> {
+        let (w, h) = (w as f32, h as f32);
+        for &[x1, y1, x2, y2] in &self.boxes {
+            if x2 <= 0.0 || y2 <= 0.0 || x1 >= w || y1 >= h {
+                return Err(format!(
+                    "box {x1},{y1},{x2},{y2} lies outside the {w}x{h} image"
+                ));
+            }
+        }
+        for &(x, y, _) in &self.points {
+            if !(0.0..=w).contains(&x) || !(0.0..=h).contains(&y) {
+                return Err(format!("point {x},{y} lies outside the {w}x{h} image"));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct Predictor<'a> {
     sam: &'a Sam,
     normalization: Normalization,

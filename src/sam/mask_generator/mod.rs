@@ -11,7 +11,6 @@ pub mod grid;
 pub mod nms;
 pub mod regions;
 
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
@@ -242,12 +241,24 @@ impl<'a> MaskGenerator<'a> {
         image: &RgbImage,
         on_batch: &mut dyn FnMut(),
     ) -> (Vec<GeneratedMask>, Timing) {
+        self.generate_with(image, None, on_batch)
+    }
+
+    /// [`MaskGenerator::generate`] with the whole image's embedding already computed (by this
+    /// generator's model: a server's cache), so that only the crops run the encoder.
+    pub fn generate_with(
+        &self,
+        image: &RgbImage,
+        whole_image: Option<&ImageEmbedding>,
+        on_batch: &mut dyn FnMut(),
+    ) -> (Vec<GeneratedMask>, Timing) {
         let (h, w) = (image.height() as usize, image.width() as usize);
         let crops = self.crops(h, w);
         let mut timing = Timing::default();
         let mut masks = Vec::new();
         for &(crop, layer) in &crops {
-            masks.extend(self.process_crop(image, crop, layer, &mut timing, on_batch));
+            let known = whole_image.filter(|_| crop == [0, 0, w, h]);
+            masks.extend(self.process_crop(image, crop, layer, known, &mut timing, on_batch));
         }
         let started = Instant::now();
         if crops.len() > 1 {
@@ -268,28 +279,31 @@ impl<'a> MaskGenerator<'a> {
         image: &RgbImage,
         crop: CropBox,
         layer: usize,
+        known: Option<&ImageEmbedding>,
         timing: &mut Timing,
         on_batch: &mut dyn FnMut(),
     ) -> Vec<GeneratedMask> {
         let [x0, y0, x1, y1] = crop;
         let (cw, ch) = (x1 - x0, y1 - y0);
-        let whole = [0, 0, image.width() as usize, image.height() as usize];
-        let cropped: Cow<RgbImage> = if crop == whole {
-            Cow::Borrowed(image)
-        } else {
-            let view = image::imageops::crop_imm(image, x0 as u32, y0 as u32, cw as u32, ch as u32);
-            Cow::Owned(view.to_image())
+        let computed;
+        let embedded = match known {
+            Some(embedded) => embedded,
+            None => {
+                let view =
+                    image::imageops::crop_imm(image, x0 as u32, y0 as u32, cw as u32, ch as u32);
+                let started = Instant::now();
+                computed = self.predictor.set_image(&view.to_image());
+                timing.encoder += started.elapsed();
+                &computed
+            }
         };
-        let started = Instant::now();
-        let embedded = self.predictor.set_image(&cropped);
-        timing.encoder += started.elapsed();
         let points: Vec<(f64, f64)> = self.grids[layer]
             .iter()
             .map(|&(x, y)| (x * cw as f64, y * ch as f64))
             .collect();
         let mut found = Vec::new();
         for batch in points.chunks(self.settings.points_per_batch) {
-            found.extend(self.process_batch(&embedded, batch, crop, image, timing));
+            found.extend(self.process_batch(embedded, batch, crop, image, timing));
             on_batch();
         }
         let started = Instant::now();
@@ -436,7 +450,7 @@ fn is_near_crop_edge(bbox: &[i64; 4], crop: &CropBox, (h, w): (usize, usize)) ->
 
 /// The inclusive box `[x0, y0, x1, y1]` around a row-major `height × width` mask; `[0, 0, 0, 0]`
 /// when the mask is empty, as Meta's `batched_mask_to_box` gives it.
-fn mask_box(mask: &[bool], height: usize, width: usize) -> [i64; 4] {
+pub fn mask_box(mask: &[bool], height: usize, width: usize) -> [i64; 4] {
     let mut b: Option<[usize; 4]> = None;
     for y in 0..height {
         let row = &mask[y * width..(y + 1) * width];
