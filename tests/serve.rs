@@ -3,87 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
+use common::server::{BASE, Server, call, mask_of, post_json, start};
 use common::{fixtures, succeeds};
 use serde_json::{Value, json};
-
-const BASE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/sam-cobot-base-256.safetensors"
-);
-
-/// A server process, stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(cache: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
-        .args([
-            "--threads",
-            "2",
-            "serve",
-            "--checkpoint",
-            BASE,
-            "--port",
-            "0",
-            "--cache-dir",
-        ])
-        .arg(cache)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("serving on ")
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    Server { child, url }
-}
-
-/// Status and JSON body of a request (errors included).
-fn call(request: ureq::Request, body: Option<&[u8]>) -> (u16, Value) {
-    let result = match body {
-        Some(bytes) => request.send_bytes(bytes),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    let status = response.status();
-    let mut text = String::new();
-    response.into_reader().read_to_string(&mut text).unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn post_json(server: &Server, route: &str, body: &Value) -> (u16, Value) {
-    let request =
-        ureq::post(&format!("{}{route}", server.url)).set("Content-Type", "application/json");
-    call(request, Some(body.to_string().as_bytes()))
-}
 
 fn image_bytes() -> Vec<u8> {
     std::fs::read(fixtures().join("image_300x200.png")).unwrap()
@@ -94,23 +19,6 @@ fn embed(server: &Server) -> (u16, Value) {
         ureq::post(&format!("{}/embed?model=base", server.url)),
         Some(&image_bytes()),
     )
-}
-
-/// The mask of a /predict answer as 0/1, row-major.
-fn mask_of(answer: &Value, index: usize) -> Vec<u8> {
-    let seg = &answer["masks"][index]["segmentation"];
-    let (h, w) = (
-        seg["size"][0].as_u64().unwrap() as u32,
-        seg["size"][1].as_u64().unwrap() as u32,
-    );
-    let rle =
-        sam_cobot::data::rle::Rle::from_string(seg["counts"].as_str().unwrap().as_bytes(), h, w)
-            .unwrap();
-    rle.decode_row_major()
-        .unwrap()
-        .iter()
-        .map(|&b| u8::from(b))
-        .collect()
 }
 
 #[test]

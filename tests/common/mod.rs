@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths and tensor comparisons.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
