@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::fixtures;
-use common::server::{Server, call, mask_of, post_json, start};
+use common::server::{BASE, Server, call, mask_of, post_json, start};
+use common::{fixtures, succeeds};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -94,6 +95,11 @@ impl Driver {
             .and_then(Value::as_str)
             .unwrap()
             .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.element(css);
+        self.post(&format!("/element/{element}/click"), &json!({}));
     }
 
     fn script(&self, body: &str) -> Value {
@@ -174,7 +180,45 @@ fn the_page_segments_what_is_clicked_and_downloads_the_apis_mask() {
         std::env::var_os("SAM_COBOT_SCREENSHOTS").map_or(dir.path().to_path_buf(), PathBuf::from);
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
-    let server: Server = start(&dir.path().join("cache"), &[]);
+    // An adapter of the base, for the side-by-side view (one quick epoch on three scenes).
+    let scenes = dir.path().join("scenes");
+    let run = dir.path().join("run");
+    let cli = |args: &[&OsStr]| {
+        succeeds(
+            Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+                .args(["--threads", "2"])
+                .args(args),
+        )
+    };
+    let os = |s: &'static str| OsStr::new(s);
+    cli(&[
+        os("scenes"),
+        os("--out"),
+        scenes.as_os_str(),
+        os("--count"),
+        os("3"),
+        os("--size"),
+        os("128"),
+    ]);
+    let annotations = scenes.join("annotations.json");
+    cli(&[
+        os("train"),
+        os("--checkpoint"),
+        os(BASE),
+        os("--data"),
+        annotations.as_os_str(),
+        os("--method"),
+        os("lora"),
+        os("--epochs"),
+        os("1"),
+        os("--out"),
+        run.as_os_str(),
+    ]);
+    let adapter = run.join("best/adapter.safetensors");
+    let server: Server = start(
+        &dir.path().join("cache"),
+        &["--adapter", adapter.to_str().unwrap()],
+    );
     let driver = Driver::start(&downloads);
     driver.post("/url", &json!({"url": format!("{}/", server.url)}));
     let upload = driver.element("#upload");
@@ -214,8 +258,7 @@ fn the_page_segments_what_is_clicked_and_downloads_the_apis_mask() {
 
     let prompts =
         driver.script("return {image: state.imageId, points: state.points, box: state.box};");
-    let button = driver.element("#download-mask");
-    driver.post(&format!("/element/{button}/click"), &json!({}));
+    driver.click("#download-mask");
     let downloaded = wait_for(Duration::from_secs(20), || {
         let path = downloads.join("mask.png");
         path.exists().then(|| image::open(&path).ok()).flatten()
@@ -238,4 +281,51 @@ fn the_page_segments_what_is_clicked_and_downloads_the_apis_mask() {
         "the downloaded PNG is the API's mask"
     );
     assert!(page.contains(&1), "the mask is not empty");
+
+    // Undo takes the box back; three candidates, and a click picks one.
+    driver.click("#undo");
+    wait_for(Duration::from_secs(30), || {
+        (driver.script("return state.box === null && state.points.length === 1;") == json!(true))
+            .then_some(())
+    });
+    driver.click("#multimask");
+    wait_for(Duration::from_secs(30), || {
+        let n = driver.script("return document.querySelectorAll('.candidates figure').length;");
+        (n == json!(3)).then_some(())
+    });
+    driver.click(".candidates figure:nth-child(2)");
+    assert_eq!(driver.script("return state.views[0].picked;"), json!(1));
+    driver.screenshot(&shots.join("serve-candidates.png"));
+
+    // Segment everything: the masks of the segment-everything fixture's `grid` run.
+    for (id, value) in [("pps", "16"), ("iou", "0.5"), ("stability", "0.7")] {
+        driver.script(&format!(
+            "document.getElementById('{id}').value = '{value}'; return 0;"
+        ));
+    }
+    driver.click("#everything");
+    driver.wait_status("masks");
+    let found = driver.script("return state.views[0].everything.length;");
+    let fixture: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("amg/grid.json")).unwrap())
+            .unwrap();
+    assert_eq!(found, json!(fixture["masks"].as_array().unwrap().len()));
+    driver.screenshot(&shots.join("serve-everything.png"));
+
+    // The adapter beside the base, on the same prompts.
+    driver.script(
+        "const c = document.getElementById('compare'); c.value = 'adapter'; \
+         c.dispatchEvent(new Event('change')); return 0;",
+    );
+    driver.wait_status("Click or drag");
+    driver.pointer(
+        ".view:nth-child(2) .overlay",
+        &[("move", 120.0, 90.0), ("down", 0.0, 0.0), ("up", 0.0, 0.0)],
+    );
+    wait_for(Duration::from_secs(30), || {
+        let both =
+            driver.script("return state.views.length === 2 && state.views.every(v => v.result);");
+        (both == json!(true)).then_some(())
+    });
+    driver.screenshot(&shots.join("serve-side-by-side.png"));
 }

@@ -209,3 +209,34 @@ fn page_and_its_files_are_served_from_the_binary() {
     assert_eq!(status, 404);
     let _: PathBuf = images;
 }
+
+#[test]
+fn requests_beyond_the_queue_are_refused_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        &dir.path().join("cache"),
+        &["--max-concurrent", "1", "--max-queued", "0"],
+    );
+    let (_, embedded) = embed(&server);
+    let slow = json!({"model": "base", "image": embedded["image"],
+        "settings": {"points_per_side": 20, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}});
+    let url = server.url.clone();
+    let busy = std::thread::spawn(move || {
+        let request =
+            ureq::post(&format!("{url}/everything")).set("Content-Type", "application/json");
+        call(request, Some(slow.to_string().as_bytes())).0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let point = json!({"model": "base", "image": embedded["image"], "points": [[10, 10, 1]]});
+    let (status, body) = post_json(&server, "/predict", &point);
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many concurrent requests")
+    );
+    assert_eq!(busy.join().unwrap(), 200);
+    let (status, _) = post_json(&server, "/predict", &point);
+    assert_eq!(status, 200, "served again once the slot is free");
+}
