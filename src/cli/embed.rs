@@ -10,21 +10,17 @@ use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::predict::load_model;
+use super::model_args::ModelArgs;
 use crate::data::open_image;
 use crate::nn::to_raw;
 use crate::output::guard::{FileRoles, refuse_existing};
-use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, image_name, write_embeddings};
+use crate::sam::embeddings::{SavedEmbedding, image_name, write_embeddings};
 use crate::sam::predictor::Predictor;
 
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
-    /// SAM checkpoint (.pth or .safetensors).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Adapter trained on --checkpoint; its size becomes the default --image-size.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Images, or folders of images (their image files, by name); each is stored under its file
     /// name, which must be unique.
     #[arg(long, required = true, num_args = 1..)]
@@ -36,21 +32,12 @@ pub struct EmbedArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
-    /// Input size S (default: the adapter's, else the checkpoint's).
-    #[arg(long)]
-    image_size: Option<usize>,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     let files = image_files(&args.images)?;
     let mut roles = FileRoles::new();
-    roles.input("--checkpoint", &args.checkpoint);
-    if let Some(adapter) = &args.adapter {
-        roles.input("--adapter", adapter);
-    }
+    args.model.declare_inputs(&mut roles);
     for (_, path) in &files {
         roles.input("--images", path);
     }
@@ -63,14 +50,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     roles.output("--out", &args.out)?;
     refuse_existing("--out", &args.out, args.force)?;
 
-    let device = super::device::parse(&args.device)?;
-    let sam = load_model(
-        &args.checkpoint,
-        args.adapter.as_deref(),
-        args.image_size,
-        &device,
-    )?;
-    let source = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
+    let sam = args.model.load()?;
+    let source = args.model.embedding_source(sam.image_size)?;
     let predictor = Predictor::new(&sam);
     let bar = ProgressBar::new(files.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  eta {eta}")

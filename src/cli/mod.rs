@@ -9,6 +9,7 @@ mod eval;
 mod image_files;
 mod init;
 mod merge;
+mod model_args;
 mod params;
 mod peft_args;
 mod predict;

@@ -7,25 +7,21 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+use super::model_args::ModelArgs;
 use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
 use crate::nn::{F32Values, from_raw};
 use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
-use crate::sam::embeddings::{EmbeddingSource, image_name, read_embeddings};
+use crate::sam::embeddings::{image_name, read_embeddings};
 use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
 use crate::sam::{ModelLoadError, Sam};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// SAM checkpoint: Meta's .pth (e.g. sam_vit_b_01ec64.pth) or a .safetensors with the same keys.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Adapter trained on --checkpoint (.safetensors from training): its PEFT modules and
-    /// trained tensors are applied; the default --image-size becomes the adapter's.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Input image (PNG, JPEG, ...: the format is read from the bytes); grey images are used as
     /// RGB, and an EXIF orientation is applied as image viewers do.
     #[arg(long)]
@@ -66,14 +62,6 @@ pub struct PredictArgs {
     /// else 1).
     #[arg(long)]
     logits_out: Option<PathBuf>,
-    /// Input size S the model runs at (a multiple of 16); default: the checkpoint's own (1024),
-    /// or the size the adapter was trained at.
-    #[arg(long)]
-    image_size: Option<usize>,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
-    /// backends need their cargo feature).
-    #[arg(long, default_value = "auto")]
-    device: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -130,7 +118,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         !args.boxes.is_empty() || !args.points.is_empty() || args.mask_input.is_some(),
         "give at least one --box, --point or --mask-input"
     );
-    let device = super::device::parse(&args.device)?;
     let image = crate::data::open_image(&args.image)?.to_rgb8();
     let (h, w) = (image.height() as usize, image.width() as usize);
     let prompts = UserPrompts {
@@ -142,19 +129,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("--{e}"))?;
 
     let started = Instant::now();
-    let sam = load_model(
-        &args.checkpoint,
-        args.adapter.as_deref(),
-        args.image_size,
-        &device,
-    )?;
-    let adapter = match (&args.adapter, &sam.peft) {
+    let sam = args.model.load()?;
+    let adapter = match (&args.model.adapter, &sam.peft) {
         (Some(path), Some(cfg)) => format!(" + {} ({})", path.display(), cfg.method),
         _ => String::new(),
     };
     eprintln!(
         "loaded {}{adapter} ({}) at {} px in {:.1}s",
-        args.checkpoint.display(),
+        args.model.checkpoint.display(),
         sam.config.variant(),
         sam.image_size,
         started.elapsed().as_secs_f32()
@@ -241,9 +223,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
 /// `per_prompt`: the masks written for each prompt.
 fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
     let mut roles = FileRoles::new();
-    roles
-        .input("--image", &args.image)
-        .input("--checkpoint", &args.checkpoint);
+    roles.input("--image", &args.image);
+    args.model.declare_inputs(&mut roles);
     for (flag, path) in [
         ("--mask-input", &args.mask_input),
         ("--embeddings", &args.embeddings),
@@ -251,9 +232,6 @@ fn check_outputs(args: &PredictArgs, per_prompt: usize) -> Result<()> {
         if let Some(path) = path {
             roles.input(flag, path);
         }
-    }
-    if let Some(adapter) = &args.adapter {
-        roles.input("--adapter", adapter);
     }
     check_png_name("--out", &args.out)?;
     for path in mask_paths(&args.out, args.boxes.len().max(1), per_prompt) {
@@ -277,7 +255,7 @@ fn saved_embedding(
     size: (usize, usize),
 ) -> Result<ImageEmbedding> {
     let (source, mut embeddings) = read_embeddings(path)?;
-    let current = EmbeddingSource::of(&args.checkpoint, args.adapter.as_deref(), sam.image_size)?;
+    let current = args.model.embedding_source(sam.image_size)?;
     source.check_matches(&current, path)?;
     let name = image_name(&args.image);
     let Some(saved) = embeddings.remove(&name) else {

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::image_files::image_files;
-use super::predict::load_model;
+use super::model_args::ModelArgs;
 use crate::data::open_image;
 use crate::output::automatic_masks::{write_coco_json, write_mask_folder, write_masks_overlay};
 use crate::output::guard::FileRoles;
@@ -17,12 +17,8 @@ use crate::sam::mask_generator::{InvalidSetting, MaskGenerator, MaskGeneratorSet
 
 #[derive(Args, Debug)]
 pub struct SegmentEverythingArgs {
-    /// SAM checkpoint (.pth or .safetensors).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Adapter trained on --checkpoint; its size becomes the default --image-size.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// An image, or a folder of images (its image files, by name).
     #[arg(long, alias = "input")]
     image: PathBuf,
@@ -42,12 +38,6 @@ pub struct SegmentEverythingArgs {
     force: bool,
     #[command(flatten)]
     generator: GeneratorArgs,
-    /// Input size S (default: the adapter's, else the checkpoint's).
-    #[arg(long)]
-    image_size: Option<usize>,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,21 +130,12 @@ pub fn run(args: SegmentEverythingArgs) -> Result<()> {
     };
     let images = image_files("--image", std::slice::from_ref(&args.image))?;
     let mut roles = FileRoles::new();
-    roles.input("--checkpoint", &args.checkpoint);
-    if let Some(adapter) = &args.adapter {
-        roles.input("--adapter", adapter);
-    }
+    args.model.declare_inputs(&mut roles);
     roles.input("--image", &args.image);
     roles.output_dir("--out", &args.out)?;
     let outputs = plan_outputs(&images, &args.out, mode, args.force)?;
 
-    let device = super::device::parse(&args.device)?;
-    let sam = load_model(
-        &args.checkpoint,
-        args.adapter.as_deref(),
-        args.image_size,
-        &device,
-    )?;
+    let sam = args.model.load()?;
     let generator = MaskGenerator::new(&sam, settings).map_err(flag_error)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;

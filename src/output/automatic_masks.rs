@@ -9,7 +9,7 @@ use image::{ExtendedColorType, RgbImage};
 use serde::Serialize;
 
 use super::atomic::{write_atomic, write_dir_atomic};
-use super::mask_png::write_png;
+use super::mask_png::{write_png, write_rgb_png};
 use super::overlay::{PALETTE, paint_mask};
 use crate::data::rle::Rle;
 use crate::sam::mask_generator::GeneratedMask;
@@ -161,13 +161,7 @@ pub fn write_masks_overlay(path: &Path, image: &RgbImage, masks: &[GeneratedMask
             pixels(&masks[i]).into_iter(),
         );
     }
-    write_png(
-        path,
-        out.as_raw(),
-        out.width() as usize,
-        out.height() as usize,
-        ExtendedColorType::Rgb8,
-    )
+    write_rgb_png(path, &out)
 }
 
 #[cfg(test)]

@@ -88,6 +88,17 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Writes an RGB image as a PNG, atomically.
+pub(crate) fn write_rgb_png(path: &Path, image: &image::RgbImage) -> Result<()> {
+    write_png(
+        path,
+        image.as_raw(),
+        image.width() as usize,
+        image.height() as usize,
+        ExtendedColorType::Rgb8,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

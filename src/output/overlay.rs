@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Result, ensure};
-use image::{ExtendedColorType, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 
-use super::mask_png::write_png;
+use super::mask_png::write_rgb_png;
 
 /// Distinct colours; mask `i` (and box `i`) uses `PALETTE[i % len]`.
 pub const PALETTE: [[u8; 3]; 10] = [
@@ -76,13 +76,7 @@ pub fn write_overlay(
     prompts: &OverlayPrompts,
 ) -> Result<()> {
     let out = render_overlay(img, masks, prompts)?;
-    write_png(
-        path,
-        out.as_raw(),
-        out.width() as usize,
-        out.height() as usize,
-        ExtendedColorType::Rgb8,
-    )
+    write_rgb_png(path, &out)
 }
 
 /// Blends `color` into the pixels (row-major) where `on` is true.
