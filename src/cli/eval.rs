@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::data_args::{DataArgs, PreprocessArgs};
-use super::predict::load_model;
+use super::model_args::load_model;
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 use crate::output::guard::FileRoles;

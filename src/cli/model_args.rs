@@ -1,12 +1,15 @@
 //! The flags that name the model a command runs: `--checkpoint`, `--adapter`, `--image-size` and
-//! `--device`, shared by `predict`, `embed` and `segment-everything`.
+//! `--device`, shared by `predict`, `embed` and `segment-everything`; and loading that model, with
+//! errors that name the file or the flag.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+
+use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
+use crate::sam::ModelLoadError;
 use clap::Args;
 
-use super::predict::load_model;
 use crate::output::guard::FileRoles;
 use crate::sam::Sam;
 use crate::sam::embeddings::EmbeddingSource;
@@ -53,5 +56,58 @@ impl ModelArgs {
     /// Which model made embeddings at `image_size` (for saved-embedding files).
     pub fn embedding_source(&self, image_size: usize) -> Result<EmbeddingSource> {
         EmbeddingSource::of(&self.checkpoint, self.adapter.as_deref(), image_size)
+    }
+}
+
+/// Builds SAM from a base checkpoint and an adapter trained on it; errors name the files.
+fn load_sam_with_adapter(
+    base: &Path,
+    adapter: &Path,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    load_with_adapter(base, adapter, image_size, device).map_err(|e| match &e {
+        AdapterError::Model { source, .. } => size_error(source).unwrap_or_else(|| e.into()),
+        _ => e.into(),
+    })
+}
+
+/// SAM from `checkpoint`, with `adapter`'s PEFT modules and tensors when given.
+pub fn load_model(
+    checkpoint: &Path,
+    adapter: Option<&Path>,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    match adapter {
+        None => load_sam(checkpoint, image_size, device),
+        Some(adapter) => load_sam_with_adapter(checkpoint, adapter, image_size, device),
+    }
+}
+
+/// Reads a checkpoint and builds SAM; errors name the file.
+pub fn load_sam(
+    path: &Path,
+    image_size: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Result<Sam> {
+    let dict = load_base(path)?;
+    // A refused size is the flag's fault, anything else the checkpoint's.
+    Sam::from_state_dict(dict, image_size, device).map_err(|e| {
+        size_error(&e).unwrap_or_else(|| {
+            anyhow::Error::new(e)
+                .context(format!("{} is not a usable SAM checkpoint", path.display()))
+        })
+    })
+}
+
+/// The flag's message when the model refused the input size itself.
+fn size_error(e: &ModelLoadError) -> Option<anyhow::Error> {
+    match e {
+        ModelLoadError::BadImageSize(size, patch) => Some(anyhow::anyhow!(
+            "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
+        )),
+        ModelLoadError::ImageSizeTooLarge { .. } => Some(anyhow::anyhow!("--image-size: {e}")),
+        _ => None,
     }
 }

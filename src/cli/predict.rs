@@ -8,15 +8,14 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use super::model_args::ModelArgs;
-use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
 use crate::nn::{F32Values, from_raw};
 use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};
+use crate::sam::Sam;
 use crate::sam::embeddings::{image_name, read_embeddings};
 use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
-use crate::sam::{ModelLoadError, Sam};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -309,58 +308,4 @@ fn read_mask_input(path: &Path, sam: &Sam, prompts: usize) -> Result<burn::tenso
         burn::tensor::TensorData::new(data, [masks, 1, side, side]),
         &device,
     ))
-}
-
-/// Prompts must touch the image; SAM accepts anything, but a box off the image is a typo.
-/// Builds SAM from a base checkpoint and an adapter trained on it; errors name the files.
-fn load_sam_with_adapter(
-    base: &Path,
-    adapter: &Path,
-    image_size: Option<usize>,
-    device: &burn::tensor::Device,
-) -> Result<Sam> {
-    load_with_adapter(base, adapter, image_size, device).map_err(|e| match &e {
-        AdapterError::Model { source, .. } => size_error(source).unwrap_or_else(|| e.into()),
-        _ => e.into(),
-    })
-}
-
-/// SAM from `checkpoint`, with `adapter`'s PEFT modules and tensors when given.
-pub fn load_model(
-    checkpoint: &Path,
-    adapter: Option<&Path>,
-    image_size: Option<usize>,
-    device: &burn::tensor::Device,
-) -> Result<Sam> {
-    match adapter {
-        None => load_sam(checkpoint, image_size, device),
-        Some(adapter) => load_sam_with_adapter(checkpoint, adapter, image_size, device),
-    }
-}
-
-/// Reads a checkpoint and builds SAM; errors name the file.
-pub fn load_sam(
-    path: &Path,
-    image_size: Option<usize>,
-    device: &burn::tensor::Device,
-) -> Result<Sam> {
-    let dict = load_base(path)?;
-    // A refused size is the flag's fault, anything else the checkpoint's.
-    Sam::from_state_dict(dict, image_size, device).map_err(|e| {
-        size_error(&e).unwrap_or_else(|| {
-            anyhow::Error::new(e)
-                .context(format!("{} is not a usable SAM checkpoint", path.display()))
-        })
-    })
-}
-
-/// The flag's message when the model refused the input size itself.
-fn size_error(e: &ModelLoadError) -> Option<anyhow::Error> {
-    match e {
-        ModelLoadError::BadImageSize(size, patch) => Some(anyhow::anyhow!(
-            "--image-size {size}: must be a positive multiple of the model's patch size {patch}"
-        )),
-        ModelLoadError::ImageSizeTooLarge { .. } => Some(anyhow::anyhow!("--image-size: {e}")),
-        _ => None,
-    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::predict::load_model;
+use super::model_args::load_model;
 use crate::sam::embeddings::EmbeddingSource;
 use crate::serve::{ServeSettings, ServedModel, serve};
 

@@ -17,6 +17,17 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// The keys and shapes a linear layer's checkpoint holds: `weight` `[out, in]`, `bias` `[out]`.
+    pub fn key_shapes(
+        put: &mut dyn FnMut(String, &[usize]),
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+    ) {
+        put(format!("{prefix}.weight"), &[d_out, d_in]);
+        put(format!("{prefix}.bias"), &[d_out]);
+    }
+
     /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`.
     pub fn load(
         w: &mut Weights,
@@ -76,6 +87,12 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// The keys and shapes a norm's checkpoint holds: `weight` and `bias`, `[d]` each.
+    pub fn key_shapes(put: &mut dyn FnMut(String, &[usize]), prefix: &str, d: usize) {
+        put(format!("{prefix}.weight"), &[d]);
+        put(format!("{prefix}.bias"), &[d]);
+    }
+
     pub fn load(
         w: &mut Weights,
         prefix: &str,

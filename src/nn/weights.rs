@@ -78,6 +78,13 @@ impl<'a> Weights<'a> {
             .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
     }
 
+    /// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}` (blocks, layers).
+    pub fn count_indexed(&self, prefix: &str, suffix: &str) -> usize {
+        (0..)
+            .take_while(|i| self.contains(&format!("{prefix}{i}{suffix}")))
+            .count()
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.dict.contains(key)
     }

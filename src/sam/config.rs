@@ -189,11 +189,11 @@ impl SamConfig {
         let t = "mask_decoder.transformer";
         let decoder = MaskDecoderConfig {
             dim: prompt_dim,
-            depth: count_indexed(w, &format!("{t}.layers."), ".norm1.weight"),
+            depth: w.count_indexed(&format!("{t}.layers."), ".norm1.weight"),
             mlp_dim: w.shape(&format!("{t}.layers.0.mlp.lin1.weight"))?[0],
             cross_attn_dim: w.shape(&format!("{t}.final_attn_token_to_image.q_proj.weight"))?[0],
             num_mask_tokens: w.shape("mask_decoder.mask_tokens.weight")?[0],
-            iou_head_depth: count_indexed(w, "mask_decoder.iou_prediction_head.layers.", ".weight"),
+            iou_head_depth: w.count_indexed("mask_decoder.iou_prediction_head.layers.", ".weight"),
             iou_head_hidden: w.shape("mask_decoder.iou_prediction_head.layers.0.weight")?[0],
         };
         if decoder.depth == 0 || decoder.iou_head_depth == 0 {
@@ -235,11 +235,4 @@ impl SamConfig {
             _ => "custom",
         }
     }
-}
-
-/// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}`.
-pub(crate) fn count_indexed(w: &Weights, prefix: &str, suffix: &str) -> usize {
-    (0..)
-        .take_while(|i| w.contains(&format!("{prefix}{i}{suffix}")))
-        .count()
 }

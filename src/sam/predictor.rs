@@ -82,7 +82,8 @@ pub struct UserPrompts {
 
 impl UserPrompts {
     /// Refuses a box entirely outside a `w × h` image or a point outside it, naming it
-    /// ("box 1,2,3,4 lies outside the 300x200 image").
+    /// ("box 1,2,3,4 lies outside the 300x200 image"): SAM accepts anything, but a prompt off
+    /// the image is a typo.
     pub fn check_inside(&self, w: usize, h: usize) -> Result<(), String> {
         let (w, h) = (w as f32, h as f32);
         for &[x1, y1, x2, y2] in &self.boxes {

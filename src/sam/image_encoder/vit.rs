@@ -11,8 +11,6 @@ use crate::peft::adapter::Adapter;
 use crate::peft::cobot::{CobotShared, lora_columns, module_column};
 use crate::peft::lora::LoraQv;
 use crate::sam::attention::rel_pos_attention;
-use crate::sam::config::count_indexed;
-use crate::sam::shapes::{linear_shapes, norm_shapes};
 use crate::sam::transforms::{linear_interpolation_matrix, resize_bilinear};
 
 const EPS: f64 = 1e-6;
@@ -71,7 +69,7 @@ pub fn infer_config(w: &Weights) -> Result<VitConfig, ModelLoadError> {
             });
         }
     };
-    let depth = count_indexed(w, "image_encoder.blocks.", ".norm1.weight");
+    let depth = w.count_indexed("image_encoder.blocks.", ".norm1.weight");
     if depth == 0 {
         return Err(ModelLoadError::MissingKey(
             "image_encoder.blocks.0.norm1.weight".into(),
@@ -371,21 +369,21 @@ pub fn tensor_shapes(cfg: &VitConfig, put: &mut dyn FnMut(String, &[usize])) {
         } else {
             e.window_size
         };
-        norm_shapes(put, &format!("{b}.norm1"), c);
-        linear_shapes(put, &format!("{b}.attn.qkv"), c, 3 * c);
-        linear_shapes(put, &format!("{b}.attn.proj"), c, c);
+        LayerNorm::key_shapes(put, &format!("{b}.norm1"), c);
+        Linear::key_shapes(put, &format!("{b}.attn.qkv"), c, 3 * c);
+        Linear::key_shapes(put, &format!("{b}.attn.proj"), c, c);
         put(format!("{b}.attn.rel_pos_h"), &[2 * side - 1, head_dim]);
         put(format!("{b}.attn.rel_pos_w"), &[2 * side - 1, head_dim]);
-        norm_shapes(put, &format!("{b}.norm2"), c);
-        linear_shapes(put, &format!("{b}.mlp.lin1"), c, e.mlp_dim);
-        linear_shapes(put, &format!("{b}.mlp.lin2"), e.mlp_dim, c);
+        LayerNorm::key_shapes(put, &format!("{b}.norm2"), c);
+        Linear::key_shapes(put, &format!("{b}.mlp.lin1"), c, e.mlp_dim);
+        Linear::key_shapes(put, &format!("{b}.mlp.lin2"), e.mlp_dim, c);
     }
     let out_chans = e.out_chans;
     put("image_encoder.neck.0.weight".into(), &[out_chans, c, 1, 1]);
-    norm_shapes(put, "image_encoder.neck.1", out_chans);
+    LayerNorm::key_shapes(put, "image_encoder.neck.1", out_chans);
     put(
         "image_encoder.neck.2.weight".into(),
         &[out_chans, out_chans, 3, 3],
     );
-    norm_shapes(put, "image_encoder.neck.3", out_chans);
+    LayerNorm::key_shapes(put, "image_encoder.neck.3", out_chans);
 }
