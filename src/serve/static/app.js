@@ -118,18 +118,24 @@ function onUp(event) {
 
 async function openImage() {
   setStatus("Computing the image embedding…", "busy");
+  // No prompts until every view has the embedding (clicks before that would be lost).
+  state.imageId = null;
+  state.points = []; state.box = null; state.history = [];
+  for (const view of state.views) { view.result = null; view.everything = null; }
   try {
     const source = state.bytes ? new Blob([state.bytes]) : await (await fetch(`/images/${encodeURIComponent(state.name)}`)).blob();
     state.bitmap = await createImageBitmap(source);
+    drawAll();
+    let imageId = null;
+    const done = [];
     for (const view of state.views) {
       const query = `model=${encodeURIComponent(view.model)}` + (state.name ? `&name=${encodeURIComponent(state.name)}` : "");
       const answer = await api(`/embed?${query}`, { method: "POST", body: state.bytes || undefined });
-      state.imageId = answer.image;
-      setStatus(`Embedded by ${view.model} in ${answer.seconds.toFixed(2)} s${answer.cached ? " (cached)" : ""}. Click or drag on the image.`);
+      imageId = answer.image;
+      done.push(`${view.model} in ${answer.seconds.toFixed(2)} s${answer.cached ? " (cached)" : ""}`);
     }
-    state.points = []; state.box = null; state.history = [];
-    for (const view of state.views) { view.result = null; view.everything = null; }
-    drawAll();
+    state.imageId = imageId;
+    setStatus(`Embedded by ${done.join(", ")}. Click or drag on the image.`);
   } catch (e) {
     setStatus(e.message, "error");
   }
