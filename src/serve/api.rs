@@ -23,7 +23,7 @@ use crate::data::{decode_image, list_images};
 use crate::nn::{F32Values, from_raw, to_raw};
 use crate::output::automatic_masks::{CocoRle, MaskRecord};
 use crate::sam::embeddings::SavedEmbedding;
-use crate::sam::mask_generator::{MaskGenerator, MaskGeneratorSettings};
+use crate::sam::mask_generator::{MaskGenerator, MaskGeneratorSettings, mask_box};
 use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
 
 /// An error as the API returns it: `{"error": "..."}` with its status.
@@ -145,8 +145,9 @@ fn image_names(state: &AppState) -> Vec<String> {
         .collect()
 }
 
-async fn images(State(state): State<Arc<AppState>>) -> Json<Vec<String>> {
-    Json(image_names(&state))
+async fn images(State(state): State<Arc<AppState>>) -> Result<Json<Vec<String>>, ApiError> {
+    let names = state.blocking(|state| Ok(image_names(state))).await?;
+    Ok(Json(names))
 }
 
 /// The bytes of one listed image (only names the folder lists, so no path leaves it).
@@ -166,7 +167,9 @@ async fn image_file(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let bytes = listed_image(&state, &name)?;
+    let bytes = state
+        .blocking(move |state| listed_image(state, &name))
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
@@ -197,8 +200,12 @@ async fn embed(
 ) -> Result<Json<Embedded>, ApiError> {
     let started = Instant::now();
     state.model(&query.model)?;
-    let bytes = match &query.name {
-        Some(name) => listed_image(&state, name)?,
+    let bytes = match query.name.clone() {
+        Some(name) => {
+            state
+                .blocking(move |state| listed_image(state, &name))
+                .await?
+        }
         None => body?.to_vec(),
     };
     if bytes.is_empty() {
@@ -206,13 +213,21 @@ async fn embed(
             "the request has no image (send the file as the body)",
         ));
     }
-    let image_id = format!("{:x}", Sha256::digest(&bytes));
+    let bytes = Arc::new(bytes);
+    let hashed = bytes.clone();
+    let image_id = state
+        .blocking(move |_| Ok(format!("{:x}", Sha256::digest(&*hashed))))
+        .await?;
     // Bound first: a guard in the match's scrutinee would be held into its arms.
     let known = state.images.lock().await.get(&image_id).cloned();
     let image = match known {
         Some(image) => image,
         None => {
-            let image = Arc::new(decode_checked(&state, &bytes, query.name.as_deref())?);
+            let name = query.name.clone();
+            let decoded = state
+                .blocking(move |state| decode_checked(state, &bytes, name.as_deref()))
+                .await?;
+            let image = Arc::new(decoded);
             state
                 .images
                 .lock()
@@ -268,9 +283,17 @@ async fn embedding_of(
     image: Option<Arc<image::RgbImage>>,
 ) -> Result<(bool, super::cache::Embedding), ApiError> {
     let source = state.model(model)?.source.clone();
-    let hit = state.embeddings.lock().await.get(model, &source, image_id);
-    if let Some(hit) = hit {
+    if let Some(hit) = state.embeddings.remembered(model, image_id) {
         return Ok((true, hit));
+    }
+    let (from, id) = (source.clone(), image_id.to_string());
+    let on_disk = state
+        .blocking(move |state| Ok(state.embeddings.load(&from, &id)))
+        .await?;
+    if let Some(saved) = on_disk {
+        let saved = Arc::new(saved);
+        state.embeddings.remember(model, image_id, saved.clone());
+        return Ok((true, saved));
     }
     let Some(image) = image else {
         return Err(ApiError::new(
@@ -280,20 +303,20 @@ async fn embedding_of(
             ),
         ));
     };
-    let model_id = model.to_string();
-    let embedded = state
+    let (model_id, id) = (model.to_string(), image_id.to_string());
+    let saved = state
         .compute(move |state| {
             let sam = &state.model(&model_id)?.sam;
-            Ok(Predictor::new(sam).set_image(&image))
+            let embedded = Predictor::new(sam).set_image(&image);
+            let saved = SavedEmbedding {
+                embedding: to_raw(embedded.embedding),
+                original_size: embedded.original_size,
+            };
+            state.embeddings.store(&source, &id, &saved);
+            Ok(Arc::new(saved))
         })
         .await?;
-    let saved = state.embeddings.lock().await.put(
-        model,
-        &source,
-        image_id,
-        to_raw(embedded.embedding),
-        embedded.original_size,
-    );
+    state.embeddings.remember(model, image_id, saved.clone());
     Ok((false, saved))
 }
 
@@ -346,7 +369,6 @@ async fn predict(
 ) -> Result<Json<PredictResponse>, ApiError> {
     let started = Instant::now();
     let Json(request) = request?;
-    state.model(&request.model)?;
     let (_, saved) = embedding_of(&state, &request.model, &request.image, None).await?;
     let (h, w) = saved.original_size;
     let prompts = UserPrompts {
@@ -398,8 +420,9 @@ async fn predict(
                 .zip(low_res.chunks(s4 * s4))
                 .enumerate()
                 .map(|(i, (logits, low))| {
-                    let rle = Rle::encode(h as u32, w as u32, |y, x| logits[y * w + x] > 0.0);
-                    let [x0, y0, x1, y1] = bbox_of(logits, h, w);
+                    let mask: Vec<bool> = logits.iter().map(|&v| v > 0.0).collect();
+                    let rle = Rle::encode(h as u32, w as u32, |y, x| mask[y * w + x]);
+                    let [x0, y0, x1, y1] = mask_box(&mask, h, w);
                     PredictedMask {
                         prompt: i / k,
                         candidate: i % k,
@@ -479,12 +502,6 @@ fn image_embedding(
         embedding,
         original_size: saved.original_size,
     })
-}
-
-/// The inclusive box of `logits > 0` on an `h × w` plane (`[0, 0, 0, 0]` when empty).
-fn bbox_of(logits: &[f32], h: usize, w: usize) -> [i64; 4] {
-    let mask: Vec<bool> = logits.iter().map(|&v| v > 0.0).collect();
-    crate::sam::mask_generator::mask_box(&mask, h, w)
 }
 
 fn encode_f32(values: &[f32]) -> String {

@@ -1,21 +1,23 @@
 //! The server's image embeddings: computed once per (model, image), kept in memory (least
 //! recently used out first) and on disk, where they are checked against the model that made
 //! them before use, so a stale file is never decoded.
+//!
+//! The memory side is a short lock, safe on the async threads; the disk side reads and writes
+//! files and runs on blocking threads.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use crate::checkpoint::RawTensor;
 use crate::sam::embeddings::{EmbeddingSource, SavedEmbedding, read_embeddings, write_embeddings};
 
 /// One image's embedding by one model: `[1, E, g, g]` and the image's `(h, w)`.
 pub type Embedding = Arc<SavedEmbedding>;
 
 pub struct EmbeddingCache {
-    memory: LruCache<(String, String), Embedding>,
+    memory: Mutex<LruCache<(String, String), Embedding>>,
     disk: Option<PathBuf>,
 }
 
@@ -26,53 +28,53 @@ impl EmbeddingCache {
     /// `capacity` embeddings in memory; files under `disk` when given.
     pub fn new(capacity: NonZeroUsize, disk: Option<PathBuf>) -> Self {
         Self {
-            memory: LruCache::new(capacity),
+            memory: Mutex::new(LruCache::new(capacity)),
             disk,
         }
     }
 
-    /// The embedding of image `image` (its SHA-256) by model `model`, from memory or disk.
-    pub fn get(&mut self, model: &str, source: &EmbeddingSource, image: &str) -> Option<Embedding> {
-        let key = (model.to_string(), image.to_string());
-        if let Some(hit) = self.memory.get(&key) {
-            return Some(hit.clone());
-        }
+    fn memory(&self) -> std::sync::MutexGuard<'_, LruCache<(String, String), Embedding>> {
+        // A panic elsewhere cannot leave the map half-updated: each use is one call.
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The embedding of image `image` (its SHA-256) by model `model`, if it is in memory.
+    pub fn remembered(&self, model: &str, image: &str) -> Option<Embedding> {
+        self.memory()
+            .get(&(model.to_string(), image.to_string()))
+            .cloned()
+    }
+
+    pub fn remember(&self, model: &str, image: &str, embedding: Embedding) {
+        self.memory()
+            .put((model.to_string(), image.to_string()), embedding);
+    }
+
+    /// The embedding on disk, if there is one that `source` made (blocking).
+    pub fn load(&self, source: &EmbeddingSource, image: &str) -> Option<SavedEmbedding> {
         let path = self.file(source, image)?;
         let (made_by, mut saved) = read_embeddings(&path).ok()?;
         made_by.check_matches(source, &path).ok()?;
-        let embedding = Arc::new(saved.remove(NAME)?);
-        self.memory.put(key, embedding.clone());
-        Some(embedding)
+        saved.remove(NAME)
     }
 
-    /// Keeps a freshly computed embedding (and writes it to disk when there is a disk cache; a
-    /// failed write only costs a recomputation later, so it is reported and not fatal).
-    pub fn put(
-        &mut self,
-        model: &str,
-        source: &EmbeddingSource,
-        image: &str,
-        embedding: RawTensor,
-        original_size: (usize, usize),
-    ) -> Embedding {
-        let saved = Arc::new(SavedEmbedding {
-            embedding,
-            original_size,
-        });
-        if let Some(path) = self.file(source, image) {
-            let one = [(NAME.to_string(), (*saved).clone())].into_iter().collect();
-            let written = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .map_err(anyhow::Error::from)
-                .and_then(|()| write_embeddings(&path, source, &one));
-            if let Err(e) = written {
-                eprintln!("warning: embedding cache: {e:#}");
-            }
+    /// Writes a freshly computed embedding to disk when there is a disk cache (blocking). A
+    /// failed write only costs a recomputation later, so it is reported and not fatal.
+    pub fn store(&self, source: &EmbeddingSource, image: &str, embedding: &SavedEmbedding) {
+        let Some(path) = self.file(source, image) else {
+            return;
+        };
+        let one = [(NAME.to_string(), embedding.clone())]
+            .into_iter()
+            .collect();
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| write_embeddings(&path, source, &one));
+        if let Err(e) = written {
+            eprintln!("warning: embedding cache: {e:#}");
         }
-        self.memory
-            .put((model.to_string(), image.to_string()), saved.clone());
-        saved
     }
 
     /// `<disk>/<model identity>/<image sha256>.safetensors`: the identity is the checkpoint's

@@ -61,7 +61,7 @@ pub struct ServeSettings {
 struct AppState {
     models: Vec<ServedModel>,
     settings: ServeSettings,
-    embeddings: Mutex<EmbeddingCache>,
+    embeddings: EmbeddingCache,
     images: Mutex<LruCache<String, Arc<RgbImage>>>,
     slots: Semaphore,
     waiting: AtomicUsize,
@@ -99,11 +99,25 @@ impl AppState {
             ));
         }
         let permit = self.slots.acquire().await;
-        let state = self.clone();
-        let result = tokio::task::spawn_blocking(move || state.pool.install(|| work(&state))).await;
+        let result = self
+            .blocking(move |state| state.pool.install(|| work(state)))
+            .await;
         drop(permit);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        result.map_err(|e| ApiError::internal(format!("the computation failed: {e}")))?
+        result
+    }
+
+    /// Runs `work` (file I/O, decoding) on a blocking thread, off the async ones, without
+    /// taking a compute slot.
+    async fn blocking<T, F>(self: &Arc<Self>, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(|e| ApiError::internal(format!("the computation failed: {e}")))?
     }
 }
 
@@ -119,10 +133,7 @@ pub fn serve(
         .build()
         .context("cannot start the worker threads")?;
     let state = Arc::new(AppState {
-        embeddings: Mutex::new(EmbeddingCache::new(
-            settings.cached_embeddings,
-            settings.cache_dir.clone(),
-        )),
+        embeddings: EmbeddingCache::new(settings.cached_embeddings, settings.cache_dir.clone()),
         images: Mutex::new(LruCache::new(settings.cached_images)),
         slots: Semaphore::new(settings.max_concurrent.max(1)),
         waiting: AtomicUsize::new(0),
