@@ -90,6 +90,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         sources.push((id, Some(adapter.clone())));
     }
+    let mut base: Option<EmbeddingSource> = None;
     for (id, adapter) in sources {
         let sam = load_model(
             &args.checkpoint,
@@ -97,7 +98,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.image_size,
             &device,
         )?;
-        let source = EmbeddingSource::of(&args.checkpoint, adapter.as_deref(), sam.image_size)?;
+        // The checkpoint is hashed once, for the first model; adapters only add their own hash.
+        let source = match &base {
+            Some(base) => base.with_adapter(adapter.as_deref(), sam.image_size)?,
+            None => EmbeddingSource::of(&args.checkpoint, adapter.as_deref(), sam.image_size)?,
+        };
+        base.get_or_insert_with(|| source.clone());
         eprintln!("model '{id}': {} px", sam.image_size);
         models.push(ServedModel {
             id,

@@ -40,6 +40,17 @@ impl EmbeddingSource {
     /// The source of embeddings made with `checkpoint` (and `adapter`) at input size `image_size`.
     pub fn of(checkpoint: &Path, adapter: Option<&Path>, image_size: usize) -> Result<Self> {
         let base = BaseId::of(checkpoint)?;
+        Self {
+            checkpoint_tensors_sha256: base.tensors_sha256,
+            checkpoint_sha256: base.file_sha256,
+            adapter_sha256: None,
+            image_size,
+        }
+        .with_adapter(adapter, image_size)
+    }
+
+    /// The same checkpoint with `adapter` at `image_size`, without hashing the checkpoint again.
+    pub fn with_adapter(&self, adapter: Option<&Path>, image_size: usize) -> Result<Self> {
         let adapter_sha256 = match adapter {
             Some(path) => {
                 Some(sha256_file(path).with_context(|| format!("cannot read {}", path.display()))?)
@@ -47,10 +58,9 @@ impl EmbeddingSource {
             None => None,
         };
         Ok(Self {
-            checkpoint_tensors_sha256: base.tensors_sha256,
-            checkpoint_sha256: base.file_sha256,
             adapter_sha256,
             image_size,
+            ..self.clone()
         })
     }
 

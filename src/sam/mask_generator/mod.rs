@@ -192,12 +192,6 @@ pub struct MaskGenerator<'a> {
     grids: Vec<Vec<(f64, f64)>>,
 }
 
-/// A mask found within one crop, in the crop's frame until the crop is done.
-struct Candidate {
-    mask: GeneratedMask,
-    bbox_f32: [f32; 4],
-}
-
 impl<'a> MaskGenerator<'a> {
     pub fn new(sam: &'a Sam, settings: MaskGeneratorSettings) -> Result<Self, InvalidSetting> {
         settings.validate()?;
@@ -307,14 +301,13 @@ impl<'a> MaskGenerator<'a> {
             on_batch();
         }
         let started = Instant::now();
-        let boxes: Vec<[f32; 4]> = found.iter().map(|c| c.bbox_f32).collect();
-        let scores: Vec<f32> = found.iter().map(|c| c.mask.predicted_iou).collect();
+        let boxes: Vec<[f32; 4]> = found.iter().map(|m| m.bbox.map(|v| v as f32)).collect();
+        let scores: Vec<f32> = found.iter().map(|m| m.predicted_iou).collect();
         let keep = nms(&boxes, &scores, self.settings.box_nms_thresh);
         let (dx, dy) = (x0 as i64, y0 as i64);
         let masks = take(found, &keep)
             .into_iter()
-            .map(|c| {
-                let mut m = c.mask;
+            .map(|mut m| {
                 let [bx0, by0, bx1, by1] = m.bbox;
                 m.bbox = [bx0 + dx, by0 + dy, bx1 + dx, by1 + dy];
                 m.point = (m.point.0 + x0 as f64, m.point.1 + y0 as f64);
@@ -325,7 +318,8 @@ impl<'a> MaskGenerator<'a> {
         masks
     }
 
-    /// The masks of one batch of grid points (crop pixels) that pass the filters.
+    /// The masks of one batch of grid points (crop pixels) that pass the filters, with boxes
+    /// and points still in the crop's frame.
     fn process_batch(
         &self,
         embedded: &ImageEmbedding,
@@ -333,7 +327,7 @@ impl<'a> MaskGenerator<'a> {
         crop: CropBox,
         image: &RgbImage,
         timing: &mut Timing,
-    ) -> Vec<Candidate> {
+    ) -> Vec<GeneratedMask> {
         let s = &self.settings;
         let started = Instant::now();
         let out = self.predictor.predict_points(embedded, points, true);
@@ -371,16 +365,13 @@ impl<'a> MaskGenerator<'a> {
             let rle = Rle::encode(h as u32, w as u32, |y, x| {
                 (x0..x1).contains(&x) && (y0..y1).contains(&y) && mask[(y - y0) * cw + (x - x0)]
             });
-            found.push(Candidate {
-                bbox_f32: bbox.map(|v| v as f32),
-                mask: GeneratedMask {
-                    rle,
-                    bbox,
-                    predicted_iou,
-                    point: points[i / k],
-                    stability_score,
-                    crop_box: crop,
-                },
+            found.push(GeneratedMask {
+                rle,
+                bbox,
+                predicted_iou,
+                point: points[i / k],
+                stability_score,
+                crop_box: crop,
             });
         }
         timing.postprocess += started.elapsed();
@@ -407,8 +398,9 @@ impl<'a> MaskGenerator<'a> {
             boxes.push(bbox.map(|v| v as f32));
             let changed = holes || islands;
             scores.push(if changed { 0.0 } else { 1.0 });
-            let rle = || Rle::encode(m.rle.h, m.rle.w, |y, x| mask[y * w + x]);
-            changed_to.push(changed.then(|| (rle(), bbox)));
+            changed_to.push(
+                changed.then(|| (Rle::encode(m.rle.h, m.rle.w, |y, x| mask[y * w + x]), bbox)),
+            );
         }
         let keep = nms(&boxes, &scores, s.box_nms_thresh.max(s.crop_nms_thresh));
         let masks = masks
