@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::data::preprocess::{FrameMap, ModelInput};
 use crate::peft::PeftConfig;
-use crate::peft::init::initial_state;
+use crate::peft::initial_state;
 use crate::sam::Sam;
 use crate::train::loss::DiceKind;
 use crate::train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
@@ -77,7 +77,7 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         "the GEMM workload has no model: use bench::gemm"
     );
     let train = s.workload == Workload::TrainStep;
-    if train && s.peft.method == crate::peft::Method::Freeze {
+    if train && s.peft.method == crate::peft::Method::FREEZE {
         anyhow::bail!("--method freeze trains nothing: time it with --workload inference");
     }
     let device = if train {

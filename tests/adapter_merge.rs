@@ -21,7 +21,7 @@ use sam_cobot::checkpoint::adapter::{
 use sam_cobot::checkpoint::{
     StateDict, load_state_dict, read_safetensors_metadata, write_pth, write_safetensors,
 };
-use sam_cobot::peft::init::initial_state;
+use sam_cobot::peft::initial_state;
 use sam_cobot::peft::merge::{MergeError, merge};
 use sam_cobot::peft::{Coefficients, HeadKind, Method, PeftConfig, Relation};
 use sam_cobot::sam::predictor::Predictor;
@@ -181,19 +181,19 @@ fn round_trip(name: &str, cfg: &PeftConfig) {
 
 #[test]
 fn adapter_round_trip_lora() {
-    round_trip("lora", &cfg(Method::Lora));
+    round_trip("lora", &cfg(Method::LORA));
 }
 
 #[test]
 fn adapter_round_trip_lora_cobot() {
-    round_trip("lora_cobot", &cfg(Method::LoraCobot));
+    round_trip("lora_cobot", &cfg(Method::LORA_COBOT));
 }
 
 #[test]
 fn adapter_round_trip_lora_cobot_fixed_relation_linear_head() {
     // The frozen random FacT_p must travel with the adapter.
     let c = cfg_with(
-        Method::LoraCobot,
+        Method::LORA_COBOT,
         Relation::Fixed,
         HeadKind::Linear,
         Coefficients::Dual,
@@ -203,12 +203,12 @@ fn adapter_round_trip_lora_cobot_fixed_relation_linear_head() {
 
 #[test]
 fn adapter_round_trip_adapter_cobot() {
-    round_trip("adapter_cobot", &cfg(Method::AdapterCobot));
+    round_trip("adapter_cobot", &cfg(Method::ADAPTER_COBOT));
 }
 
 #[test]
 fn adapter_round_trip_lightweight() {
-    round_trip("lightweight", &cfg(Method::Lightweight));
+    round_trip("lightweight", &cfg(Method::LIGHTWEIGHT));
 }
 
 fn saved_adapter(dir: &Path, cfg: &PeftConfig) -> PathBuf {
@@ -241,7 +241,7 @@ fn with_metadata(src: &Path, dst: &Path, key: &str, value: &str) {
 #[test]
 fn adapter_errors_name_files_and_values() {
     let dir = TempDir::new().unwrap();
-    let adapter = saved_adapter(dir.path(), &cfg(Method::LoraCobot));
+    let adapter = saved_adapter(dir.path(), &cfg(Method::LORA_COBOT));
     let other = fixture("tiny1024.pth");
     // A base is identified by its tensors, not its file's bytes.
     let sha_other = tensors_sha256(&load_state_dict(&other).unwrap());
@@ -367,7 +367,7 @@ fn predict_with_adapter(dir: &Path, base: &Path, adapter: &Path) -> Output {
 #[test]
 fn cli_predict_with_adapter_and_its_errors() {
     let dir = TempDir::new().unwrap();
-    let adapter = saved_adapter(dir.path(), &cfg(Method::AdapterCobot));
+    let adapter = saved_adapter(dir.path(), &cfg(Method::ADAPTER_COBOT));
     let ok = predict_with_adapter(dir.path(), &fixture(BASE), &adapter);
     let stderr = String::from_utf8_lossy(&ok.stderr);
     assert!(ok.status.success(), "{stderr}");
@@ -457,18 +457,18 @@ fn merge_round_trip(name: &str, cfg: &PeftConfig) {
 
 #[test]
 fn merge_round_trip_lora() {
-    merge_round_trip("lora", &cfg(Method::Lora));
+    merge_round_trip("lora", &cfg(Method::LORA));
 }
 
 #[test]
 fn merge_round_trip_lora_cobot() {
-    merge_round_trip("lora_cobot", &cfg(Method::LoraCobot));
+    merge_round_trip("lora_cobot", &cfg(Method::LORA_COBOT));
 }
 
 #[test]
 fn merge_round_trip_lora_cobot_fixed_relation_linear_head() {
     let c = cfg_with(
-        Method::LoraCobot,
+        Method::LORA_COBOT,
         Relation::Fixed,
         HeadKind::Linear,
         Coefficients::Dual,
@@ -479,7 +479,7 @@ fn merge_round_trip_lora_cobot_fixed_relation_linear_head() {
 #[test]
 fn merge_round_trip_lora_cobot_block_coefficients_no_head() {
     let c = cfg_with(
-        Method::LoraCobot,
+        Method::LORA_COBOT,
         Relation::Learnable,
         HeadKind::None,
         Coefficients::Block,
@@ -489,7 +489,7 @@ fn merge_round_trip_lora_cobot_block_coefficients_no_head() {
 
 #[test]
 fn merge_substitutes_trained_base_tensors_for_lightweight_and_full() {
-    for method in [Method::Lightweight, Method::Full, Method::Freeze] {
+    for method in [Method::LIGHTWEIGHT, Method::FULL, Method::FREEZE] {
         let sam = trained_model(&cfg(method), 5);
         let dict = merge(&sam).unwrap();
         let base = load_state_dict(&fixture(BASE)).unwrap();
@@ -503,23 +503,23 @@ fn merge_substitutes_trained_base_tensors_for_lightweight_and_full() {
 
 #[test]
 fn merging_an_adapter_method_is_a_clear_error() {
-    let sam = trained_model(&cfg(Method::AdapterCobot), 5);
+    let sam = trained_model(&cfg(Method::ADAPTER_COBOT), 5);
     let e = merge(&sam).unwrap_err();
-    assert!(matches!(e, MergeError::NotFoldable(Method::AdapterCobot)));
+    assert!(matches!(e, MergeError::NotFoldable(Method::ADAPTER_COBOT)));
 
     let dir = TempDir::new().unwrap();
-    for method in [Method::Adapter, Method::AdapterCobot] {
+    for method in [Method::ADAPTER, Method::ADAPTER_COBOT] {
         let adapter = saved_adapter(dir.path(), &cfg(method));
         let out = dir.path().join("merged.pth");
         let run = cli_merge(dir.path(), &adapter, &out);
         let e = assert_cli_fails(
             &run,
-            &["cannot be merged", "ReLU", "--adapter", method.name()],
+            &["cannot be merged", "ReLU", "--adapter", &method.name()],
         );
         eprintln!("merge {method}: {e}");
         assert!(!out.exists());
     }
-    let adapter = saved_adapter(dir.path(), &cfg(Method::Lora));
+    let adapter = saved_adapter(dir.path(), &cfg(Method::LORA));
     let run = cli_merge(dir.path(), &adapter, &dir.path().join("merged.bin"));
     assert_cli_fails(&run, &["merged.bin", ".pth or .safetensors"]);
 }
@@ -541,7 +541,7 @@ fn pth_writer_round_trips_the_fixture() {
 #[test]
 fn open_adapter_splits_base_and_peft_tensors() {
     let dir = TempDir::new().unwrap();
-    let adapter = saved_adapter(dir.path(), &cfg(Method::Lora));
+    let adapter = saved_adapter(dir.path(), &cfg(Method::LORA));
     let parts = open_adapter(&fixture(BASE), &adapter).unwrap();
     assert!(parts.peft.keys().all(|k| k.contains(".attn.qkv.linear_")));
     assert_eq!(parts.peft.len(), 4 * 4);
@@ -565,7 +565,7 @@ fn check_merged_py_accepts_merged_files_skipped_without_segment_anything() {
         return;
     }
     let dir = TempDir::new().unwrap();
-    let adapter = saved_adapter(dir.path(), &cfg(Method::LoraCobot));
+    let adapter = saved_adapter(dir.path(), &cfg(Method::LORA_COBOT));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/check_merged.py");
     let pth = dir.path().join("merged.pth");
     let st = dir.path().join("merged.safetensors");
@@ -613,7 +613,7 @@ fn vit_b_adapter_sizes_and_merged_pth() {
         return;
     }
     let dir = TempDir::new().unwrap();
-    for method in [Method::LoraCobot, Method::AdapterCobot] {
+    for method in [Method::LORA_COBOT, Method::ADAPTER_COBOT] {
         let c = cfg(method);
         let sam = Sam::from_state_dict(load_state_dict(&base).unwrap(), None, &device()).unwrap();
         assert_eq!(sam.config.variant(), "vit_b");
@@ -633,7 +633,7 @@ fn vit_b_adapter_sizes_and_merged_pth() {
             size as usize - 4 * total,
             stored.len()
         );
-        if method == Method::LoraCobot {
+        if method == Method::LORA_COBOT {
             let merged = dir.path().join("sam_vit_b_merged.pth");
             let run = cli_merge_on(dir.path(), &base, &adapter, &merged);
             assert!(
@@ -666,12 +666,12 @@ fn vit_b_adapter_sizes_and_merged_pth() {
 /// here COBOT's shared tensors stay while every block's LoRA module is taken out.
 #[test]
 fn merge_fails_on_a_peft_tensor_it_did_not_fold() {
-    let mut sam = trained_model(&cfg(Method::LoraCobot), 5);
+    let mut sam = trained_model(&cfg(Method::LORA_COBOT), 5);
     merge(&sam).unwrap();
     for block in &mut sam.image_encoder.vit_mut().unwrap().blocks {
-        block.attn.lora = None;
+        block.peft = None;
     }
     let err = merge(&sam).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("was not folded"), "{err}");
-    assert!(Method::Lora.foldable() && !Method::AdapterCobot.foldable());
+    assert!(Method::LORA.foldable() && !Method::ADAPTER_COBOT.foldable());
 }

@@ -6,12 +6,15 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use sam_cobot::checkpoint::adapter::tensors_sha256;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::data::preprocess::Preprocessing;
 use sam_cobot::data::scenes::write_coco;
 use sam_cobot::data::{DataSource, Dataset};
 use sam_cobot::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 use sam_cobot::sam::Sam;
+use sam_cobot::sam::config::SamConfig;
+use sam_cobot::sam::random::random_state_dict;
 
 const BASE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -76,3 +79,16 @@ fn the_shipped_base_segments_unseen_scenes() {
 /// its pretraining scores far below.
 const BOX_FLOOR: f64 = 75.0;
 const POINT_FLOOR: f64 = 65.0;
+
+/// The shipped base's recipe starts from the random weights of `mini` with seed 0
+/// (presets/pretrain-base.toml). Random weights are drawn in the order the loaders declare their
+/// tensors, so that order is part of the recipe: this pins it (the tensors' SHA-256 as
+/// `tensors_sha256` hashes them).
+#[test]
+fn the_recipes_random_start_is_pinned() {
+    let dict = random_state_dict(&SamConfig::named("mini").unwrap(), 0);
+    assert_eq!(
+        tensors_sha256(&dict),
+        "292fcee6ff4b1db9b2a597e43e8f4184fb7264ed1f0730f24f4d2d5c266da7d9"
+    );
+}

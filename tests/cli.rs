@@ -721,14 +721,14 @@ fn unknown_device() {
     );
 }
 
-#[cfg(not(feature = "vulkan"))]
+#[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
 #[test]
 fn vulkan_device_without_the_feature() {
     assert_flags_fail(
         &["--box", "60,40,220,160", "--device", "vulkan"],
         &[
             "--device vulkan",
-            "without the `vulkan` feature",
+            "without the `vulkan` or `wgpu` feature",
             "--features vulkan",
         ],
     );

@@ -11,8 +11,8 @@ use sam_cobot::nn::params::Origin;
 use sam_cobot::nn::weights::Weights;
 use sam_cobot::peft::count::trainable_counts;
 use sam_cobot::peft::{Coefficients, HeadKind, Method, PeftConfig, Relation};
+use sam_cobot::sam::checkpoint_shapes;
 use sam_cobot::sam::config::SamConfig;
-use sam_cobot::sam::shapes::checkpoint_shapes;
 use serde_json::Value;
 
 /// The configuration a fixture case name stands for (`lora_cobot_rel_fixed`, ...).
@@ -62,10 +62,10 @@ fn counts_match_the_reference_for_every_model_and_method() {
 fn vit_b_counts_are_the_papers() {
     let sam = SamConfig::named("vit_b").unwrap();
     let encoder = |cfg: PeftConfig| trainable_counts(&sam, &cfg).encoder;
-    assert_eq!(encoder(PeftConfig::new(Method::Lora)), 147_456);
-    assert_eq!(encoder(PeftConfig::new(Method::LoraCobot)), 148_320);
-    assert_eq!(encoder(PeftConfig::new(Method::Adapter)), 322_752);
-    assert_eq!(encoder(PeftConfig::new(Method::AdapterCobot)), 324_048);
+    assert_eq!(encoder(PeftConfig::new(Method::LORA)), 147_456);
+    assert_eq!(encoder(PeftConfig::new(Method::LORA_COBOT)), 148_320);
+    assert_eq!(encoder(PeftConfig::new(Method::ADAPTER)), 322_752);
+    assert_eq!(encoder(PeftConfig::new(Method::ADAPTER_COBOT)), 324_048);
 }
 
 #[test]

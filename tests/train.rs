@@ -116,8 +116,8 @@ fn killed_run_resumes_to_the_same_weights() {
         assert_eq!(ta.data, tb.data, "{key} differs after resume");
     }
     // And the runs trained: every PEFT tensor that trains moved from its seeded start.
-    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LoraCobot);
-    let start = sam_cobot::peft::init::initial_state(&cfg, 64, 4, 7);
+    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LORA_COBOT);
+    let start = sam_cobot::peft::initial_state(&cfg, 64, 4, 7);
     for (key, t) in start.iter().filter(|(k, _)| cfg.is_trainable(k, true)) {
         assert_ne!(t.data, a.get(key).unwrap().data, "{key} never moved");
     }
@@ -214,8 +214,8 @@ fn init_adapter_warm_starts_and_refuses_another_method() {
             .success()
     );
     let adapter = first.join("last/adapter.safetensors");
-    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LoraCobot);
-    let fresh = sam_cobot::peft::init::initial_state(&cfg, 64, 4, 7);
+    let cfg = sam_cobot::peft::PeftConfig::new(sam_cobot::peft::Method::LORA_COBOT);
+    let fresh = sam_cobot::peft::initial_state(&cfg, 64, 4, 7);
     let trained = load_state_dict(&adapter).unwrap();
     assert!(
         fresh

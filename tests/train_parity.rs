@@ -46,7 +46,7 @@ fn check(case: &str, method: Method) {
         .arg(&base)
         .arg("--data")
         .arg(fixtures().join("train_parity/items"))
-        .args(["--method", method.name(), "--init-adapter"])
+        .args(["--method", &method.name(), "--init-adapter"])
         .arg(&start)
         .args([
             "--batch",
@@ -139,10 +139,10 @@ fn check(case: &str, method: Method) {
 
 #[test]
 fn lora_cobot_trains_as_the_pytorch_reference() {
-    check("lora_cobot", Method::LoraCobot);
+    check("lora_cobot", Method::LORA_COBOT);
 }
 
 #[test]
 fn adapter_cobot_trains_as_the_pytorch_reference() {
-    check("adapter_cobot", Method::AdapterCobot);
+    check("adapter_cobot", Method::ADAPTER_COBOT);
 }

@@ -35,10 +35,10 @@ pub const SHIPPED_BASE: &str = concat!(
 
 /// The methods the demo compares, in table order (`freeze` is the base model, zero-shot).
 const METHODS: [Method; 4] = [
-    Method::Freeze,
-    Method::Lightweight,
-    Method::Lora,
-    Method::LoraCobot,
+    Method::FREEZE,
+    Method::LIGHTWEIGHT,
+    Method::LORA,
+    Method::LORA_COBOT,
 ];
 
 #[derive(Args, Debug)]
@@ -78,7 +78,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let image_size = base_model.image_size;
     // Every run's settings are checked before anything is written (`freeze` is scored, not
     // trained).
-    for method in METHODS.into_iter().filter(|&m| m != Method::Freeze) {
+    for method in METHODS.into_iter().filter(|&m| m != Method::FREEZE) {
         settings(&base, method, image_size, &args)
             .validate()
             .map_err(anyhow::Error::msg)?;
@@ -124,12 +124,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut methods = BTreeMap::new();
     for method in METHODS {
         let name = method.name();
-        if method == Method::Freeze {
-            methods.insert(name.to_string(), score(&Scorer::Model(&base_model), name)?);
+        if method == Method::FREEZE {
+            methods.insert(name.clone(), score(&Scorer::Model(&base_model), &name)?);
             continue;
         }
         println!("{name}: training {} epochs", args.epochs);
-        let run_dir = out.join("runs").join(name);
+        let run_dir = out.join("runs").join(&name);
         let trainer = Trainer {
             settings: settings(&base, method, image_size, &args),
             train: &train,
@@ -143,7 +143,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         trainer.run(false, &mut super::train::Bars::default())?;
         let adapter = run_dir.join("best/adapter.safetensors");
         let sam = load_with_adapter(&base, &adapter, None, &device)?;
-        methods.insert(name.to_string(), score(&Scorer::Model(&sam), name)?);
+        methods.insert(name.clone(), score(&Scorer::Model(&sam), &name)?);
     }
     methods.insert("box-fill".into(), score(&Scorer::BoxFill, "box-fill")?);
 
@@ -153,8 +153,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         base.display()
     );
     println!("| method | Dice % | IoU % |\n|---|---:|---:|");
-    for name in METHODS.iter().map(|m| m.name()).chain(["box-fill"]) {
-        let s = &methods[name];
+    for name in METHODS.iter().map(|m| m.name()).chain(["box-fill".into()]) {
+        let s = &methods[&name];
         println!("| {name} | {:.2} | {:.2} |", s.dice, s.iou);
     }
     let summary = serde_json::to_string_pretty(&serde_json::json!({ "methods": methods }))?;

@@ -54,7 +54,7 @@ fn auto() -> Device {
         let mut c: Vec<Candidate> = Vec::new();
         #[cfg(feature = "cuda")]
         c.push(("cuda:0", || cuda(0)));
-        #[cfg(feature = "vulkan")]
+        #[cfg(any(feature = "vulkan", feature = "wgpu"))]
         c.push(("vulkan:0", || vulkan(Some(0))));
         c
     };
@@ -88,30 +88,42 @@ fn start(name: &str, device: Device) -> Result<Device> {
 }
 
 /// `vulkan` is the adapter the driver ranks best; `vulkan:N` the Nth discrete GPU.
-#[cfg(feature = "vulkan")]
+#[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn vulkan(index: Option<usize>) -> Result<Device> {
     use burn::tensor::DeviceKind;
-    Ok(Device::vulkan(index.map_or(
+    Ok(wgpu_device(index.map_or(
         DeviceKind::DefaultDevice,
         DeviceKind::DiscreteGpu,
     )))
 }
 
 /// Mesa's software Vulkan (lavapipe) or any CPU adapter: burn never picks one by itself.
-#[cfg(feature = "vulkan")]
+#[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn vulkan_cpu() -> Result<Device> {
-    Ok(Device::vulkan(burn::tensor::DeviceKind::Cpu))
+    Ok(wgpu_device(burn::tensor::DeviceKind::Cpu))
 }
 
-#[cfg(not(feature = "vulkan"))]
+/// The `vulkan` build compiles kernels to SPIR-V; the `wgpu` build to WGSL (through naga), which
+/// runs where a driver's SPIR-V path fails (lavapipe: docs/gpu.md).
+#[cfg(feature = "vulkan")]
+fn wgpu_device(kind: burn::tensor::DeviceKind) -> Device {
+    Device::vulkan(kind)
+}
+
+#[cfg(all(feature = "wgpu", not(feature = "vulkan")))]
+fn wgpu_device(kind: burn::tensor::DeviceKind) -> Device {
+    Device::wgpu(kind)
+}
+
+#[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
 fn vulkan_cpu() -> Result<Device> {
     vulkan(None)
 }
 
-#[cfg(not(feature = "vulkan"))]
+#[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
 fn vulkan(_: Option<usize>) -> Result<Device> {
     bail!(
-        "--device vulkan: this sam-cobot was built without the `vulkan` feature (cargo build --release --features vulkan)"
+        "--device vulkan: this sam-cobot was built without the `vulkan` or `wgpu` feature (cargo build --release --features vulkan)"
     )
 }
 
@@ -133,7 +145,11 @@ mod tests {
 
     #[test]
     fn auto_is_the_cpu_in_a_cpu_only_build_and_unknown_names_are_refused() {
-        if cfg!(not(any(feature = "cuda", feature = "vulkan"))) {
+        if cfg!(not(any(
+            feature = "cuda",
+            feature = "vulkan",
+            feature = "wgpu"
+        ))) {
             assert!(crate::kernels::is_cpu(&parse("auto").unwrap()));
         }
         assert!(crate::kernels::is_cpu(&parse("cpu").unwrap()));
@@ -143,12 +159,12 @@ mod tests {
             "{err}"
         );
         assert!(parse("vulkan:x").unwrap_err().to_string().contains("'x'"));
-        #[cfg(not(feature = "vulkan"))]
+        #[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
         assert!(
             parse("vulkan:cpu")
                 .unwrap_err()
                 .to_string()
-                .contains("without the `vulkan` feature")
+                .contains("without the `vulkan` or `wgpu` feature")
         );
     }
 }

@@ -3,7 +3,7 @@
 mod bench;
 mod data_args;
 mod demo;
-mod device;
+pub mod device;
 mod embed;
 mod eval;
 mod image_files;

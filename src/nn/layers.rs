@@ -6,6 +6,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
+use super::init::Init;
 use super::weights::{ModelLoadError, Weights};
 
 /// `y = x·Wᵀ + b`, with `W` in PyTorch's `[out, in]` layout (the matmul reads the transposed
@@ -17,18 +18,8 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// The keys and shapes a linear layer's checkpoint holds: `weight` `[out, in]`, `bias` `[out]`.
-    pub fn key_shapes(
-        put: &mut dyn FnMut(String, &[usize]),
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-    ) {
-        put(format!("{prefix}.weight"), &[d_out, d_in]);
-        put(format!("{prefix}.bias"), &[d_out]);
-    }
-
-    /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`.
+    /// Loads `{prefix}.weight` (`[out, in]`) and, if `bias`, `{prefix}.bias`, both starting as
+    /// PyTorch's `nn.Linear` does.
     pub fn load(
         w: &mut Weights,
         prefix: &str,
@@ -36,12 +27,23 @@ impl Linear {
         d_out: usize,
         bias: bool,
     ) -> Result<Self, ModelLoadError> {
+        let init = Init::fan_in_uniform(&[d_out, d_in]);
+        Self::load_with(w, prefix, [d_in, d_out], init, bias.then_some(init))
+    }
+
+    /// [`Linear::load`] with other initialisers (`bias: None`: no bias).
+    pub fn load_with(
+        w: &mut Weights,
+        prefix: &str,
+        [d_in, d_out]: [usize; 2],
+        weight: Init,
+        bias: Option<Init>,
+    ) -> Result<Self, ModelLoadError> {
         Ok(Self {
-            weight: w.param(&format!("{prefix}.weight"), [d_out, d_in])?,
-            bias: if bias {
-                Some(w.param(&format!("{prefix}.bias"), [d_out])?)
-            } else {
-                None
+            weight: w.param(&format!("{prefix}.weight"), [d_out, d_in], weight)?,
+            bias: match bias {
+                Some(init) => Some(w.param(&format!("{prefix}.bias"), [d_out], init)?),
+                None => None,
             },
         })
     }
@@ -87,12 +89,7 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// The keys and shapes a norm's checkpoint holds: `weight` and `bias`, `[d]` each.
-    pub fn key_shapes(put: &mut dyn FnMut(String, &[usize]), prefix: &str, d: usize) {
-        put(format!("{prefix}.weight"), &[d]);
-        put(format!("{prefix}.bias"), &[d]);
-    }
-
+    /// Loads `{prefix}.weight` and `{prefix}.bias` (`[dim]`, starting at 1 and 0).
     pub fn load(
         w: &mut Weights,
         prefix: &str,
@@ -100,8 +97,8 @@ impl LayerNorm {
         eps: f64,
     ) -> Result<Self, ModelLoadError> {
         Ok(Self {
-            weight: w.param(&format!("{prefix}.weight"), [dim])?,
-            bias: w.param(&format!("{prefix}.bias"), [dim])?,
+            weight: w.param(&format!("{prefix}.weight"), [dim], Init::Constant(1.0))?,
+            bias: w.param(&format!("{prefix}.bias"), [dim], Init::Constant(0.0))?,
             eps,
         })
     }
@@ -126,7 +123,8 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Loads `{prefix}.weight` of shape `[c_out, c_in, k, k]` and, if `bias`, `{prefix}.bias`.
+    /// Loads `{prefix}.weight` of shape `[c_out, c_in, k, k]` and, if `bias`, `{prefix}.bias`,
+    /// both starting as PyTorch's `nn.Conv2d` does.
     pub fn load(
         w: &mut Weights,
         prefix: &str,
@@ -135,10 +133,12 @@ impl Conv2d {
         padding: usize,
         bias: bool,
     ) -> Result<Self, ModelLoadError> {
+        let shape = [c_out, c_in, k, k];
+        let init = Init::fan_in_uniform(&shape);
         Ok(Self {
-            weight: w.param(&format!("{prefix}.weight"), [c_out, c_in, k, k])?,
+            weight: w.param(&format!("{prefix}.weight"), shape, init)?,
             bias: if bias {
-                Some(w.param(&format!("{prefix}.bias"), [c_out])?)
+                Some(w.param(&format!("{prefix}.bias"), [c_out], init)?)
             } else {
                 None
             },
@@ -177,16 +177,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// Loads `{prefix}.layers.{0..depth}`; `d_out` is read from the last layer's shape.
+    /// Loads `{prefix}.layers.{0..depth}`: `d_in` → `d_hidden` → … → `d_out`.
     pub fn load(
         w: &mut Weights,
         prefix: &str,
         depth: usize,
-        d_in: usize,
-        d_hidden: usize,
+        [d_in, d_hidden, d_out]: [usize; 3],
     ) -> Result<Self, ModelLoadError> {
-        let last = format!("{prefix}.layers.{}.weight", depth - 1);
-        let d_out = w.shape(&last)?[0];
         let layers = (0..depth)
             .map(|i| {
                 let a = if i == 0 { d_in } else { d_hidden };

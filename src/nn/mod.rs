@@ -1,8 +1,10 @@
 //! The building blocks both SAM ([`crate::sam`]) and the PEFT modules ([`crate::peft`]) are made
 //! of: layers that hold their weights in PyTorch's key layout ([`layers`]), the loader that takes
-//! tensors out of a state dict by key with shape checks ([`weights`]), and the names of every
-//! parameter, for saving, exporting and gradients ([`params`]).
+//! tensors out of a state dict by key with shape checks, or only declares them ([`weights`]), the
+//! initialisers each tensor declares ([`init`]), and the names of every parameter, for saving,
+//! exporting and gradients ([`params`]).
 
+pub mod init;
 pub mod layers;
 pub mod params;
 pub mod weights;

@@ -1,10 +1,15 @@
-//! Taking SAM's tensors out of a state dict by their official names, with shape checks.
+//! Where each module declares its tensors (key, shape, initialiser) as it is built: taking them
+//! out of a state dict by their official names, with shape checks, or only declaring them.
 //!
-//! Every tensor is taken at most once; whatever is left over at the end is an unexpected key.
+//! Loading takes every tensor at most once; whatever is left over at the end is an unexpected
+//! key. Declaring builds the modules with lazy, never-filled parameters, so that a
+//! configuration's keys, shapes, random weights and parameter counts come from the same code
+//! that loads it ([`Weights::declare`]).
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::init::{Declared, Init};
 use super::params::{Origin, ParamNames};
 use crate::checkpoint::{RawTensor, StateDict};
 
@@ -51,29 +56,52 @@ fn gib(bytes: u64) -> String {
     }
 }
 
-/// A state dict being consumed into modules; every parameter made is named by its key.
+/// A state dict being consumed into modules (or none, when only declaring); every parameter made
+/// is named by its key.
 pub struct Weights<'a> {
-    dict: StateDict,
+    /// `None`: declaring only.
+    dict: Option<StateDict>,
     device: &'a Device,
     origin: Origin,
     names: ParamNames,
+    declared: Vec<Declared>,
 }
 
 impl<'a> Weights<'a> {
     /// `origin` tells whether the tensors are SAM's own or those of PEFT modules.
     pub fn new(dict: StateDict, device: &'a Device, origin: Origin) -> Self {
         Self {
-            dict,
+            dict: Some(dict),
             device,
             origin,
             names: ParamNames::default(),
+            declared: Vec::new(),
         }
+    }
+
+    /// Nothing to load: the modules built on it only declare their tensors
+    /// ([`Weights::declarations`]); their parameters are never filled (no memory is used) and
+    /// must not be read.
+    pub fn declare(device: &'a Device, origin: Origin) -> Self {
+        Self {
+            dict: None,
+            device,
+            origin,
+            names: ParamNames::default(),
+            declared: Vec::new(),
+        }
+    }
+
+    /// Every tensor declared so far, in declaration order.
+    pub fn declarations(self) -> Vec<Declared> {
+        self.declared
     }
 
     /// The shape of a key, without taking it (for inferring the configuration).
     pub fn shape(&self, key: &str) -> Result<&[usize], ModelLoadError> {
         self.dict
-            .get(key)
+            .as_ref()
+            .and_then(|d| d.get(key))
             .map(|t| t.shape.as_slice())
             .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
     }
@@ -86,55 +114,59 @@ impl<'a> Weights<'a> {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.dict.contains(key)
+        self.dict.as_ref().is_some_and(|d| d.contains(key))
     }
 
     pub fn device(&self) -> &Device {
         self.device
     }
 
-    /// Takes `key`, which must have exactly `shape`.
-    pub fn tensor<const D: usize>(
-        &mut self,
-        key: &str,
-        shape: [usize; D],
-    ) -> Result<Tensor<D>, ModelLoadError> {
-        let raw = self.take(key)?;
-        if raw.shape != shape {
-            return Err(ModelLoadError::WrongShape {
-                key: key.to_string(),
-                found: raw.shape,
-                expected: format!("{shape:?}"),
-            });
-        }
-        Ok(to_tensor(raw, shape, self.device))
-    }
-
-    /// Takes `key` as a trainable parameter.
+    /// Declares the trainable parameter `key` of `shape`, which starts as `init` says when it
+    /// is not loaded, and takes it (it must have exactly `shape`).
     pub fn param<const D: usize>(
         &mut self,
         key: &str,
         shape: [usize; D],
+        init: Init,
     ) -> Result<Param<Tensor<D>>, ModelLoadError> {
-        let param = Param::from_tensor(self.tensor(key, shape)?);
+        self.declared.push(Declared {
+            key: key.to_string(),
+            shape: shape.to_vec(),
+            init,
+        });
+        let param = match &mut self.dict {
+            Some(dict) => {
+                let raw = dict
+                    .remove(key)
+                    .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))?;
+                if raw.shape != shape {
+                    return Err(ModelLoadError::WrongShape {
+                        key: key.to_string(),
+                        found: raw.shape,
+                        expected: format!("{shape:?}"),
+                    });
+                }
+                Param::from_tensor(to_tensor(raw, shape, self.device))
+            }
+            None => Param::uninitialized(
+                ParamId::new(),
+                move |device, _| Tensor::zeros(shape, device),
+                self.device.clone(),
+                false,
+                shape.into(),
+            ),
+        };
         self.names.insert(param.id, key.to_string(), self.origin);
         Ok(param)
     }
 
-    fn take(&mut self, key: &str) -> Result<RawTensor, ModelLoadError> {
-        self.dict
-            .remove(key)
-            .ok_or_else(|| ModelLoadError::MissingKey(key.to_string()))
-    }
-
     /// The names of the parameters made; fails if any key was not used.
     pub fn finish(self) -> Result<ParamNames, ModelLoadError> {
-        if self.dict.is_empty() {
-            Ok(self.names)
-        } else {
-            Err(ModelLoadError::UnexpectedKeys(
-                self.dict.keys().map(|k| k.to_string()).collect(),
-            ))
+        match self.dict {
+            Some(dict) if !dict.is_empty() => Err(ModelLoadError::UnexpectedKeys(
+                dict.keys().map(|k| k.to_string()).collect(),
+            )),
+            _ => Ok(self.names),
         }
     }
 }

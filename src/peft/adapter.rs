@@ -6,8 +6,9 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
+use super::PeftConfig;
 use super::cobot::{Head, scale};
-use super::{PeftConfig, load_head};
+use crate::nn::init::Init;
 use crate::nn::layers::{LayerNorm, Linear};
 use crate::nn::weights::{ModelLoadError, Weights};
 
@@ -38,24 +39,30 @@ impl Adapter {
     ) -> Result<Self, ModelLoadError> {
         let p = format!("image_encoder.blocks.{block}.mlp");
         let v = cfg.bottleneck;
+        // The authors' initialisation: a Kaiming-uniform down projection, everything else zero
+        // (the branch adds nothing at step 0).
+        let zero = Init::Constant(0.0);
+        let down_init = Init::kaiming_uniform(c);
+        let norm = LayerNorm::load(w, &format!("{p}.adapter_layer_norm_before"), c, 1e-5)?;
+        let down = Linear::load_with(w, &format!("{p}.down_proj"), [c, v], down_init, Some(zero))?;
+        let up = Linear::load_with(w, &format!("{p}.up_proj"), [v, c], zero, Some(zero))?;
         let cobot = if cfg.method.cobot() {
             Some(AdapterCobot {
-                gamma: w.param(&format!("{p}.gamma"), [v])?,
-                head: load_head(w, &format!("{p}.FacT_d1"), v, cfg)?,
+                gamma: w.param(&format!("{p}.gamma"), [v], Init::Constant(1.0))?,
+                head: Head::load(w, &format!("{p}.FacT_d1"), v, cfg.head)?,
             })
         } else {
             None
         };
         Ok(Self {
-            norm: LayerNorm::load(w, &format!("{p}.adapter_layer_norm_before"), c, 1e-5)?,
-            down: Linear::load(w, &format!("{p}.down_proj"), c, v, true)?,
-            up: Linear::load(w, &format!("{p}.up_proj"), v, c, true)?,
+            norm,
+            down,
+            up,
             cobot,
             dropout: DropoutConfig::new(cfg.adapter_dropout).init(),
         })
     }
 
-    /// The branch output for the norm2 output `n` `[n, C]`, to be added to the MLP's.
     pub fn forward(&self, n: Tensor<2>, cross_block: Option<Tensor<1>>) -> Tensor<2> {
         let h = self.down.forward(self.norm.forward(n));
         let h = match &self.cobot {

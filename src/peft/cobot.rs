@@ -5,6 +5,9 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use super::quaternion::QuaternionLinear;
+use super::{HeadKind, PeftConfig, Relation};
+use crate::nn::init::Init;
+use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Tensors shared by every module of the encoder: `FacT_c` `[1, k, T]` and `FacT_p` `[T, T]`.
 /// Absent when only the per-block coefficient set is used.
@@ -16,6 +19,22 @@ pub struct CobotShared {
 }
 
 impl CobotShared {
+    /// `FacT_c` `[1, k, T]` (ones) and `FacT_p` `[T, T]` (the identity, or U[0, 1) when fixed),
+    /// kept under the first block's site for the `depth`-block encoder.
+    pub fn load(w: &mut Weights, cfg: &PeftConfig, depth: usize) -> Result<Self, ModelLoadError> {
+        let site = cfg.method.site().expect("COBOT wraps a site").key();
+        let prefix = format!("image_encoder.blocks.0.{site}");
+        let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
+        let relation = match cfg.relation {
+            Relation::Fixed => Init::Uniform01,
+            Relation::Learnable | Relation::Identity => Init::Identity,
+        };
+        Ok(Self {
+            coefficients: w.param(&format!("{prefix}.FacT_c"), [1, k, t], Init::Constant(1.0))?,
+            relation: w.param(&format!("{prefix}.FacT_p"), [t, t], relation)?,
+        })
+    }
+
     /// `FacT_c @ FacT_p` as `[k, T]`: column t is module t's cross-block coefficient set.
     pub fn module_coefficients(&self) -> Tensor<2> {
         let c = self.coefficients.val();
@@ -57,6 +76,45 @@ pub struct Head {
 }
 
 impl Head {
+    /// The head at `prefix` (`...FacT_d1` / `...FacT_d2`) for width `k`: a quaternion layer
+    /// (`r` zero, `i`, `j`, `k` U[0, 1), as the authors start it), a Kaiming-uniform `[k, k]`
+    /// linear map, or nothing.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        k: usize,
+        kind: HeadKind,
+    ) -> Result<Self, ModelLoadError> {
+        Ok(match kind {
+            HeadKind::Quaternion => {
+                let mut part = |name: &str, init: Init| {
+                    w.param(&format!("{prefix}.{name}_weight"), [k / 4, k / 4], init)
+                };
+                Self {
+                    quaternion: Some(QuaternionLinear {
+                        r: part("r", Init::Constant(0.0))?,
+                        i: part("i", Init::Uniform01)?,
+                        j: part("j", Init::Uniform01)?,
+                        k: part("k", Init::Uniform01)?,
+                    }),
+                    linear: None,
+                }
+            }
+            HeadKind::Linear => Self {
+                quaternion: None,
+                linear: Some(w.param(
+                    &format!("{prefix}.weight"),
+                    [k, k],
+                    Init::kaiming_uniform(k),
+                )?),
+            },
+            HeadKind::None => Self {
+                quaternion: None,
+                linear: None,
+            },
+        })
+    }
+
     pub fn forward(&self, u: Tensor<2>) -> Tensor<2> {
         match (&self.quaternion, &self.linear) {
             (Some(q), _) => q.forward(u),

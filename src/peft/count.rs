@@ -3,10 +3,9 @@
 
 use serde::Serialize;
 
-use super::PeftConfig;
-use super::init::initial_shapes;
+use super::{PeftConfig, PeftModules};
+use crate::sam::Sam;
 use crate::sam::config::SamConfig;
-use crate::sam::shapes::checkpoint_shapes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ParamCounts {
@@ -17,27 +16,25 @@ pub struct ParamCounts {
 }
 
 pub fn trainable_counts(sam: &SamConfig, peft: &PeftConfig) -> ParamCounts {
-    let base = checkpoint_shapes(sam)
+    let base = Sam::declarations(sam)
         .into_iter()
-        .filter(|(key, _)| peft.is_trainable(key, false))
-        .map(|(key, shape)| (key, shape.iter().product::<usize>()));
-    // The PEFT tensors are those a fresh attach creates; only their shapes matter here.
-    let vit = sam.encoder.vit();
-    let added = vit
-        .map(|e| initial_shapes(peft, e.embed_dim, e.depth))
+        .filter(|d| peft.is_trainable(&d.key, false));
+    // The PEFT tensors are those a fresh attach declares.
+    let added = sam
+        .encoder
+        .vit()
+        .map(|e| PeftModules::declarations(peft, e.embed_dim, e.depth))
         .unwrap_or_default()
         .into_iter()
-        .filter(|(key, _)| peft.is_trainable(key, true))
-        .map(|(key, t)| (key, t.numel()))
-        .collect::<Vec<_>>();
+        .filter(|d| peft.is_trainable(&d.key, true));
     let mut counts = ParamCounts {
         encoder: 0,
         total: 0,
     };
-    for (key, n) in base.chain(added) {
-        counts.total += n;
-        if key.starts_with("image_encoder.") {
-            counts.encoder += n;
+    for d in base.chain(added) {
+        counts.total += d.numel();
+        if d.key.starts_with("image_encoder.") {
+            counts.encoder += d.numel();
         }
     }
     counts

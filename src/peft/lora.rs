@@ -4,8 +4,9 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use super::cobot::{Head, scale};
-use super::{PeftConfig, load_head};
+use super::{LoraInit, PeftConfig};
 use crate::kernels;
+use crate::nn::init::Init;
 use crate::nn::weights::{ModelLoadError, Weights};
 
 /// Per-block COBOT tensors of a LoRA wrapper: `gamma` `[2r]` (q uses `[0, r)`, v `[r, 2r)`).
@@ -37,26 +38,36 @@ impl LoraQv {
     ) -> Result<Self, ModelLoadError> {
         let p = format!("image_encoder.blocks.{block}.attn.qkv");
         let r = cfg.rank;
+        // The authors' initialisation: Xavier-normal A, and B Xavier-normal or zero.
+        let b_init = match cfg.lora_init {
+            LoraInit::Xavier => Init::xavier_normal([c, r]),
+            LoraInit::ZeroB => Init::Constant(0.0),
+        };
+        let mut factor = |name: &str, shape: [usize; 2], init: Init| {
+            w.param(&format!("{p}.{name}.weight"), shape, init)
+        };
+        let a_q = factor("linear_a_q", [r, c], Init::xavier_normal([r, c]))?;
+        let b_q = factor("linear_b_q", [c, r], b_init)?;
+        let a_v = factor("linear_a_v", [r, c], Init::xavier_normal([r, c]))?;
+        let b_v = factor("linear_b_v", [c, r], b_init)?;
         let cobot = if cfg.method.cobot() {
             Some(LoraCobot {
-                gamma: w.param(&format!("{p}.gamma"), [2 * r])?,
-                head_q: load_head(w, &format!("{p}.FacT_d1"), r, cfg)?,
-                head_v: load_head(w, &format!("{p}.FacT_d2"), r, cfg)?,
+                gamma: w.param(&format!("{p}.gamma"), [2 * r], Init::Constant(1.0))?,
+                head_q: Head::load(w, &format!("{p}.FacT_d1"), r, cfg.head)?,
+                head_v: Head::load(w, &format!("{p}.FacT_d2"), r, cfg.head)?,
             })
         } else {
             None
         };
         Ok(Self {
-            a_q: w.param(&format!("{p}.linear_a_q.weight"), [r, c])?,
-            b_q: w.param(&format!("{p}.linear_b_q.weight"), [c, r])?,
-            a_v: w.param(&format!("{p}.linear_a_v.weight"), [r, c])?,
-            b_v: w.param(&format!("{p}.linear_b_v.weight"), [c, r])?,
+            a_q,
+            b_q,
+            a_v,
+            b_v,
             cobot,
         })
     }
 
-    /// The q and v deltas `[n, C]` for the qkv input `x` `[n, C]`; `cross_block` holds the
-    /// modules' (q, v) columns of `FacT_c @ FacT_p` when COBOT uses them.
     pub fn deltas(
         &self,
         x: Tensor<2>,

@@ -9,9 +9,9 @@
 
 use burn::tensor::Tensor;
 
-use super::Method;
 use super::cobot::{CobotShared, lora_columns};
 use super::lora::LoraQv;
+use super::{BlockModules, Method};
 use crate::checkpoint::StateDict;
 use crate::nn::F32Values;
 use crate::nn::params::{self, Origin};
@@ -64,14 +64,19 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     // know can never be dropped silently.
     let folded = |key: &str| {
         let blocks = &encoder.blocks;
+        let has_lora = |i: usize| {
+            blocks[i]
+                .peft
+                .as_ref()
+                .and_then(BlockModules::lora)
+                .is_some()
+        };
         let lora_block = |i: usize| {
-            blocks[i].attn.lora.is_some()
-                && key.starts_with(&format!("image_encoder.blocks.{i}.attn.qkv."))
+            has_lora(i) && key.starts_with(&format!("image_encoder.blocks.{i}.attn.qkv."))
         };
         // COBOT's shared tensors enter every block's fold.
         let shared = key.ends_with(".FacT_c") || key.ends_with(".FacT_p");
-        (0..blocks.len()).any(lora_block)
-            || (shared && blocks.iter().any(|b| b.attn.lora.is_some()))
+        (0..blocks.len()).any(lora_block) || (shared && (0..blocks.len()).any(has_lora))
     };
     let peft = params::export(sam, &sam.names, |_, origin| origin == Origin::Peft);
     if let Some(key) = peft.keys().find(|k| !folded(k)) {
@@ -79,7 +84,7 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
     }
     let cross_block = encoder.cobot.as_ref().map(CobotShared::module_coefficients);
     for (i, block) in encoder.blocks.iter().enumerate() {
-        let Some(lora) = &block.attn.lora else {
+        let Some(lora) = block.peft.as_ref().and_then(BlockModules::lora) else {
             continue;
         };
         let columns = cross_block.as_ref().map(|m| lora_columns(m, i));

@@ -1,12 +1,16 @@
 //! Parameter-efficient fine-tuning inside SAM's image encoder (docs/methods.md#methods, #cobot): one module per
 //! method, all configured by [`PeftConfig`] and loaded by the official key names of docs/methods.md#key-names.
+//! A [`Method`] is a [`BaseMethod`] with or without COBOT's orchestration; what each base can do
+//! (its site, whether it folds, whether COBOT can orchestrate it) is a property of the base, and
+//! [`modules`] is the one place that builds a configuration's modules and the interface the
+//! encoder calls them through.
 
 pub mod adapter;
 pub mod cobot;
 pub mod count;
-pub mod init;
 pub mod lora;
 pub mod merge;
+pub mod modules;
 pub mod quaternion;
 
 use std::fmt;
@@ -14,15 +18,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nn::weights::{ModelLoadError, Weights};
-use cobot::Head;
-use quaternion::QuaternionLinear;
+pub use modules::{BlockModules, PeftModules, initial_state};
 
-/// What trains (docs/methods.md#what-trains, paper semantics: the prompt encoder stays frozen except in `full`).
-/// Written by its name (`lora+cobot`) in files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Method {
+/// A way of adapting SAM before any orchestration: what it adds to the image encoder, where, and
+/// what trains (docs/methods.md#what-trains, paper semantics: the prompt encoder stays frozen
+/// except in `full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseMethod {
     /// Nothing trains (evaluation of the pretrained model).
     Freeze,
     /// The mask decoder trains.
@@ -31,80 +33,145 @@ pub enum Method {
     Adapter,
     /// Every SAM tensor trains.
     Full,
-    LoraCobot,
-    AdapterCobot,
 }
 
-impl Method {
-    pub const ALL: [Method; 7] = [
-        Method::Freeze,
-        Method::Lightweight,
-        Method::Lora,
-        Method::Adapter,
-        Method::Full,
-        Method::LoraCobot,
-        Method::AdapterCobot,
+impl BaseMethod {
+    /// Every base method, in the order commands list them (the compiler does not check that a new
+    /// variant is here: its name would not parse).
+    pub const ALL: [BaseMethod; 5] = [
+        BaseMethod::Freeze,
+        BaseMethod::Lightweight,
+        BaseMethod::Lora,
+        BaseMethod::Adapter,
+        BaseMethod::Full,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Method::Freeze => "freeze",
-            Method::Lightweight => "lightweight",
-            Method::Lora => "lora",
-            Method::Adapter => "adapter",
-            Method::Full => "full",
-            Method::LoraCobot => "lora+cobot",
-            Method::AdapterCobot => "adapter+cobot",
+            BaseMethod::Freeze => "freeze",
+            BaseMethod::Lightweight => "lightweight",
+            BaseMethod::Lora => "lora",
+            BaseMethod::Adapter => "adapter",
+            BaseMethod::Full => "full",
         }
     }
 
-    pub fn lora(self) -> bool {
-        matches!(self, Method::Lora | Method::LoraCobot)
+    /// Where in each encoder block the method's modules sit (`None`: it adds none).
+    pub fn site(self) -> Option<Site> {
+        match self {
+            BaseMethod::Lora => Some(Site::Qkv),
+            BaseMethod::Adapter => Some(Site::Mlp),
+            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => None,
+        }
     }
 
+    /// Whether COBOT can orchestrate it: it has a bottleneck in every block (at its
+    /// [`BaseMethod::site`]), which COBOT scales and mixes.
+    pub fn orchestrable(self) -> bool {
+        match self {
+            BaseMethod::Lora | BaseMethod::Adapter => true,
+            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => false,
+        }
+    }
+
+    /// Whether `merge` can fold it into SAM's own weights: its encoder modules (if any) are
+    /// linear maps of their input. A new method is not foldable until its merge is written.
+    pub fn foldable(self) -> bool {
+        match self {
+            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => true,
+            BaseMethod::Lora => true,
+            // The adapter branch has a ReLU.
+            BaseMethod::Adapter => false,
+        }
+    }
+}
+
+/// A fine-tuning method: a base method, optionally orchestrated across blocks by COBOT
+/// (docs/methods.md#cobot). Written by its name (`lora`, `lora+cobot`) in files and flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Method {
+    pub base: BaseMethod,
+    /// COBOT's coefficients, relation matrix and head on the base's bottlenecks.
+    pub cobot: bool,
+}
+
+impl Method {
+    pub const FREEZE: Method = Method::plain(BaseMethod::Freeze);
+    pub const LIGHTWEIGHT: Method = Method::plain(BaseMethod::Lightweight);
+    pub const LORA: Method = Method::plain(BaseMethod::Lora);
+    pub const ADAPTER: Method = Method::plain(BaseMethod::Adapter);
+    pub const FULL: Method = Method::plain(BaseMethod::Full);
+    /// The paper's method.
+    pub const LORA_COBOT: Method = Method::orchestrated(BaseMethod::Lora);
+    pub const ADAPTER_COBOT: Method = Method::orchestrated(BaseMethod::Adapter);
+
+    pub const fn plain(base: BaseMethod) -> Self {
+        Self { base, cobot: false }
+    }
+
+    /// `base` with COBOT (which only an [`BaseMethod::orchestrable`] base can have).
+    pub const fn orchestrated(base: BaseMethod) -> Self {
+        Self { base, cobot: true }
+    }
+
+    /// Every method: each base, then each orchestrable base with COBOT.
+    pub fn all() -> Vec<Method> {
+        let plain = BaseMethod::ALL.into_iter().map(Method::plain);
+        let orchestrated = BaseMethod::ALL
+            .into_iter()
+            .filter(|b| b.orchestrable())
+            .map(Method::orchestrated);
+        plain.chain(orchestrated).collect()
+    }
+
+    /// `lora`, `lora+cobot`, ….
+    pub fn name(self) -> String {
+        let base = self.base.name();
+        if self.cobot {
+            format!("{base}+cobot")
+        } else {
+            base.to_string()
+        }
+    }
+
+    /// Whether the method puts LoRA on the qkv projections.
+    pub fn lora(self) -> bool {
+        self.base == BaseMethod::Lora
+    }
+
+    /// Whether the method puts an AdaptFormer adapter beside the MLPs.
     pub fn adapter(self) -> bool {
-        matches!(self, Method::Adapter | Method::AdapterCobot)
+        self.base == BaseMethod::Adapter
     }
 
     pub fn cobot(self) -> bool {
-        matches!(self, Method::LoraCobot | Method::AdapterCobot)
+        self.cobot
     }
 
     /// Whether the image encoder stays as the base has it (no tensor of it trains, no module
     /// is added to it), so its embeddings can be computed once.
     pub fn encoder_frozen(self) -> bool {
-        matches!(self, Method::Freeze | Method::Lightweight)
+        matches!(self.base, BaseMethod::Freeze | BaseMethod::Lightweight)
     }
 
     /// Where in each encoder block the method's modules sit (`None`: it has none).
     pub fn site(self) -> Option<Site> {
-        if self.lora() {
-            Some(Site::Qkv)
-        } else if self.adapter() {
-            Some(Site::Mlp)
-        } else {
-            None
-        }
+        self.base.site()
     }
 
-    /// Whether `merge` can fold the method into SAM's own weights: its encoder modules (if any)
-    /// are linear maps of their input. A new method is not foldable until its merge is written.
+    /// Whether `merge` can fold the method into SAM's own weights (COBOT keeps a base linear).
     pub fn foldable(self) -> bool {
-        match self {
-            Method::Freeze | Method::Lightweight | Method::Full => true,
-            Method::Lora | Method::LoraCobot => true,
-            // The adapter branch has a ReLU.
-            Method::Adapter | Method::AdapterCobot => false,
-        }
+        self.base.foldable()
     }
 }
 
 /// The layer of an encoder block a method wraps; its key under `image_encoder.blocks.{i}.`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Site {
-    /// The fused q/k/v projection (LoRA).
+    /// The fused q/k/v projection (LoRA): two COBOT modules per block, q and v.
     Qkv,
-    /// The MLP (AdaptFormer, in parallel to it).
+    /// The MLP (AdaptFormer, in parallel to it): one COBOT module per block.
     Mlp,
 }
 
@@ -115,11 +182,19 @@ impl Site {
             Site::Mlp => "mlp",
         }
     }
+
+    /// How many COBOT modules (bottlenecks) a block has at this site.
+    pub fn modules_per_block(self) -> usize {
+        match self {
+            Site::Qkv => 2,
+            Site::Mlp => 1,
+        }
+    }
 }
 
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -132,18 +207,18 @@ impl TryFrom<String> for Method {
 
 impl From<Method> for String {
     fn from(m: Method) -> String {
-        m.name().to_string()
+        m.name()
     }
 }
 
 impl FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Method::ALL
+        Method::all()
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| {
-                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                let names: Vec<_> = Method::all().iter().map(|m| m.name()).collect();
                 format!(
                     "unknown method '{s}' (expected one of {})",
                     names.join(", ")
@@ -214,7 +289,7 @@ pub struct PeftConfig {
 /// The paper's method, lora+cobot, with its sizes and switches.
 impl Default for PeftConfig {
     fn default() -> Self {
-        Self::new(Method::LoraCobot)
+        Self::new(Method::LORA_COBOT)
     }
 }
 
@@ -234,18 +309,20 @@ impl PeftConfig {
         }
     }
 
-    /// The bottleneck width COBOT works on: r for LoRA, V for adapters.
+    /// The bottleneck width COBOT works on: r at the qkv projection (LoRA), V at the MLP
+    /// (adapters); 0 for a method without modules.
     pub fn cobot_width(&self) -> usize {
-        if self.method.lora() {
-            self.rank
-        } else {
-            self.bottleneck
+        match self.method.site() {
+            Some(Site::Qkv) => self.rank,
+            Some(Site::Mlp) => self.bottleneck,
+            None => 0,
         }
     }
 
-    /// Number of COBOT modules T: q and v of every block for LoRA, one per block for adapters.
+    /// Number of COBOT modules T over `depth` blocks: q and v of every block for LoRA, one per
+    /// block for adapters.
     pub fn cobot_modules(&self, depth: usize) -> usize {
-        if self.method.lora() { 2 * depth } else { depth }
+        depth * self.method.site().map_or(0, Site::modules_per_block)
     }
 
     /// Whether COBOT's shared `FacT_c` / `FacT_p` exist.
@@ -254,6 +331,12 @@ impl PeftConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.method.cobot && !self.method.base.orchestrable() {
+            return Err(format!(
+                "COBOT orchestrates the bottleneck modules of a method; '{}' has none",
+                self.method.base.name()
+            ));
+        }
         let k = self.cobot_width();
         if self.method.lora() && self.rank == 0 {
             return Err("the LoRA rank must be at least 1".into());
@@ -297,43 +380,44 @@ impl PeftConfig {
     /// Whether the tensor `key` trains under this configuration. `peft` says whether it belongs
     /// to the PEFT modules rather than to SAM itself.
     pub fn is_trainable(&self, key: &str, peft: bool) -> bool {
-        match self.method {
-            Method::Freeze => false,
-            Method::Full => key != "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
-            Method::Lightweight => key.starts_with("mask_decoder."),
+        match self.method.base {
+            BaseMethod::Freeze => false,
+            BaseMethod::Full => {
+                key != "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
+            }
+            BaseMethod::Lightweight => key.starts_with("mask_decoder."),
             _ if peft => !(key.ends_with(".FacT_p") && self.relation != Relation::Learnable),
             _ => key.starts_with("mask_decoder."),
         }
     }
 }
 
-/// Loads the head at `prefix` (`...FacT_d1` / `...FacT_d2`) for width `k`.
-fn load_head(
-    w: &mut Weights,
-    prefix: &str,
-    k: usize,
-    cfg: &PeftConfig,
-) -> Result<Head, ModelLoadError> {
-    Ok(match cfg.head {
-        HeadKind::Quaternion => {
-            let mut part = |name: &str| w.param(&format!("{prefix}.{name}_weight"), [k / 4, k / 4]);
-            Head {
-                quaternion: Some(QuaternionLinear {
-                    r: part("r")?,
-                    i: part("i")?,
-                    j: part("j")?,
-                    k: part("k")?,
-                }),
-                linear: None,
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_methods_are_each_base_and_each_orchestrable_base_with_cobot() {
+        let names: Vec<String> = Method::all().iter().map(|m| m.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "freeze",
+                "lightweight",
+                "lora",
+                "adapter",
+                "full",
+                "lora+cobot",
+                "adapter+cobot"
+            ]
+        );
+        for method in Method::all() {
+            assert_eq!(method.name().parse::<Method>(), Ok(method));
         }
-        HeadKind::Linear => Head {
-            quaternion: None,
-            linear: Some(w.param(&format!("{prefix}.weight"), [k, k])?),
-        },
-        HeadKind::None => Head {
-            quaternion: None,
-            linear: None,
-        },
-    })
+        let err = "full+cobot".parse::<Method>().unwrap_err();
+        assert!(err.contains("unknown method 'full+cobot'"), "{err}");
+        let unorchestrable = PeftConfig::new(Method::orchestrated(BaseMethod::Full));
+        let err = unorchestrable.validate().unwrap_err();
+        assert!(err.contains("'full' has none"), "{err}");
+    }
 }

@@ -9,6 +9,7 @@ use burn::tensor::ops::ConvTransposeOptions;
 
 use super::config::{DECODER_HEADS, MaskDecoderConfig};
 use crate::kernels;
+use crate::nn::init::Init;
 use crate::nn::layers::{LayerNorm, Linear, Mlp};
 use crate::nn::weights::{ModelLoadError, Weights};
 
@@ -167,51 +168,69 @@ pub struct MaskDecoder {
 }
 
 impl MaskDecoder {
+    /// Declared in checkpoint order: random weights are drawn in it.
     pub fn load(w: &mut Weights, cfg: &MaskDecoderConfig) -> Result<Self, ModelLoadError> {
         let d = cfg.dim;
+        // `nn.Embedding` tables: N(0, 1), as in PyTorch.
+        let iou_token = w.param(
+            &format!("{PREFIX}.iou_token.weight"),
+            [1, d],
+            Init::Normal(1.0),
+        )?;
+        let mask_tokens = w.param(
+            &format!("{PREFIX}.mask_tokens.weight"),
+            [cfg.num_mask_tokens, d],
+            Init::Normal(1.0),
+        )?;
         let t = format!("{PREFIX}.transformer");
         let layers = (0..cfg.depth)
             .map(|l| TwoWayBlock::load(w, &format!("{t}.layers.{l}"), cfg, l == 0))
             .collect::<Result<_, _>>()?;
+        let final_attn_token_to_image = DecoderAttention::load(
+            w,
+            &format!("{t}.final_attn_token_to_image"),
+            d,
+            cfg.cross_attn_dim,
+        )?;
+        let norm_final_attn = LayerNorm::load(w, &format!("{t}.norm_final_attn"), d, EPS)?;
+        // ConvTranspose weights `[in, out, 2, 2]`: PyTorch's fan_in is `out·2·2`.
         let u = format!("{PREFIX}.output_upscaling");
+        let upscale = |w: &mut Weights, i: usize, [c_in, c_out]: [usize; 2]| {
+            let shape = [c_in, c_out, 2, 2];
+            let init = Init::fan_in_uniform(&shape);
+            Ok::<_, ModelLoadError>((
+                w.param(&format!("{u}.{i}.weight"), shape, init)?,
+                w.param(&format!("{u}.{i}.bias"), [c_out], init)?,
+            ))
+        };
+        let (upscale1_weight, upscale1_bias) = upscale(w, 0, [d, d / 4])?;
+        let upscale_norm = LayerNorm::load(w, &format!("{u}.1"), d / 4, 1e-6)?;
+        let (upscale2_weight, upscale2_bias) = upscale(w, 3, [d / 4, d / 8])?;
         let hypernetworks = (0..cfg.num_mask_tokens)
             .map(|i| {
-                Mlp::load(
-                    w,
-                    &format!("{PREFIX}.output_hypernetworks_mlps.{i}"),
-                    3,
-                    d,
-                    d,
-                )
+                let prefix = format!("{PREFIX}.output_hypernetworks_mlps.{i}");
+                Mlp::load(w, &prefix, 3, [d, d, d / 8])
             })
             .collect::<Result<_, _>>()?;
+        let iou_head = Mlp::load(
+            w,
+            &format!("{PREFIX}.iou_prediction_head"),
+            cfg.iou_head_depth,
+            [d, cfg.iou_head_hidden, cfg.num_mask_tokens],
+        )?;
         Ok(Self {
-            iou_token: w.param(&format!("{PREFIX}.iou_token.weight"), [1, d])?,
-            mask_tokens: w.param(
-                &format!("{PREFIX}.mask_tokens.weight"),
-                [cfg.num_mask_tokens, d],
-            )?,
+            iou_token,
+            mask_tokens,
             layers,
-            final_attn_token_to_image: DecoderAttention::load(
-                w,
-                &format!("{t}.final_attn_token_to_image"),
-                d,
-                cfg.cross_attn_dim,
-            )?,
-            norm_final_attn: LayerNorm::load(w, &format!("{t}.norm_final_attn"), d, EPS)?,
-            upscale1_weight: w.param(&format!("{u}.0.weight"), [d, d / 4, 2, 2])?,
-            upscale1_bias: w.param(&format!("{u}.0.bias"), [d / 4])?,
-            upscale_norm: LayerNorm::load(w, &format!("{u}.1"), d / 4, 1e-6)?,
-            upscale2_weight: w.param(&format!("{u}.3.weight"), [d / 4, d / 8, 2, 2])?,
-            upscale2_bias: w.param(&format!("{u}.3.bias"), [d / 8])?,
+            final_attn_token_to_image,
+            norm_final_attn,
+            upscale1_weight,
+            upscale1_bias,
+            upscale_norm,
+            upscale2_weight,
+            upscale2_bias,
             hypernetworks,
-            iou_head: Mlp::load(
-                w,
-                &format!("{PREFIX}.iou_prediction_head"),
-                cfg.iou_head_depth,
-                d,
-                cfg.iou_head_hidden,
-            )?,
+            iou_head,
         })
     }
 

@@ -13,20 +13,17 @@ pub mod mask_generator;
 pub mod predictor;
 pub mod prompt_encoder;
 pub mod random;
-pub mod shapes;
 pub mod transforms;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::StateDict;
+use crate::nn::init::Declared;
 use crate::nn::params::{self, Origin, ParamNames};
 pub use crate::nn::weights::ModelLoadError;
 use crate::nn::weights::Weights;
-use crate::peft::PeftConfig;
-use crate::peft::adapter::Adapter;
-use crate::peft::cobot::CobotShared;
-use crate::peft::lora::LoraQv;
+use crate::peft::{PeftConfig, PeftModules};
 pub use config::SamConfig;
 use image_encoder::ImageEncoder;
 use mask_decoder::MaskDecoder;
@@ -83,19 +80,40 @@ impl Sam {
                 native: config.encoder.native_image_size(),
             });
         }
-        let grid = image_size / patch;
-        let image_encoder = ImageEncoder::load(&mut w, &config.encoder)?;
-        let prompt_encoder = PromptEncoder::load(&mut w, &config.prompt, image_size, grid)?;
-        let mask_decoder = MaskDecoder::load(&mut w, &config.decoder)?;
+        let sam = Self::build(&mut w, config, image_size)?;
         Ok(Self {
-            image_encoder,
-            prompt_encoder,
-            mask_decoder,
-            config,
-            image_size,
             names: w.finish()?,
+            ..sam
+        })
+    }
+
+    /// SAM of `config` at `image_size`, its tensors declared on `w` in checkpoint order (random
+    /// weights are drawn in it); the names are `w`'s to give.
+    fn build(
+        w: &mut Weights,
+        config: SamConfig,
+        image_size: usize,
+    ) -> Result<Self, ModelLoadError> {
+        let grid = image_size / config.encoder.patch_size();
+        Ok(Self {
+            image_encoder: ImageEncoder::load(w, &config.encoder)?,
+            prompt_encoder: PromptEncoder::load(w, &config.prompt, image_size, grid)?,
+            mask_decoder: MaskDecoder::load(w, &config.decoder)?,
+            image_size,
+            config,
+            names: ParamNames::default(),
             peft: None,
         })
+    }
+
+    /// Every tensor of a `config` checkpoint (key, shape, initialiser), the prompt encoder's
+    /// PE buffer included, in checkpoint order, without making any.
+    pub fn declarations(config: &SamConfig) -> Vec<Declared> {
+        let device = Device::flex();
+        let mut w = Weights::declare(&device, Origin::Base);
+        let size = config.encoder.native_image_size();
+        Self::build(&mut w, config.clone(), size).expect("declaring loads nothing that can fail");
+        w.declarations()
     }
 
     /// Inserts the PEFT modules of `cfg` into the image encoder, with the tensors of `state`
@@ -116,28 +134,16 @@ impl Sam {
         }
         let device = self.device();
         let mut w = Weights::new(state, &device, Origin::Peft);
+        let modules = PeftModules::load(&mut w, &cfg, c, depth)?;
+        self.names.extend(w.finish()?);
         let encoder = self
             .image_encoder
             .vit_mut()
             .expect("peft_encoder found a ViT");
-        if cfg.has_shared() {
-            let site = cfg.method.site().expect("COBOT wraps a site").key();
-            let prefix = format!("image_encoder.blocks.0.{site}");
-            let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
-            encoder.cobot = Some(CobotShared {
-                coefficients: w.param(&format!("{prefix}.FacT_c"), [1, k, t])?,
-                relation: w.param(&format!("{prefix}.FacT_p"), [t, t])?,
-            });
+        encoder.cobot = modules.shared;
+        for (block, modules) in encoder.blocks.iter_mut().zip(modules.blocks) {
+            block.peft = modules;
         }
-        for (i, block) in encoder.blocks.iter_mut().enumerate() {
-            if cfg.method.lora() {
-                block.attn.lora = Some(LoraQv::load(&mut w, i, c, &cfg)?);
-            }
-            if cfg.method.adapter() {
-                block.adapter = Some(Adapter::load(&mut w, i, c, &cfg)?);
-            }
-        }
-        self.names.extend(w.finish()?);
         self.peft = Some(cfg);
         Ok(self)
     }
@@ -198,6 +204,15 @@ impl Sam {
             iou: iou.slice([0..n, range]),
         }
     }
+}
+
+/// `(key, shape)` of every tensor a checkpoint of `config` holds (docs/sam.md#checkpoint-keys),
+/// in checkpoint order, without reading one.
+pub fn checkpoint_shapes(config: &SamConfig) -> Vec<(String, Vec<usize>)> {
+    Sam::declarations(config)
+        .into_iter()
+        .map(|d| (d.key, d.shape))
+        .collect()
 }
 
 /// The machine's physical memory in bytes (Linux: `MemTotal` of /proc/meminfo); `None` where it

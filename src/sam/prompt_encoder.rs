@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::PromptEncoderConfig;
+use crate::nn::init::Init;
 use crate::nn::layers::{Conv2d, LayerNorm};
 use crate::nn::weights::{ModelLoadError, Weights};
 
@@ -55,17 +56,22 @@ impl PromptEncoder {
         let e = cfg.embed_dim;
         let m = cfg.mask_in_chans;
         let p = "prompt_encoder";
+        // The Fourier matrix and `nn.Embedding` tables start N(0, 1), as in PyTorch; declared
+        // in checkpoint order, as random weights are drawn in it.
+        let normal = Init::Normal(1.0);
+        let pe_gaussian = w.param(
+            &format!("{p}.pe_layer.positional_encoding_gaussian_matrix"),
+            [2, e / 2],
+            normal,
+        )?;
         let point_embeddings = (0..4)
-            .map(|i| w.param(&format!("{p}.point_embeddings.{i}.weight"), [1, e]))
+            .map(|i| w.param(&format!("{p}.point_embeddings.{i}.weight"), [1, e], normal))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            pe_gaussian: w.param(
-                &format!("{p}.pe_layer.positional_encoding_gaussian_matrix"),
-                [2, e / 2],
-            )?,
+            pe_gaussian,
             point_embeddings,
-            not_a_point_embed: w.param(&format!("{p}.not_a_point_embed.weight"), [1, e])?,
-            no_mask_embed: w.param(&format!("{p}.no_mask_embed.weight"), [1, e])?,
+            not_a_point_embed: w.param(&format!("{p}.not_a_point_embed.weight"), [1, e], normal)?,
+            no_mask_embed: w.param(&format!("{p}.no_mask_embed.weight"), [1, e], normal)?,
             mask_conv1: Conv2d::load(
                 w,
                 &format!("{p}.mask_downscaling.0"),

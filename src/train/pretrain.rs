@@ -346,7 +346,7 @@ impl Pretrainer<'_> {
 
 /// `sam` with every tensor trainable (SAM's `full` fine-tuning).
 fn full(sam: Sam) -> Result<Sam> {
-    let cfg = PeftConfig::new(Method::Full);
+    let cfg = PeftConfig::new(Method::FULL);
     Ok(sam
         .attach_peft(cfg, Default::default())?
         .with_trainable_set())

@@ -28,7 +28,7 @@ use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
 use crate::eval::{EvalOptions, Scorer, evaluate};
 use crate::nn::F32Values;
 use crate::output::atomic::{previous_dir, write_atomic, write_dir_atomic};
-use crate::peft::init::initial_state;
+use crate::peft::initial_state;
 use crate::peft::{Method, PeftConfig};
 use crate::sam::{Prompts, Sam};
 
@@ -69,7 +69,7 @@ impl TrainSettings {
         if self.epochs == 0 {
             return Err("--epochs 0: must be at least 1".into());
         }
-        if self.peft.method == Method::Freeze {
+        if self.peft.method == Method::FREEZE {
             return Err(
                 "--method freeze trains nothing (every tensor stays frozen): score the base \
                  model with `sam-cobot eval` instead"

@@ -52,13 +52,6 @@ impl EncoderConfig {
         }
     }
 
-    /// `(key, shape)` of every encoder tensor, in checkpoint order, through `put`.
-    pub fn tensor_shapes(&self, put: &mut dyn FnMut(String, &[usize])) {
-        match self {
-            Self::Vit(c) => vit::tensor_shapes(c, put),
-        }
-    }
-
     /// The ViT's configuration: the PEFT methods wrap ViT blocks.
     pub fn vit(&self) -> Option<&VitConfig> {
         match self {

@@ -5,11 +5,11 @@ use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::kernels;
+use crate::nn::init::Init;
 use crate::nn::layers::{Conv2d, LayerNorm, Linear};
 use crate::nn::weights::{ModelLoadError, Weights};
-use crate::peft::adapter::Adapter;
-use crate::peft::cobot::{CobotShared, lora_columns, module_column};
-use crate::peft::lora::LoraQv;
+use crate::peft::BlockModules;
+use crate::peft::cobot::CobotShared;
 use crate::sam::attention::rel_pos_attention;
 use crate::sam::transforms::{linear_interpolation_matrix, resize_bilinear};
 
@@ -130,24 +130,27 @@ pub struct VitEncoder {
 }
 
 impl VitEncoder {
+    /// Declared in checkpoint order: random weights are drawn in it.
     pub fn load(w: &mut Weights, cfg: &VitConfig) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
         let p = cfg.patch_size;
         let grid = cfg.native_image_size / p;
+        let pos_embed = w.param(
+            "image_encoder.pos_embed",
+            [1, grid, grid, c],
+            Init::Constant(0.0),
+        )?;
+        let patch_embed = Conv2d::load(w, "image_encoder.patch_embed.proj", [c, 3, p], p, 0, true)?;
         let blocks = (0..cfg.depth)
             .map(|i| {
-                let window = if cfg.global_attn_indexes.contains(&i) {
-                    0
-                } else {
-                    cfg.window_size
-                };
-                Block::load(w, &format!("image_encoder.blocks.{i}"), cfg, window)
+                let global = cfg.global_attn_indexes.contains(&i);
+                Block::load(w, &format!("image_encoder.blocks.{i}"), cfg, global)
             })
             .collect::<Result<_, _>>()?;
         let out = cfg.out_chans;
         Ok(Self {
-            patch_embed: Conv2d::load(w, "image_encoder.patch_embed.proj", [c, 3, p], p, 0, true)?,
-            pos_embed: w.param("image_encoder.pos_embed", [1, grid, grid, c])?,
+            patch_embed,
+            pos_embed,
             blocks,
             neck_conv1: Conv2d::load(w, "image_encoder.neck.0", [out, c, 1], 1, 0, false)?,
             neck_norm1: LayerNorm::load(w, "image_encoder.neck.1", out, EPS)?,
@@ -199,27 +202,33 @@ pub struct Block {
     pub norm2: LayerNorm,
     pub lin1: Linear,
     pub lin2: Linear,
-    /// AdaptFormer branch beside the MLP, when attached.
-    pub adapter: Option<Adapter>,
+    /// The PEFT modules of this block, when attached; called at the qkv projection and the MLP.
+    pub peft: Option<BlockModules>,
     pub window_size: usize,
 }
 
 impl Block {
+    /// `global`: the block attends over the whole grid, not within windows.
     fn load(
         w: &mut Weights,
         prefix: &str,
         cfg: &VitConfig,
-        window_size: usize,
+        global: bool,
     ) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
+        let side = if global {
+            cfg.native_image_size / cfg.patch_size
+        } else {
+            cfg.window_size
+        };
         Ok(Self {
             norm1: LayerNorm::load(w, &format!("{prefix}.norm1"), c, EPS)?,
-            attn: Attention::load(w, &format!("{prefix}.attn"), cfg)?,
+            attn: Attention::load(w, &format!("{prefix}.attn"), cfg, side)?,
             norm2: LayerNorm::load(w, &format!("{prefix}.norm2"), c, EPS)?,
             lin1: Linear::load(w, &format!("{prefix}.mlp.lin1"), c, cfg.mlp_dim, true)?,
             lin2: Linear::load(w, &format!("{prefix}.mlp.lin2"), cfg.mlp_dim, c, true)?,
-            adapter: None,
-            window_size,
+            peft: None,
+            window_size: if global { 0 } else { cfg.window_size },
         })
     }
 
@@ -231,15 +240,14 @@ impl Block {
         index: usize,
         cross_block: Option<&Tensor<2>>,
     ) -> Tensor<4> {
-        // LoRA block i owns modules 2i (q) and 2i + 1 (v); an adapter block i owns module i.
-        let qv_columns = match (&self.attn.lora, cross_block) {
-            (Some(_), Some(m)) => Some(lora_columns(m, index)),
-            _ => None,
-        };
-
         let shortcut = x.clone();
         let [b, h, w, c] = x.dims();
-        let qkv = self.attn.qkv(self.norm1.forward(x), qv_columns); // [B, H, W, 3C]
+        let rows = self.norm1.forward(x).reshape([b * h * w, c]);
+        let addend = self
+            .peft
+            .as_ref()
+            .and_then(|p| p.qkv_addend(&rows, index, cross_block));
+        let qkv = self.attn.qkv(rows, addend).reshape([b, h, w, 3 * c]);
         // The qkv of a padding token: SAM's zero rows projected give the bias.
         let pad = match &self.attn.qkv.bias {
             Some(bias) => bias.val(),
@@ -257,10 +265,12 @@ impl Block {
         let mut mlp = self
             .lin2
             .forward(kernels::gelu(self.lin1.forward(n.clone())));
-        if let Some(adapter) = &self.adapter {
-            let dims = n.dims();
-            let column = cross_block.map(|m| module_column(m, index));
-            let delta = adapter.forward(n.flatten::<2>(0, 2), column);
+        let dims = n.dims();
+        let addend = self
+            .peft
+            .as_ref()
+            .and_then(|p| p.mlp_addend(&n.flatten::<2>(0, 2), index, cross_block));
+        if let Some(delta) = addend {
             mlp = mlp + delta.reshape(dims);
         }
         x + mlp
@@ -275,45 +285,35 @@ pub struct Attention {
     /// `[2·S−1, head_dim]` tables along height and width.
     pub rel_pos_h: Param<Tensor<2>>,
     pub rel_pos_w: Param<Tensor<2>>,
-    /// LoRA on q and v, when attached.
-    pub lora: Option<LoraQv>,
     pub num_heads: usize,
 }
 
 impl Attention {
-    fn load(w: &mut Weights, prefix: &str, cfg: &VitConfig) -> Result<Self, ModelLoadError> {
+    /// `side`: the grid side attended over, whose relative positions the tables hold.
+    fn load(
+        w: &mut Weights,
+        prefix: &str,
+        cfg: &VitConfig,
+        side: usize,
+    ) -> Result<Self, ModelLoadError> {
         let c = cfg.embed_dim;
-        let head_dim = c / cfg.num_heads;
-        let mut table = |axis: &str| -> Result<Param<Tensor<2>>, ModelLoadError> {
-            let key = format!("{prefix}.rel_pos_{axis}");
-            let rows = w.shape(&key)?[0];
-            w.param(&key, [rows, head_dim])
-        };
-        let rel_pos_h = table("h")?;
-        let rel_pos_w = table("w")?;
+        let table = [2 * side - 1, c / cfg.num_heads];
         Ok(Self {
             qkv: Linear::load(w, &format!("{prefix}.qkv"), c, 3 * c, true)?,
             proj: Linear::load(w, &format!("{prefix}.proj"), c, c, true)?,
-            rel_pos_h,
-            rel_pos_w,
-            lora: None,
+            rel_pos_h: w.param(&format!("{prefix}.rel_pos_h"), table, Init::Constant(0.0))?,
+            rel_pos_w: w.param(&format!("{prefix}.rel_pos_w"), table, Init::Constant(0.0))?,
             num_heads: cfg.num_heads,
         })
     }
 
-    /// `x`: `[B, h, w, C]` → `[B, h, w, 3C]`, with the LoRA deltas on q and v when attached.
-    /// `lora_columns`: COBOT's (q, v) coefficient columns.
-    pub fn qkv(&self, x: Tensor<4>, lora_columns: Option<(Tensor<1>, Tensor<1>)>) -> Tensor<4> {
-        let [b, h, w, c] = x.dims();
-        let x = x.reshape([b * h * w, c]);
-        let qkv = match &self.lora {
-            Some(lora) => {
-                let (z, up) = lora.qkv_factors(x.clone(), lora_columns);
-                self.qkv.forward_low_rank(x, z, up)
-            }
+    /// Rows `x` `[n, C]` → `[n, 3C]`, plus a PEFT method's low-rank addend `(z, up)` (`z·upᵀ`,
+    /// added as the output is written).
+    pub fn qkv(&self, x: Tensor<2>, addend: Option<(Tensor<2>, Tensor<2>)>) -> Tensor<2> {
+        match addend {
+            Some((z, up)) => self.qkv.forward_low_rank(x, z, up),
             None => self.qkv.forward(x),
-        }; // [n, 3C]
-        qkv.reshape([b, h, w, 3 * c])
+        }
     }
 
     /// SAM's relative-position tables for an `h × w` grid: `([h, h, hd], [w, w, hd])`.
@@ -348,42 +348,4 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
         .collect();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [q * k]), &device);
     table.select(0, index).reshape([q, k, hd])
-}
-
-/// `(key, shape)` of every encoder tensor, in checkpoint order (random weights are drawn in it).
-pub fn tensor_shapes(cfg: &VitConfig, put: &mut dyn FnMut(String, &[usize])) {
-    let e = cfg;
-    let (c, p) = (e.embed_dim, e.patch_size);
-    let grid = e.native_image_size / p;
-    let head_dim = c / e.num_heads;
-    put("image_encoder.pos_embed".into(), &[1, grid, grid, c]);
-    put(
-        "image_encoder.patch_embed.proj.weight".into(),
-        &[c, 3, p, p],
-    );
-    put("image_encoder.patch_embed.proj.bias".into(), &[c]);
-    for i in 0..e.depth {
-        let b = format!("image_encoder.blocks.{i}");
-        let side = if e.global_attn_indexes.contains(&i) {
-            grid
-        } else {
-            e.window_size
-        };
-        LayerNorm::key_shapes(put, &format!("{b}.norm1"), c);
-        Linear::key_shapes(put, &format!("{b}.attn.qkv"), c, 3 * c);
-        Linear::key_shapes(put, &format!("{b}.attn.proj"), c, c);
-        put(format!("{b}.attn.rel_pos_h"), &[2 * side - 1, head_dim]);
-        put(format!("{b}.attn.rel_pos_w"), &[2 * side - 1, head_dim]);
-        LayerNorm::key_shapes(put, &format!("{b}.norm2"), c);
-        Linear::key_shapes(put, &format!("{b}.mlp.lin1"), c, e.mlp_dim);
-        Linear::key_shapes(put, &format!("{b}.mlp.lin2"), e.mlp_dim, c);
-    }
-    let out_chans = e.out_chans;
-    put("image_encoder.neck.0.weight".into(), &[out_chans, c, 1, 1]);
-    LayerNorm::key_shapes(put, "image_encoder.neck.1", out_chans);
-    put(
-        "image_encoder.neck.2.weight".into(),
-        &[out_chans, out_chans, 3, 3],
-    );
-    LayerNorm::key_shapes(put, "image_encoder.neck.3", out_chans);
 }
