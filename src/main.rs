@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    quiet_wayland_probe();
     match sam_cobot::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -27,5 +28,19 @@ fn keep_freed_memory() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
+/// Starting a wgpu device probes for a Wayland display, and libwayland prints "XDG_RUNTIME_DIR
+/// is invalid or not set" for every probe when that variable is unset (services, CI, ssh
+/// sessions). Without it no Wayland display can be reached anyway, so the probe is pointed at a
+/// path that cannot exist and fails quietly.
+fn quiet_wayland_probe() {
+    #[cfg(all(target_os = "linux", any(feature = "vulkan", feature = "wgpu")))]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+    {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::set_var("WAYLAND_DISPLAY", "/dev/null/no-wayland") };
     }
 }

@@ -54,6 +54,10 @@ fn predict_args(dir: &Path, checkpoint: &Path, image: &Path, extra: &[&str]) -> 
         dir.join("mask.png").into(),
     ];
     args.extend(extra.iter().map(OsString::from));
+    // The prediction tests run on `SAM_COBOT_TEST_DEVICE` (docs/gpu.md) unless they name one.
+    if !extra.contains(&"--device") {
+        args.extend(["--device".into(), common::test_device_name().into()]);
+    }
     args
 }
 
@@ -366,6 +370,7 @@ fn saved_embeddings_decode_like_the_encoder_and_belong_to_their_model() {
         let mut args: Vec<OsString> =
             vec!["embed".into(), "--checkpoint".into(), fixture(PTH).into()];
         args.extend(["--images".into(), image.clone().into(), gray.clone().into()]);
+        args.extend(["--device".into(), common::test_device_name().into()]);
         args.extend(extra.iter().map(OsString::from));
         args
     };

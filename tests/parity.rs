@@ -1,5 +1,6 @@
 //! SAM against the PyTorch reference: fixtures written by `scripts/make_fixtures.py` with
-//! Meta's `segment_anything` package, loaded through the same path users use.
+//! Meta's `segment_anything` package, loaded through the same path users use. The fixture
+//! cases run on `SAM_COBOT_TEST_DEVICE` (the CPU by default; docs/gpu.md).
 
 mod common;
 
@@ -57,7 +58,7 @@ fn check_case_at(dir: &Path, checkpoint: &Path, tol: f32) {
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json")).unwrap()).unwrap();
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
-    let device = Device::flex();
+    let device = common::test_device();
     let dict = load_state_dict(checkpoint).unwrap();
     let run_size = meta["run_size"].as_u64().unwrap() as usize;
     let sam = Sam::from_state_dict(dict, Some(run_size), &device).unwrap();

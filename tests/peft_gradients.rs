@@ -1,11 +1,12 @@
 //! Gradient parity of every method and switch against the PyTorch reference
 //! (`scripts/make_peft_fixtures.py`): one forward and backward of BCE + soft Dice on two box
 //! prompts with the tiny SAM, the same starting values on both sides. SAM runs with the fused CPU
-//! kernels and, in one test, with burn's composed ops.
+//! kernels and, in one test, with burn's composed ops; on `SAM_COBOT_TEST_DEVICE` (the CPU by
+//! default; docs/gpu.md).
 
 mod common;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use common::fixtures;
 use sam_cobot::checkpoint::{StateDict, load_state_dict};
 use sam_cobot::nn::params::gradients;
@@ -59,7 +60,7 @@ fn check_case(case: &str, fused: bool) {
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let reference = load_state_dict(&dir.join("reference.safetensors")).unwrap();
-    let device = Device::flex().autodiff();
+    let device = common::test_device().autodiff();
     let base = load_state_dict(&fixtures().join("tiny256.pth")).unwrap();
     let cfg = config(&meta);
     let sam = Sam::from_state_dict(base, Some(256), &device)

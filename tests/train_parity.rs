@@ -66,6 +66,7 @@ fn check(case: &str, method: Method) {
             "--augment",
             "false",
         ])
+        .args(["--device", &common::test_device_name()])
         .args(["--box-jitter", "0", "--adapter-dropout", "0", "--log-jsonl"])
         .arg(&log)
         .arg("--out")

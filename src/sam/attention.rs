@@ -101,6 +101,11 @@ fn pad_to_windows(x: Tensor<4>, (wh, ww): (usize, usize), pad: Tensor<1>) -> Ten
     x
 }
 
+/// The most bytes one attention score tensor takes on the composed path; larger attention runs
+/// in bands of query rows. A GPU buffer has a size limit: the scores of 12 heads of global
+/// attention over 64 × 64 tokens (ViT-B at 1024 px) are 805 MB, and wgpu's default limit is 256.
+const MAX_SCORE_BYTES: usize = 128 << 20;
+
 /// `qkv`: `[B, h, w, 3C]` → attention output for the queries of the top-left `qh × qw` tokens,
 /// `[B, qh, qw, C]`; every token is a key. `tables`: the relative-position tables of the
 /// `h × w` key grid.
@@ -125,26 +130,39 @@ fn attend(
     };
     let (q, k, v) = (part(0, qh, qw), part(1, h, w), part(2, h, w));
     let scale = (hd as f64).powf(-0.5);
-    let attn = (q.clone() * scale).matmul(k.swap_dims(1, 2));
-    let attn = add_rel_pos(attn, q, (qh, qw), tables);
-    softmax(attn, 2)
-        .matmul(v)
+    let row_bytes = b * nh * qw * h * w * std::mem::size_of::<f32>();
+    let band = (MAX_SCORE_BYTES / row_bytes.max(1)).clamp(1, qh);
+    let k_t = k.swap_dims(1, 2);
+    let bands: Vec<Tensor<3>> = (0..qh)
+        .step_by(band)
+        .map(|y0| {
+            let rows = y0..(y0 + band).min(qh);
+            let q = q
+                .clone()
+                .slice([0..b * nh, rows.start * qw..rows.end * qw, 0..hd]);
+            let attn = (q.clone() * scale).matmul(k_t.clone());
+            let attn = add_rel_pos(attn, q, (rows, qw), tables.clone());
+            softmax(attn, 2).matmul(v.clone()) // [b·heads, rows·qw, hd]
+        })
+        .collect();
+    Tensor::cat(bands, 1)
         .reshape([b, nh, qh, qw, hd])
         .permute([0, 2, 3, 1, 4])
         .reshape([b, qh, qw, c])
 }
 
 /// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
-/// top-left `qh × qw` queries of the grid of `tables` (their first rows).
+/// queries in grid rows `rows` and the first `qw` columns of the grid of `tables`.
 fn add_rel_pos(
     attn: Tensor<3>,
     q: Tensor<3>,
-    (qh, qw): (usize, usize),
+    (rows, qw): (std::ops::Range<usize>, usize),
     (r_h, r_w): (Tensor<3>, Tensor<3>),
 ) -> Tensor<3> {
     let [bn, _, hd] = q.dims();
     let [h, w] = [r_h.dims()[0], r_w.dims()[0]];
-    let r_h = r_h.slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
+    let qh = rows.len();
+    let r_h = r_h.slice([rows, 0..h, 0..hd]); // [qh, h, hd]
     let r_w = r_w.slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
     let r_q = q.reshape([bn, qh, qw, hd]);
     // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.

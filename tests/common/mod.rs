@@ -9,6 +9,19 @@ use std::process::{Command, Output};
 use burn::tensor::Tensor;
 use sam_cobot::checkpoint::{StateDict, load_state_dict};
 
+/// The `--device` the model tests run on: `SAM_COBOT_TEST_DEVICE` (for instance `vulkan:cpu`,
+/// the GPU path on Mesa's software Vulkan, in a build with a GPU feature), else the CPU.
+pub fn test_device_name() -> String {
+    std::env::var("SAM_COBOT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
+/// [`test_device_name`] as a burn device.
+pub fn test_device() -> burn::tensor::Device {
+    let name = test_device_name();
+    sam_cobot::cli::device::parse(&name)
+        .unwrap_or_else(|e| panic!("SAM_COBOT_TEST_DEVICE={name}: {e}"))
+}
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
