@@ -68,8 +68,45 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if takes_fused_path(&x) {
         Tensor::from_dispatch(<Dispatch as CpuKernels>::gelu(x.into_dispatch()))
     } else {
-        burn::tensor::activation::gelu(x)
+        gelu_composed(x)
     }
+}
+
+/// GELU on the composed path, `x·Φ(x)`, exact to f32 everywhere: burn's GPU kernels compute
+/// erf with Abramowitz–Stegun 7.1.26, exact to 1.5e-7 absolute but not relative, which in GELU's
+/// tail put the gradients 1e-4 to 4e-4 (relative) away from PyTorch's on lavapipe. `Φ` comes from
+/// Numerical Recipes' erfc (relative error < 1.2e-7 for every x) and the density from `exp`,
+/// both outside the autodiff graph; the result carries the exact derivative `Φ(x) + x·φ(x)`:
+/// `x·Φ + (x − x̄)·x̄φ` has GELU's value (the second term is 0) and that gradient (x̄ is `x`
+/// detached), and saves two tensors for the backward pass.
+fn gelu_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const ERFC: [f64; 10] = [
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    ];
+    let xd = x.clone().detach();
+    // Φ(x) = erfc(z) / 2 with z = −x/√2; erfc(z) = 2 − erfc(−z) for z < 0.
+    let z = xd.clone() * -std::f64::consts::FRAC_1_SQRT_2;
+    let a = z.clone().abs();
+    let t = (a.clone() * 0.5 + 1.0).recip();
+    let mut poly = t.clone() * ERFC[9];
+    for c in ERFC[1..9].iter().rev() {
+        poly = (poly + *c) * t.clone();
+    }
+    let tail = t * (poly + ERFC[0] - a.clone() * a).exp();
+    let cdf = tail.clone().mask_where(z.lower_elem(0.0), tail.neg() + 2.0) * 0.5;
+    let density =
+        (xd.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).sqrt().recip();
+    let slope = xd.clone() * density;
+    x.clone() * cdf + (x - xd) * slope
 }
 
 /// LayerNorm of `x` over its last axis, `(x − mean) / √(var + eps) · gamma + beta`.
