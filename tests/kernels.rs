@@ -3,7 +3,10 @@
 //! LayerNorm, GELU, linear (with a bias, without, and with a low-rank addend), values and
 //! gradients of every input.
 
+mod common;
+
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use common::relative_l2;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sam_cobot::kernels;
@@ -26,14 +29,6 @@ fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 /// The values of `t`'s gradient, which must exist.
 fn grad<const D: usize>(t: &Tensor<D>, grads: &Gradients) -> Vec<f32> {
     values(&t.grad(grads).unwrap())
-}
-
-/// `‖a − b‖ / ‖b‖`.
-fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
 }
 
 /// Runs `run` with the fused kernels and with burn's composed ops. `run` returns the output's

@@ -7,7 +7,7 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::fixtures;
+use common::{fixtures, relative_l2};
 use sam_cobot::checkpoint::{StateDict, load_state_dict};
 use sam_cobot::nn::params::gradients;
 use sam_cobot::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation};
@@ -33,17 +33,6 @@ fn config(meta: &Value) -> PeftConfig {
     cfg.lora_init = LoraInit::Xavier;
     cfg.adapter_dropout = 0.0;
     cfg
-}
-
-/// ‖a − b‖ / ‖b‖.
-fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    if norm == 0.0 {
-        diff.sqrt()
-    } else {
-        (diff / norm).sqrt()
-    }
 }
 
 fn with_prefix(dict: &StateDict, prefix: &str) -> StateDict {

@@ -115,14 +115,7 @@ fn check(case: &str, method: Method) {
         let mine = trained
             .get(key)
             .unwrap_or_else(|| panic!("{case}: no {key} in the adapter"));
-        let (num, den) = mine
-            .data
-            .iter()
-            .zip(&t.data)
-            .fold((0f64, 0f64), |(n, d), (a, b)| {
-                (n + f64::from(a - b).powi(2), d + f64::from(*b).powi(2))
-            });
-        let rel = (num / den.max(1e-30)).sqrt();
+        let rel = common::relative_l2(&mine.data, &t.data);
         if rel > worst_tensor.0 {
             worst_tensor = (rel, key.to_string());
         }

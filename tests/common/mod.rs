@@ -65,6 +65,18 @@ pub fn max_abs_diff<const D: usize>(actual: Tensor<D>, reference: &StateDict, ke
     max_abs_diff_slices(&actual, &expected.data)
 }
 
+/// `‖a − b‖ / ‖b‖` (f64 sums); `‖a − b‖` where `b` is all zeros.
+pub fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
 pub fn max_abs_diff_slices(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
