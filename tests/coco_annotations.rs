@@ -1,5 +1,5 @@
 //! COCO: a broken annotation is dropped on its own and named; the other objects of its image are
-//! kept (issue 19, item 7).
+//! kept (issue 19, item 7); `eval` reports each object's score beside the means.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -201,5 +201,40 @@ fn eval_names_each_dropped_annotation_and_scores_the_rest() {
     assert!(
         text.contains("annotation id 102") && text.contains("annotation id 103"),
         "{text}"
+    );
+}
+
+/// `objects.csv` has one row per scored object, and its Dice column averages to the report's.
+#[test]
+fn eval_writes_each_objects_score() {
+    let dir = tempfile::tempdir().unwrap();
+    sam_cobot::data::scenes::write_coco(dir.path(), 3, 5, 64, 4).unwrap();
+    let report = dir.path().join("report");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
+        .args(["eval", "--baseline", "boxfill", "--data"])
+        .arg(dir.path().join("annotations.json"))
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("metrics.json")).unwrap())
+            .unwrap();
+    let csv = std::fs::read_to_string(report.join("objects.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("image,object,class,area,x1,y1,x2,y2,dice,iou")
+    );
+    let dice: Vec<f64> = lines
+        .map(|l| l.split(',').nth(8).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(dice.len() as u64, metrics["objects"].as_u64().unwrap());
+    let mean = 100.0 * dice.iter().sum::<f64>() / dice.len() as f64;
+    assert!(
+        (mean - metrics["mean_dice"].as_f64().unwrap()).abs() < 1e-3,
+        "{mean} against {}",
+        metrics["mean_dice"]
     );
 }

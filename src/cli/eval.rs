@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::data_args::{DataArgs, PreprocessArgs};
 use super::model_args::load_model;
-use crate::eval::report::write_reports;
+use crate::eval::report::{write_object_scores, write_reports};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 use crate::output::guard::FileRoles;
 
@@ -36,7 +36,8 @@ pub struct EvalArgs {
     /// Score a baseline instead of a model.
     #[arg(long, value_enum, conflicts_with = "checkpoint")]
     baseline: Option<Baseline>,
-    /// Report folder: metrics.json, metrics.md (and overlays with --overlays).
+    /// Report folder: metrics.json, metrics.md, objects.csv (each object's score) and, with
+    /// --overlays, overlays.
     #[arg(long)]
     out: PathBuf,
     /// How each object is prompted: its box, or one point (SAM's three masks, the one with the
@@ -111,6 +112,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let title = format!("{} on {}", what, args.data.data.display());
     write_reports(&args.out, &outcome.summary, &title)?;
+    write_object_scores(&args.out, &outcome.objects, &dataset.classes)?;
     println!(
         "{} images, {} objects: mean Dice {:.2}%, mean IoU {:.2}% (object classes present)",
         outcome.images,

@@ -64,6 +64,23 @@ pub struct EvalOutcome {
     pub skipped: Vec<String>,
     /// One message per annotation left out of an item that was scored (the rest of it was).
     pub dropped: Vec<String>,
+    /// Every object's own score, in data set order: where a model fails.
+    pub objects: Vec<ObjectScore>,
+}
+
+/// One object's score (fractions, not percentages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectScore {
+    /// The item's name.
+    pub image: String,
+    /// The object's index within its item.
+    pub index: usize,
+    pub class: usize,
+    /// Its pixels in the target mask.
+    pub area: u64,
+    pub bbox: [u32; 4],
+    pub dice: f64,
+    pub iou: f64,
 }
 
 /// Scores `indices` of `dataset`; `progress` is called after each image.
@@ -75,7 +92,7 @@ pub fn evaluate(
     mut progress: impl FnMut(),
 ) -> anyhow::Result<EvalOutcome> {
     let mut scores = Scores::default();
-    let (mut skipped, mut dropped) = (Vec::new(), Vec::new());
+    let (mut skipped, mut dropped, mut objects) = (Vec::new(), Vec::new(), Vec::new());
     let mut images = 0;
     for &i in indices {
         // Strict: a broken annotation stops the run; otherwise only that annotation is left out.
@@ -97,12 +114,21 @@ pub fn evaluate(
             Err(e) => return Err(e.into()),
         };
         let masks = predict_masks(&sample, scorer, opts);
-        for (object, mask) in sample.objects.iter().zip(&masks) {
+        for (index, (object, mask)) in sample.objects.iter().zip(&masks).enumerate() {
             let (dice, iou) = dice_iou(
                 mask.iter().map(|&v| v > 0.0),
                 object.mask.as_raw().iter().map(|&v| v > 0),
             );
             scores.add(object.class, dice, iou);
+            objects.push(ObjectScore {
+                image: sample.name.clone(),
+                index,
+                class: object.class,
+                area: object.mask.as_raw().iter().filter(|&&v| v > 0).count() as u64,
+                bbox: object.bbox,
+                dice,
+                iou,
+            });
         }
         if let Some(dir) = &opts.overlays {
             write_sample_overlay(dir, &sample, &masks)?;
@@ -115,6 +141,7 @@ pub fn evaluate(
         images,
         skipped,
         dropped,
+        objects,
     })
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::ObjectScore;
 use super::metrics::Summary;
 use crate::output::atomic::write_atomic;
 
@@ -14,6 +15,37 @@ pub fn write_reports(dir: &Path, summary: &Summary, title: &str) -> Result<()> {
     })?;
     let md = markdown(summary, title);
     write_atomic(&dir.join("metrics.md"), |w| Ok(w.write_all(md.as_bytes())?))
+}
+
+/// `objects.csv`: one row per object (image, index, class, area, box, Dice, IoU), so the
+/// failures can be found and sorted.
+pub fn write_object_scores(dir: &Path, objects: &[ObjectScore], classes: &[String]) -> Result<()> {
+    let mut csv = String::from("image,object,class,area,x1,y1,x2,y2,dice,iou\n");
+    for o in objects {
+        let class = classes.get(o.class).map_or("?", String::as_str);
+        let [x1, y1, x2, y2] = o.bbox;
+        csv += &format!(
+            "{},{},{},{},{x1},{y1},{x2},{y2},{:.6},{:.6}\n",
+            csv_field(&o.image),
+            o.index,
+            csv_field(class),
+            o.area,
+            o.dice,
+            o.iou
+        );
+    }
+    write_atomic(&dir.join("objects.csv"), |w| {
+        Ok(w.write_all(csv.as_bytes())?)
+    })
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
 }
 
 pub fn markdown(summary: &Summary, title: &str) -> String {
