@@ -199,7 +199,7 @@ def load_checkpoint_into(model: nn.Module, pth_path: str) -> None:
 
 
 def adapt_to_input_size(sam: Sam, S: int) -> torch.Tensor:
-    """SPEC 1.9: run a checkpoint at input size S (multiple of 16).
+    """docs/sam.md#other-input-sizes: run a checkpoint at input size S (multiple of 16).
 
     pos_embed: [1,G,G,C] -> [1,C,G,G] -> bilinear (align_corners=False, no antialias) to
     [1,C,g,g] -> [1,g,g,C].  Rel-pos tables stay as stored (get_rel_pos interpolates them
@@ -416,7 +416,7 @@ def unit_references(out_dir: str, image_path: str, gray_path: str):
     # consistency: get_rel_pos indexes the resized table with a - b + (k - 1)
     idx = torch.arange(32)[:, None] - torch.arange(32)[None, :] + 31
     assert torch.equal(u["get_rel_pos_27_q32_k32"], u["rel_pos_27_to_63"][idx])
-    # (b) pos_embed bilinear resize as in SPEC 1.9
+    # (b) pos_embed bilinear resize as in docs/sam.md#other-input-sizes
     pe = torch.randn((1, 64, 64, 8), generator=gen)
     u["pos_embed_64"] = pe
     u["pos_embed_64_to_16"] = F.interpolate(

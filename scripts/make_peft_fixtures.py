@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Gradient-parity fixtures for sam-cobot's PEFT training (SPEC 2, 3, 4.5).
+"""Gradient-parity fixtures for sam-cobot's PEFT training (docs/methods.md,
+in particular docs/methods.md#forward-pass-and-loss).
 
     python3 scripts/make_peft_fixtures.py            # writes tests/fixtures/peft/
     python3 scripts/make_peft_fixtures.py --out DIR  # elsewhere
@@ -12,10 +13,10 @@ multimask off, bilinear align_corners=True upsampling to 256), the loss
     sum over the 2 objects of [BCEWithLogits(mean over 256^2) + 1 - softDice]
 and stores the loss, the gradient of every trainable tensor and the starting values of
 every PEFT tensor.  Also writes param_counts.json (vit_b / vit_l / vit_h, built on the meta
-device and checked against a real ViT-B build and SPEC 3.7).
+device and checked against a real ViT-B build and docs/methods.md#parameter-counts).
 
-PEFT values: the SPEC init distributions (peft_reference.init_peft_) plus seeded noise
-N(0, (0.1*scale)^2) on every tensor (scale = the init's std, or 1 for constant inits,
+PEFT values: the docs/methods.md#initial-values distributions (peft_reference.init_peft_)
+plus seeded noise N(0, (0.1*scale)^2) on every tensor (scale = the init's std, or 1 for constant inits,
 including the zero inits W_up, b_up, b_down, LN bias, quaternion R), so that no gradient is
 structurally zero (W_up = 0 would zero every other adapter gradient).  Frozen relation
 matrices keep their exact value: identity, or U[0,1) for "fixed".
@@ -133,7 +134,7 @@ def write_json(path, obj):
 
 
 def check_lora_cobot_delta(sam, gen):
-    """The wrapper's q/v deltas equal B . Q . diag(m + g) . A (SPEC 3.4, column-vector form)."""
+    """The wrapper's q/v deltas equal B . Q . diag(m + g) . A (docs/methods.md#lora-with-cobot, column-vector form)."""
     for mod in pr.peft_modules(sam):
         if not (isinstance(mod, pr.LoRAQKV) and mod.cobot):
             continue
@@ -401,7 +402,7 @@ def run_case(fixtures, out_dir, case, x, boxes_t, targets, do_fd):
                                        "a key bias); the stored float32 values are rounding noise "
                                        "(~1e-8): compare with an absolute tolerance",
         "trainable_params": {"encoder": enc_params, "total": total_params},
-        "peft_values": "SPEC init distributions + seeded noise N(0,(0.1*scale)^2) "
+        "peft_values": "docs/methods.md#initial-values distributions + seeded noise N(0,(0.1*scale)^2) "
                        "(scripts/peft_reference.py init_peft_/perturb_peft_, seed %d)" % PEFT_SEED,
         "stored": "reference.safetensors: loss [1] and grad.<name> (every tensor in trainable; "
                   "None gradients stored as zeros) computed by the float64 model and rounded to "
@@ -424,7 +425,7 @@ COUNT_VARIANTS = [("freeze", "freeze", None, None, None),
                   ("adapter", "adapter", None, None, None)] + \
                  [c for c in CASES if c[1].endswith("+cobot")]
 
-SPEC_37 = {  # SPEC 3.7, image-encoder parameters added
+DOC_COUNTS = {  # docs/methods.md#parameter-counts, image-encoder parameters added
     "vit_b": {"lora": 147456, "lora_cobot": 148320, "adapter": 322752, "adapter_cobot": 324048,
               "lora_cobot_head_linear": 148608, "adapter_cobot_head_linear": 326352},
     "vit_l": {"lora": 393216, "lora_cobot": 396096, "adapter": 860544, "adapter_cobot": 863424},
@@ -453,7 +454,7 @@ def param_counts(out_dir):
     res = {}
     for variant in ("vit_b", "vit_l", "vit_h"):
         res[variant] = {c[0]: count_variant(variant, c, "meta") for c in COUNT_VARIANTS}
-        for k, v in SPEC_37[variant].items():
+        for k, v in DOC_COUNTS[variant].items():
             assert res[variant][k]["encoder"] == v, (variant, k, res[variant][k], v)
     # a real (allocated) ViT-B build must give the same numbers
     for c in COUNT_VARIANTS:
@@ -462,7 +463,7 @@ def param_counts(out_dir):
     assert res["vit_b"]["lightweight"]["total"] == 4058340
     assert res["vit_b"]["full"]["total"] == 93735472
     doc = {
-        "note": "trainable parameters for rank 4 / bottleneck 16 (SPEC 3.7). 'encoder' = trainable "
+        "note": "trainable parameters for rank 4 / bottleneck 16 (docs/methods.md#parameter-counts). 'encoder' = trainable "
                 "parameters added in the image encoder (shared FacT_c/FacT_p counted once, frozen "
                 "relation matrices not counted; for full: every image-encoder parameter); 'total' = "
                 "all trainable parameters under the paper's trainable sets (mask decoder trains in "
@@ -470,7 +471,7 @@ def param_counts(out_dir):
                 "Keys as the fixture folders: <base>_cobot = dual/learnable/quaternion, _block = "
                 "coefficients block, _rel_identity / _rel_fixed = frozen P, _head_none / "
                 "_head_linear = head switch.",
-        "checked": "vit_b counted on a real CPU build too; encoder counts equal SPEC 3.7",
+        "checked": "vit_b counted on a real CPU build too; encoder counts equal docs/methods.md#parameter-counts",
     }
     doc.update(res)
     write_json(os.path.join(out_dir, "param_counts.json"), doc)

@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""PyTorch reference implementation of the PEFT modules of sam-cobot (SPEC sections 2 and 3).
+"""PyTorch reference implementation of the PEFT modules of sam-cobot (docs/methods.md).
 
-The modules follow the authors' code as SPEC 2.1-3.8 describes it, generalised per SPEC 3.6
-(T = 2D for LoRA, T = D for adapters, gamma length 2r / V, d_model = C), with the ablation
-switches of SPEC 3.8 as the tool names them:
+The modules follow the authors' code as docs/methods.md describes it, generalised as in
+docs/methods.md#larger-encoders (T = 2D for LoRA, T = D for adapters, gamma length 2r / V,
+d_model = C), with the switches of docs/methods.md#ablation-switches as the tool names them:
 
     coefficients: "dual"  -> u = h * m_t + g * h,  m_t = (FacT_c @ FacT_p)[0, :, t]
                   "block" -> u = g * h             (no FacT_c / FacT_p at all)
     relation:     "learnable" (P trainable), "identity" (P = I, frozen),
                   "fixed" (P ~ U[0,1), frozen); only with coefficients = "dual"
-    head:         "quaternion" (QuaternionLinear FacT_d1/FacT_d2, z = u . W, SPEC 3.3)
+    head:         "quaternion" (QuaternionLinear FacT_d1/FacT_d2, z = u . W, docs/methods.md#quaternion-head)
                   "linear"     (nn.Linear(k, k, bias=False), z = u . W^T, key FacT_d1.weight)
                   "none"       (z = u)
 
-Module paths (and hence state-dict / parameter names) are the authors' (SPEC 2.4, 3.2):
+Module paths (and hence state-dict / parameter names) are the authors' (docs/methods.md#key-names):
 
     image_encoder.blocks.{i}.attn.qkv.qkv.{weight,bias}           (wrapped pretrained qkv)
     image_encoder.blocks.{i}.attn.qkv.linear_{a,b}_{q,v}.weight
@@ -29,8 +29,8 @@ FacT_c / FacT_p are ONE nn.Parameter object registered in every wrapper, so
 `named_parameters()` lists them once, under block 0's name, and their .grad is the total
 gradient from every module.
 
-Initial values follow the SPEC exactly (`init_peft_`); `perturb_peft_` then adds seeded
-noise (used by the gradient fixtures so that no gradient is structurally zero).
+Initial values follow docs/methods.md#initial-values exactly (`init_peft_`); `perturb_peft_`
+then adds seeded noise (used by the gradient fixtures so that no gradient is structurally zero).
 """
 
 import math
@@ -50,7 +50,7 @@ HEADS = ("quaternion", "none", "linear")
 # --------------------------------------------------------------------------------------
 
 def quaternion_weight(r, i, j, k):
-    """[4a, 4b] matrix of SPEC 3.3 (row blocks = input component, column blocks = output).
+    """[4a, 4b] matrix of docs/methods.md#quaternion-head (row blocks = input component, column blocks = output).
 
     Identical to pytorch-qnn's `quaternion_linear` kernel (torch.cat of
     [r,-i,-j,-k], [i,r,-k,j], [j,k,r,-i], [k,-j,i,r] along dim 0, those four along dim 1).
@@ -113,7 +113,7 @@ class SharedRelation:
 
 
 # --------------------------------------------------------------------------------------
-# LoRA (SPEC 2.1) and LoRA + COBOT (SPEC 3.4)
+# LoRA (docs/methods.md#lora) and LoRA + COBOT (docs/methods.md#lora-with-cobot)
 # --------------------------------------------------------------------------------------
 
 class LoRAQKV(nn.Module):
@@ -165,7 +165,8 @@ class LoRAQKV(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# AdaptFormer adapter (SPEC 2.2) and adapter + COBOT (SPEC 3.5)
+# AdaptFormer adapter (docs/methods.md#adaptformer-adapter) and adapter + COBOT
+# (docs/methods.md#adapter-with-cobot)
 # --------------------------------------------------------------------------------------
 
 class AdapterMLP(nn.Module):
@@ -206,7 +207,7 @@ class AdapterMLP(nn.Module):
             else:
                 u = self.gamma * h
             h = apply_head(self.FacT_d1, u)
-        h = F.relu(h)  # plain adapter: after down_proj; COBOT: after the head (SPEC 3.5)
+        h = F.relu(h)  # plain adapter: after down_proj; COBOT: after the head (docs/methods.md#adapter-with-cobot)
         h = F.dropout(h, p=self.dropout, training=self.training)
         u = self.up_proj(h) * self.scale
         return u + res
@@ -274,7 +275,8 @@ def peft_named_tensors(sam):
 
 
 def init_peft_(sam, gen: torch.Generator):
-    """SPEC initial values, drawn from `gen` in the (deterministic) order of peft_named_tensors.
+    """Initial values of docs/methods.md#initial-values, drawn from `gen` in the (deterministic)
+    order of peft_named_tensors.
 
     LoRA A, B: Xavier-normal (std sqrt(2/(fan_in+fan_out))); adapter LN: weight 1, bias 0;
     down_proj.weight: Kaiming-uniform a=sqrt(5) -> U(-1/sqrt(C), 1/sqrt(C)); down_proj.bias 0;
@@ -345,7 +347,7 @@ def perturb_peft_(sam, gen: torch.Generator, fixed_relation: bool):
 
 
 def set_trainable(sam, method: str):
-    """Paper semantics (the tool's default, SPEC 2.3): lightweight = mask decoder; PEFT =
+    """Paper semantics (the tool's default, docs/methods.md#what-trains): lightweight = mask decoder; PEFT =
     PEFT tensors + mask decoder; full = every SAM parameter; freeze = nothing.  The prompt
     encoder is frozen except in full.  Frozen relation matrices stay frozen."""
     assert method in METHODS

@@ -33,7 +33,7 @@ def main():
     sam = sam_model_registry[variant]()
     sam.load_state_dict(state)
     s = args.image_size
-    if s != sam.image_encoder.img_size:  # SPEC 1.9: resize pos_embed, set the sizes
+    if s != sam.image_encoder.img_size:  # docs/sam.md#other-input-sizes: resize pos_embed, set the sizes
         g = s // 16
         pe = sam.image_encoder.pos_embed.data.permute(0, 3, 1, 2)
         pe = F.interpolate(pe, size=(g, g), mode="bilinear", align_corners=False)

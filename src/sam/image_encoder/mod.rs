@@ -2,7 +2,7 @@
 //! type, as candle puts its ViT and TinyViT behind one enum. ViT (Meta's SAM, [`vit`]) is the
 //! only family today. A second one is a file beside `vit.rs` (its module, its configuration read
 //! off a checkpoint, its keys) and a variant in [`ImageEncoder`] and [`EncoderConfig`], with its
-//! arm in the `match`es below (docs/extending.md#an-image-encoder-family).
+//! arm in the `match`es below (docs/extending.md#adding-an-image-encoder-family).
 
 pub mod vit;
 
