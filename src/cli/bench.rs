@@ -32,10 +32,8 @@ pub struct BenchArgs {
     /// Box prompts per image.
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     boxes: usize,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
-    /// backends need their cargo feature).
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// Untimed runs first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -55,7 +53,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     crate::kernels::set_enabled(!args.unfused);
-    let device = super::device::parse(&args.device)?;
+    let device = args.device.device()?;
     let device_name = super::device::describe(&device);
     if args.workload == Workload::Gemm {
         let shape = args.gemm_size;

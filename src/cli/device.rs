@@ -3,6 +3,23 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
+use clap::Args;
+
+/// The `--device` flag of every command that runs a model.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArg {
+    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
+    /// backends need their cargo feature).
+    #[arg(long = "device", value_name = "DEVICE", default_value = "auto")]
+    pub name: String,
+}
+
+impl DeviceArg {
+    /// The device, started (see [`parse`]).
+    pub fn device(&self) -> Result<Device> {
+        parse(&self.name)
+    }
+}
 
 /// Parses `auto`, `cpu`, `vulkan[:N|:cpu]` or `cuda[:N]`. A GPU device is started here, so that
 /// a missing driver or card is reported as an error naming the device rather than as a panic

@@ -47,9 +47,8 @@ pub struct EvalArgs {
     /// Write an overlay PNG per image into the report folder.
     #[arg(long)]
     overlays: bool,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -78,7 +77,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
-    let device = super::device::parse(&args.device)?;
+    let device = args.device.device()?;
     let sam = match &args.checkpoint {
         Some(c) => Some(load_model(
             c,

@@ -14,6 +14,7 @@ mod params;
 mod peft_args;
 mod predict;
 mod pretrain;
+mod run_dir_args;
 mod scenes;
 mod segment_everything;
 mod serve;

@@ -27,10 +27,8 @@ pub struct ModelArgs {
     /// or the size the adapter was trained at.
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
-    /// backends need their cargo feature).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: super::device::DeviceArg,
 }
 
 impl ModelArgs {
@@ -44,7 +42,7 @@ impl ModelArgs {
 
     /// The model, on the device named; errors name the file or flag.
     pub fn load(&self) -> Result<Sam> {
-        let device = super::device::parse(&self.device)?;
+        let device = self.device.device()?;
         load_model(
             &self.checkpoint,
             self.adapter.as_deref(),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::run_dir_args::RunDirArgs;
 use crate::train::pretrain::{MODEL_FILE, PretrainFlags, PretrainSettings, Pretrainer};
-use crate::train::run_dir::claim_run_dir;
 
 #[derive(Args, Debug)]
 #[command(args_override_self = true)]
@@ -16,30 +16,20 @@ pub struct PretrainArgs {
     /// Settings file (TOML, with the names of the flags below); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Run folder: best/ and last/ (model.safetensors, optimiser moments, run state and
-    /// settings), training.png and the validation scenes val/.
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue the run in --out from its last checkpoint, with its saved settings (only a
-    /// larger --steps may be given).
-    #[arg(long)]
-    resume: bool,
-    /// Start over in an --out that is not empty (the files a run writes are removed, others
-    /// kept).
-    #[arg(long, conflicts_with = "resume")]
-    force: bool,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    run: RunDirArgs,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     #[command(flatten)]
     settings: PretrainFlags,
 }
 
 pub fn run(args: PretrainArgs) -> Result<()> {
-    let saved = args.out.join("last/settings.json");
-    let settings = if args.resume {
-        let text = std::fs::read_to_string(&saved)
-            .with_context(|| format!("--resume: no run to continue in {}", args.out.display()))?;
+    let saved = args.run.out.join("last/settings.json");
+    let settings = if args.run.resume {
+        let text = std::fs::read_to_string(&saved).with_context(|| {
+            format!("--resume: no run to continue in {}", args.run.out.display())
+        })?;
         let run: PretrainSettings = serde_json::from_str(&text)
             .with_context(|| format!("{}: unreadable settings", saved.display()))?;
         let asked = settings(&args, toml::Table::try_from(&run)?)?;
@@ -57,25 +47,25 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         settings(&args, base)?
     };
     settings.validate().map_err(anyhow::Error::msg)?;
-    let device = super::device::parse(&args.device)?;
-    claim_run_dir(&args.out, args.resume, args.force)?;
+    let device = args.device.device()?;
+    args.run.claim()?;
     let pretrainer = Pretrainer {
         settings,
-        out: args.out.clone(),
+        out: args.run.out.clone(),
         stop: Some(super::stop_flag()?),
         device,
     };
-    let state = pretrainer.run(args.resume, &mut super::train::Bars::default())?;
+    let state = pretrainer.run(args.run.resume, &mut super::train::Bars::default())?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
         println!(
             "best validation (box Dice {best:.2}%) after {} steps -> {}",
             (epoch + 1) * pretrainer.settings.epoch_steps,
-            args.out.join("best").join(MODEL_FILE).display()
+            args.run.out.join("best").join(MODEL_FILE).display()
         );
     }
     println!(
         "last -> {}",
-        args.out.join("last").join(MODEL_FILE).display()
+        args.run.out.join("last").join(MODEL_FILE).display()
     );
     Ok(())
 }

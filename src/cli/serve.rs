@@ -56,9 +56,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a run; more are refused with 429.
     #[arg(long, default_value_t = 64)]
     max_queued: usize,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N].
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -74,7 +73,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     {
         bail!("--images {}: not a folder", dir.display());
     }
-    let device = super::device::parse(&args.device)?;
+    let device = args.device.device()?;
     let mut models = Vec::new();
     let mut sources: Vec<(String, Option<PathBuf>)> = vec![("base".into(), None)];
     for adapter in &args.adapter {

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::data_args::PreprocessingKind;
+use super::run_dir_args::RunDirArgs;
 use crate::data::preprocess::{SONAR_MEAN, SONAR_STD};
 use crate::data::{DataSource, Dataset};
 use crate::output::atomic::write_atomic;
@@ -16,7 +17,6 @@ use crate::output::guard::{FileRoles, canonical};
 use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation};
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
-use crate::train::run_dir::claim_run_dir;
 use crate::train::run_state::EpochLog;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{Progress, TrainSettings, Trainer, check_resumable, check_trainable};
@@ -257,17 +257,8 @@ pub struct TrainArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     flags: Experiment,
-    /// Run folder: checkpoints (best/, last/), the plot, the settings (experiment.toml).
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue the run in --out from its last checkpoint, with the run's own settings (a
-    /// setting given again must be the same; only --epochs may grow).
-    #[arg(long)]
-    resume: bool,
-    /// Start over in an --out that is not empty (the files a run writes are removed, others
-    /// kept).
-    #[arg(long, conflicts_with = "resume")]
-    force: bool,
+    #[command(flatten)]
+    run: RunDirArgs,
     /// Stop at the first unreadable item instead of skipping it.
     #[arg(long)]
     strict: bool,
@@ -281,17 +272,15 @@ pub struct TrainArgs {
     /// appended to with --resume.
     #[arg(long)]
     log_jsonl: Option<PathBuf>,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
-    /// backends need their cargo feature).
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
 }
 
 /// The run's resolved settings, at the top of its folder.
 const EXPERIMENT_FILE: &str = "experiment.toml";
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let device = super::device::parse(&args.device)?;
+    let device = args.device.device()?;
     let from_file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -304,9 +293,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => toml::Table::new(),
     };
     let flags = args.flags.table()?;
-    let saved = args.out.join(EXPERIMENT_FILE);
-    let experiment = if args.resume {
-        check_resumable(&args.out)?;
+    let saved = args.run.out.join(EXPERIMENT_FILE);
+    let experiment = if args.run.resume {
+        check_resumable(&args.run.out)?;
         let text = std::fs::read_to_string(&saved).with_context(|| {
             format!(
                 "--resume: cannot read the run's settings {} (runs made before sam-cobot \
@@ -330,7 +319,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .overlaid(&flags, "the flags")?
     };
     let mut experiment = experiment;
-    if args.cache_embeddings.is_some() && !args.resume && experiment.augment != Some(false) {
+    if args.cache_embeddings.is_some() && !args.run.resume && experiment.augment != Some(false) {
         // A cached embedding is of one image; augmentation makes a new one every epoch.
         eprintln!("warning: --cache-embeddings turns augmentation off (augment = false)");
         experiment.augment = Some(false);
@@ -370,12 +359,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     {
         roles.input("--data", &source);
     }
-    roles.output_dir("--out", &args.out)?;
+    roles.output_dir("--out", &args.run.out)?;
     if let Some(dir) = &args.cache_embeddings {
         roles.output_dir("--cache-embeddings", dir)?;
     }
     check_trainable(&settings, &train)?;
-    claim_run_dir(&args.out, args.resume, args.force)?;
+    args.run.claim()?;
     let record = toml::to_string(&experiment)?;
     write_atomic(&saved, |w| Ok(w.write_all(record.as_bytes())?))?;
     let stop = super::stop_flag()?;
@@ -383,22 +372,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
         settings,
         train: &train,
         val: val.as_ref(),
-        out: args.out.clone(),
+        out: args.run.out.clone(),
         stop: Some(stop),
         device,
         step_log: args.log_jsonl.clone(),
         embedding_cache: args.cache_embeddings.clone(),
     };
-    let result = trainer.run(args.resume, &mut Bars::default());
-    if result.is_err() && !args.resume {
-        forget_unstarted_run(&args.out);
+    let result = trainer.run(args.run.resume, &mut Bars::default());
+    if result.is_err() && !args.run.resume {
+        forget_unstarted_run(&args.run.out);
     }
     let state = result?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
         println!(
             "best epoch {} (score {best:.2}) -> {}",
             epoch + 1,
-            args.out.join("best/adapter.safetensors").display()
+            args.run.out.join("best/adapter.safetensors").display()
         );
     }
     if state.skipped_steps > 0 {
