@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Reference for `sam-cobot segment-everything`, from Meta's SamAutomaticMaskGenerator.
 
-On the shipped base model (models/sam-cobot-base-256.safetensors, built with Meta's modules to
-its sizes by sam_builder.py) and the 300x200 test image, four runs with the thresholds loosened
+On the 256 px base model (tests/fixtures/sam-cobot-base-256.safetensors, the first stage of the
+shipped base, built with Meta's modules to its sizes by sam_builder.py) and the 300x200 test image, four runs with the thresholds loosened
 so that masks survive (the base model's predicted IoUs stay below Meta's 0.88):
 
 - `grid`: 16 points a side, pred_iou_thresh 0.5, stability_score_thresh 0.7, the rest Meta's
@@ -54,7 +54,7 @@ def csv_rows(masks):
 
 def main():
     torch.set_num_threads(1)
-    sam = build_sam(load_state_dict(os.path.join(ROOT, "models", "sam-cobot-base-256.safetensors")))
+    sam = build_sam(load_state_dict(os.path.join(ROOT, "tests", "fixtures", "sam-cobot-base-256.safetensors")))
     image = load_rgb(os.path.join(ROOT, "tests", "fixtures", "image_300x200.png"))
     out = os.path.join(ROOT, "tests", "fixtures", "amg")
     os.makedirs(out, exist_ok=True)
@@ -72,7 +72,7 @@ def main():
                 "crop_box": m["crop_box"],
             })
         with open(os.path.join(out, f"{name}.json"), "w") as f:
-            json.dump({"checkpoint": "models/sam-cobot-base-256.safetensors",
+            json.dump({"checkpoint": "tests/fixtures/sam-cobot-base-256.safetensors",
                        "image": "tests/fixtures/image_300x200.png", "size": [200, 300],
                        "settings": settings, "masks": records, "metadata_csv": csv_rows(masks)},
                       f, separators=(",", ":"))

@@ -44,10 +44,7 @@ fn eval_on_the_device_scores_as_on_the_cpu() {
         &["scenes", "--out", "scenes", "--count", "3", "--seed", "5"],
         dir,
     );
-    let base = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models/sam-cobot-base-256.safetensors"
-    );
+    let base = common::BASE_256;
     let device = device();
     for (name, on) in [("cpu", "cpu"), ("gpu", device.as_str())] {
         let args = [

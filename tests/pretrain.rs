@@ -126,8 +126,13 @@ fn a_run_can_start_from_a_checkpoints_weights() {
 fn a_resumed_run_ends_with_the_uninterrupted_runs_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
-    ok(&pretrain(&whole, &[]));
-    ok(&pretrain(&parts, &["--steps", "2"]));
+    // Degraded scenes and small objects too: they are part of what a resumed run must repeat.
+    let scenes = ["--degrade", "0.5", "--small-objects", "0.5"];
+    ok(&pretrain(&whole, &scenes));
+    ok(&pretrain(
+        &parts,
+        &[&["--steps", "2"][..], &scenes].concat(),
+    ));
     // Resuming takes the run's settings; only a longer --steps is accepted.
     let out = sam_cobot(&["pretrain", "--resume", "--lr", "0.5"], &parts);
     assert!(!out.status.success());
@@ -153,6 +158,8 @@ fn unusable_settings_are_refused_before_anything_is_written() {
         ("--image-size", "100", "--image-size 100"),
         ("--model", "vit_q", "--model vit_q"),
         ("--loss-downscale", "3", "--loss-downscale 3"),
+        ("--degrade", "1.5", "--degrade 1.5"),
+        ("--small-objects", "2", "--small-objects 2"),
     ] {
         let out_dir = tmp.path().join(flag.trim_start_matches('-'));
         let out = pretrain(&out_dir, &[flag, value]);
@@ -195,9 +202,20 @@ fn a_run_folder_is_not_replaced_without_force() {
 }
 
 #[test]
-fn the_shipped_preset_is_a_valid_settings_file() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("presets/pretrain-base.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let settings: sam_cobot::train::pretrain::PretrainSettings = toml::from_str(&text).unwrap();
-    settings.validate().unwrap();
+fn the_shipped_presets_are_valid_settings_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in [
+        "pretrain-base.toml",
+        "pretrain-base-512.toml",
+        "pretrain-base-small.toml",
+    ] {
+        let text = std::fs::read_to_string(root.join("presets").join(name)).unwrap();
+        let settings: sam_cobot::train::pretrain::PretrainSettings = toml::from_str(&text).unwrap();
+        settings.validate().unwrap();
+        // The second stage starts from the first, shipped beside the tests (the third from the
+        // second's run folder).
+        if let Some(init) = settings.init.as_ref().filter(|p| p.starts_with("tests")) {
+            assert!(root.join(init).exists(), "{name}: {}", init.display());
+        }
+    }
 }

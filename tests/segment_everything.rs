@@ -1,5 +1,5 @@
 //! `segment-everything` against Meta's SamAutomaticMaskGenerator: the fixtures of
-//! `scripts/make_amg_fixture.py` (the shipped base model on the 300x200 test image, with the
+//! `scripts/make_amg_fixture.py` (the 256 px base, `tests/fixtures/sam-cobot-base-256.safetensors`, on the 300x200 test image, with the
 //! thresholds loosened so that masks survive; one run with a crop layer, one with small-region
 //! removal, one with both filters off). The same masks in the same order, the same RLEs, areas,
 //! boxes, points and crops, predicted IoU and stability within 1e-4; then the command's files.
@@ -18,10 +18,7 @@ use sam_cobot::sam::Sam;
 use sam_cobot::sam::mask_generator::{GeneratedMask, MaskGenerator, MaskGeneratorSettings};
 use serde_json::Value;
 
-const BASE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/sam-cobot-base-256.safetensors"
-);
+const BASE: &str = common::BASE_256;
 
 fn image() -> PathBuf {
     fixtures().join("image_300x200.png")

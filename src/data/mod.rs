@@ -49,6 +49,7 @@
 
 pub mod augment;
 pub mod coco;
+pub mod degrade;
 pub mod marine_debris;
 pub mod mask_folder;
 pub mod preprocess;

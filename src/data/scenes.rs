@@ -23,8 +23,28 @@ use crate::output::atomic::write_atomic;
 /// Objects smaller than this (visible pixels, at 256 px) are dropped: too small to prompt.
 const MIN_AREA_AT_256: f32 = 48.0;
 
+/// How large a scene's objects are, as radii in fractions of its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectSizes {
+    /// Uniform from 0.04 to 0.22: objects of 10 to 56 px in a 256 px scene.
+    #[default]
+    Medium,
+    /// A log-uniform size from 0.006 to 0.22 (a third of them under 0.02, a few pixels across
+    /// in a 256 px scene), each radius 0.3 to 1 times it: ships on radar chips and debris on
+    /// sonar are that small. Objects down to [`MIN_AREA_SMALL`] pixels are kept.
+    WithSmall,
+}
+
+/// The smallest object kept in [`ObjectSizes::WithSmall`] scenes, in pixels at any size.
+const MIN_AREA_SMALL: usize = 12;
+
 /// The scene with seed `seed`: `size` × `size` pixels, 1 to `max_objects` objects.
 pub fn scene(seed: u64, size: u32, max_objects: usize) -> Sample {
+    scene_with(seed, size, max_objects, ObjectSizes::Medium)
+}
+
+/// [`scene`] with objects of the given sizes.
+pub fn scene_with(seed: u64, size: u32, max_objects: usize, sizes: ObjectSizes) -> Sample {
     let mut rng = StdRng::seed_from_u64(seed);
     let s = size as f32;
     let n = size as usize * size as usize;
@@ -35,7 +55,7 @@ pub fn scene(seed: u64, size: u32, max_objects: usize) -> Sample {
         .collect();
     let mut masks: Vec<Vec<bool>> = Vec::new();
     for _ in 0..rng.random_range(1..=max_objects.max(1)) {
-        let shape = Shape::random(&mut rng, s);
+        let shape = Shape::random(&mut rng, s, sizes);
         let centre = background.colour(shape.centre);
         let fill = Fill::random(&mut rng, s, Some(centre), grey, false);
         let inside: Vec<bool> = (0..n)
@@ -62,7 +82,10 @@ pub fn scene(seed: u64, size: u32, max_objects: usize) -> Sample {
         let v = c.map(|v| v + if grey { shared } else { noise.sample(&mut rng) });
         px.0 = v.map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
     }
-    let min_area = (MIN_AREA_AT_256 * (s / 256.0).powi(2)).max(4.0) as usize;
+    let min_area = match sizes {
+        ObjectSizes::Medium => (MIN_AREA_AT_256 * (s / 256.0).powi(2)).max(4.0) as usize,
+        ObjectSizes::WithSmall => MIN_AREA_SMALL,
+    };
     let objects = masks
         .iter()
         .filter(|m| m.iter().filter(|v| **v).count() >= min_area)
@@ -128,15 +151,28 @@ pub(crate) struct Shape {
 
 impl Shape {
     /// A random shape of a random kind in an `s × s` image.
-    pub fn random(rng: &mut StdRng, s: f32) -> Self {
+    pub fn random(rng: &mut StdRng, s: f32, sizes: ObjectSizes) -> Self {
         let kind = KINDS[rng.random_range(0..KINDS.len())];
-        Self::random_of(kind, rng, s)
+        Self::random_of(kind, rng, s, sizes)
     }
 
     /// A random shape of `kind` in an `s × s` image.
-    pub fn random_of(kind: Kind, rng: &mut StdRng, s: f32) -> Self {
-        let r = |rng: &mut StdRng| rng.random_range(0.04..0.22) * s;
-        let mut radii = (r(rng), r(rng));
+    pub fn random_of(kind: Kind, rng: &mut StdRng, s: f32, sizes: ObjectSizes) -> Self {
+        let mut radii = match sizes {
+            ObjectSizes::Medium => {
+                let r = |rng: &mut StdRng| rng.random_range(0.04..0.22) * s;
+                (r(rng), r(rng))
+            }
+            ObjectSizes::WithSmall => {
+                // One log-uniform size, then each radius a part of it, so that small objects
+                // stay a few pixels thick instead of becoming one-pixel slivers.
+                let size = rng.random_range(0.006f32.ln()..0.22f32.ln()).exp() * s;
+                (
+                    size * rng.random_range(0.3..1.0),
+                    size * rng.random_range(0.3..1.0),
+                )
+            }
+        };
         let params = match kind {
             Kind::Polygon => {
                 // Vertices at even angles and random radii, computed once (contains runs per
@@ -404,5 +440,26 @@ mod tests {
                 "masks overlap in scene {seed}"
             );
         }
+    }
+
+    #[test]
+    fn small_object_scenes_hold_objects_below_the_medium_floor() {
+        let area = |o: &Object| o.mask.as_raw().iter().filter(|&&v| v > 0).count();
+        let medium_floor = MIN_AREA_AT_256 as usize * 4;
+        let (mut small, mut medium_smallest) = (0, usize::MAX);
+        for seed in 0..20 {
+            let with_small = scene_with(seed, 512, 8, ObjectSizes::WithSmall);
+            small += with_small
+                .objects
+                .iter()
+                .filter(|o| area(o) < medium_floor)
+                .count();
+            assert!(with_small.objects.iter().all(|o| area(o) >= MIN_AREA_SMALL));
+            let medium = scene(seed, 512, 8);
+            medium_smallest =
+                medium_smallest.min(medium.objects.iter().map(area).min().unwrap_or(usize::MAX));
+        }
+        assert!(small >= 10, "{small} small objects in 20 scenes");
+        assert!(medium_smallest >= medium_floor);
     }
 }

@@ -13,7 +13,7 @@ use image::{GrayImage, Luma};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::scenes::{KINDS, Kind, Shape};
+use super::scenes::{KINDS, Kind, ObjectSizes, Shape};
 
 /// Writes `n` images of `size`×`size` into `dir/images` and their masks into `dir/masks`.
 pub fn write_sonar_like(dir: &Path, n: usize, size: u32, seed: u64) -> Result<()> {
@@ -36,7 +36,7 @@ pub fn write_sonar_like(dir: &Path, n: usize, size: u32, seed: u64) -> Result<()
         while kept < wanted && tries < 30 {
             tries += 1;
             let kind = kinds[rng.random_range(0..kinds.len())];
-            let shape = Shape::random_of(kind, &mut rng, size as f32);
+            let shape = Shape::random_of(kind, &mut rng, size as f32, ObjectSizes::Medium);
             let inside: Vec<usize> = (0..side * side)
                 .filter(|&p| shape.contains(((p % side) as f32 + 0.5, (p / side) as f32 + 0.5)))
                 .collect();

@@ -25,8 +25,9 @@ use super::run_state::{EpochLog, EpochLosses, RunState};
 use super::schedule::warmup_cosine;
 use super::trainer::{Interrupted, Progress, optimise, read_run_state, save_run_files};
 use crate::checkpoint::{load_state_dict, write_safetensors};
+use crate::data::degrade::degrade;
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
-use crate::data::scenes::{scene, write_coco};
+use crate::data::scenes::{ObjectSizes, scene_with, write_coco};
 use crate::data::{DataSource, Dataset};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
 use crate::nn::F32Values;
@@ -104,6 +105,12 @@ pretrain_settings! {
     point_prompts: bool => bool = true,
     /// Train corrective points from the error region of each single-point prediction.
     corrective_points: bool => bool = true,
+    /// Fraction of training scenes degraded as sonar, radar and endoscopy images are (lower
+    /// contrast, blur, speckle, grain: data::degrade); validation scenes stay clean.
+    degrade: f64 => f64 = 0.0,
+    /// Fraction of training scenes whose objects include small ones, down to a few pixels
+    /// (data::scenes::ObjectSizes::WithSmall); validation scenes keep the medium sizes.
+    small_objects: f64 => f64 = 0.0,
     /// Seed of the random weights, the scenes and the prompts.
     seed: u64 => u64 = 0,
     /// Validation scenes (seeds from the validation seed on), scored with boxes and one point.
@@ -151,6 +158,14 @@ impl PretrainSettings {
                 ));
             }
         }
+        for (flag, value) in [
+            ("--degrade", self.degrade),
+            ("--small-objects", self.small_objects),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("{flag} {value}: must be a fraction from 0 to 1"));
+            }
+        }
         if ![1, 2, 4].contains(&self.loss_downscale) {
             return Err(format!(
                 "--loss-downscale {}: must be 1, 2 or 4",
@@ -170,6 +185,10 @@ impl PretrainSettings {
 /// Training scenes have seeds with this bit set; every other seed (validation, `sam-cobot
 /// scenes`) is never trained on.
 const TRAIN_SEED_BIT: u64 = 1 << 63;
+
+/// Mixed into a scene's seed for the streams that degrade it and choose its object sizes.
+const DEGRADE_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
+const SIZES_STREAM: u64 = 0x8CB9_2BA7_2F3D_8DD7;
 
 /// The seed of scene `b` of step `step` of a run with seed `seed`.
 fn train_scene_seed(seed: u64, step: u64, b: usize) -> u64 {
@@ -243,11 +262,25 @@ impl Pretrainer<'_> {
                     StdRng::seed_from_u64(train_scene_seed(s.seed, step as u64, usize::MAX));
                 let inputs: Vec<ModelInput> = (0..s.batch)
                     .map(|b| {
-                        let sample = scene(
-                            train_scene_seed(s.seed, step as u64, b),
-                            s.image_size as u32,
-                            s.max_objects,
-                        );
+                        let seed = train_scene_seed(s.seed, step as u64, b);
+                        // The choices below draw from streams of their own, so that each one
+                        // leaves the others' draws as they are without it.
+                        let sizes = if s.small_objects > 0.0
+                            && StdRng::seed_from_u64(seed ^ SIZES_STREAM)
+                                .random_bool(s.small_objects)
+                        {
+                            ObjectSizes::WithSmall
+                        } else {
+                            ObjectSizes::Medium
+                        };
+                        let mut sample =
+                            scene_with(seed, s.image_size as u32, s.max_objects, sizes);
+                        if s.degrade > 0.0 {
+                            let mut rng = StdRng::seed_from_u64(seed ^ DEGRADE_STREAM);
+                            if rng.random_bool(s.degrade) {
+                                degrade(&mut sample.image, &mut rng);
+                            }
+                        }
                         preprocess_sample(&sample, &Preprocessing::Sam, s.image_size)
                     })
                     .filter(|input| !input.boxes.is_empty())

@@ -22,6 +22,14 @@ pub fn test_device() -> burn::tensor::Device {
         .unwrap_or_else(|e| panic!("SAM_COBOT_TEST_DEVICE={name}: {e}"))
 }
 
+/// The first stage of the shipped base model (`models/README.md`): the 256 px SAM that the
+/// segment-everything fixtures were made with and that the server and GPU-path tests run
+/// (four times cheaper than the shipped 512 px model).
+pub const BASE_256: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/sam-cobot-base-256.safetensors"
+);
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

@@ -6,10 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-pub const BASE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/models/sam-cobot-base-256.safetensors"
-);
+pub const BASE: &str = super::BASE_256;
 
 /// A server process, stopped when dropped.
 pub struct Server {
