@@ -132,7 +132,10 @@ pub struct Experiment {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     augment: Option<bool>,
-    /// Box jitter in pixels at the 1024 scale.
+    /// Box jitter in pixels at the 1024 scale: each box coordinate shifted by 0 to N-1 pixels,
+    /// right and down, as the COBOT authors' sonar training does (the paper's presets set 50).
+    /// Off by default: the one-sided shift teaches the model to reach up and left of the box
+    /// (docs/methods.md#box-prompt-jitter).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     box_jitter: Option<u32>,
@@ -168,7 +171,7 @@ impl Experiment {
             seed: Some(42),
             dice: Some(DiceKind::Soft),
             augment: Some(true),
-            box_jitter: Some(50),
+            box_jitter: Some(0),
             ..Self::default()
         }
     }
