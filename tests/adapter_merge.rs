@@ -675,3 +675,84 @@ fn merge_fails_on_a_peft_tensor_it_did_not_fold() {
     assert!(err.contains("was not folded"), "{err}");
     assert!(Method::LORA.foldable() && !Method::ADAPTER_COBOT.foldable());
 }
+
+/// `merge --image-size` writes a checkpoint native at that size: read back, its shapes name that
+/// size (global relative-position tables of 2g − 1 rows), and it predicts there as the original
+/// resized on the fly does; alone or with an adapter folded in.
+#[test]
+fn merge_writes_a_checkpoint_native_at_another_input_size() {
+    let tmp = TempDir::new().unwrap();
+    let base = fixture(BASE);
+    let at = |sam: Sam| logits(&sam);
+    let original =
+        Sam::from_state_dict(load_state_dict(&base).unwrap(), Some(320), &device()).unwrap();
+    let converted = tmp.path().join("tiny320.safetensors");
+    let out = sam_cobot(
+        tmp.path(),
+        &[
+            os("merge"),
+            os("--checkpoint"),
+            base.as_os_str(),
+            os("--image-size"),
+            os("320"),
+            os("--out"),
+            converted.as_os_str(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let dict = load_state_dict(&converted).unwrap();
+    assert_eq!(
+        dict.get("image_encoder.pos_embed").unwrap().shape,
+        [1, 20, 20, 64]
+    );
+    let native = Sam::from_state_dict(dict, None, &device()).unwrap();
+    assert_eq!(native.image_size, 320);
+    let global = &native.config.encoder.vit().unwrap().global_attn_indexes;
+    assert!(!global.is_empty());
+    let diff = max_abs_diff(&at(original), &at(native));
+    println!("converted to 320 px: max |Δ logits| {diff:e}");
+    assert!(diff < 1e-4, "{diff}");
+
+    // With an adapter: the same model as merging at the native size and running at 320.
+    let cfg = cfg(Method::LORA);
+    let adapter = saved_adapter(tmp.path(), &cfg);
+    let (both, plain) = (tmp.path().join("both.pth"), tmp.path().join("plain.pth"));
+    for (out, size) in [(&both, Some("320")), (&plain, None)] {
+        let mut args = vec![
+            os("merge"),
+            os("--checkpoint"),
+            base.as_os_str(),
+            os("--adapter"),
+            adapter.as_os_str(),
+            os("--out"),
+            out.as_os_str(),
+        ];
+        if let Some(size) = size {
+            args.extend([os("--image-size"), os(size)]);
+        }
+        let result = sam_cobot(tmp.path(), &args);
+        assert!(result.status.success(), "{result:?}");
+    }
+    let load = |path: &Path, size| {
+        Sam::from_state_dict(load_state_dict(path).unwrap(), size, &device()).unwrap()
+    };
+    let diff = max_abs_diff(&at(load(&both, None)), &at(load(&plain, Some(320))));
+    assert!(diff < 1e-4, "{diff}");
+
+    // A size the patches do not divide is refused, naming it; nothing is written.
+    let bad = tmp.path().join("bad.safetensors");
+    let out = sam_cobot(
+        tmp.path(),
+        &[
+            os("merge"),
+            os("--checkpoint"),
+            base.as_os_str(),
+            os("--image-size"),
+            os("100"),
+            os("--out"),
+            bad.as_os_str(),
+        ],
+    );
+    assert_cli_fails(&out, &["--image-size 100"]);
+    assert!(!bad.exists());
+}

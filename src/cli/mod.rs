@@ -76,7 +76,8 @@ enum Command {
     Init(init::InitArgs),
     /// Count the trainable parameters of a fine-tuning method.
     Params(params::ParamsArgs),
-    /// Fold an adapter into its base checkpoint: a stock SAM .pth or .safetensors.
+    /// Fold an adapter into its base checkpoint, or write a checkpoint native at another input
+    /// size (--image-size): a stock SAM .pth or .safetensors.
     Merge(merge::MergeArgs),
     /// Mean and standard deviation of a data set's images (0–1 scale), for --preprocessing sonar.
     Stats(stats::StatsArgs),

@@ -163,6 +163,18 @@ impl Sam {
         params::export(self, &self.names, |_, _| true)
     }
 
+    /// [`Sam::state_dict`] as a checkpoint native at this model's input size holds it (the
+    /// position embedding and global relative-position tables resized as the forward pass
+    /// resizes them): the same outputs at that size, which its shapes then name as native.
+    pub fn state_dict_at_input_size(&self) -> StateDict {
+        let mut dict = self.state_dict();
+        let grid = self.image_size / self.config.encoder.patch_size();
+        for (key, tensor) in self.image_encoder.tensors_for_grid(grid) {
+            dict.insert(key, tensor);
+        }
+        dict
+    }
+
     pub fn device(&self) -> Device {
         self.prompt_encoder.no_mask_embed.device()
     }

@@ -9,6 +9,7 @@ pub mod vit;
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use crate::checkpoint::RawTensor;
 use crate::nn::weights::{ModelLoadError, Weights};
 use vit::{VitConfig, VitEncoder};
 
@@ -76,6 +77,14 @@ impl ImageEncoder {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::Vit(e) => e.forward(x),
+        }
+    }
+
+    /// The tensors whose shape follows the input size, as a checkpoint native at a `g × g`
+    /// token grid holds them.
+    pub fn tensors_for_grid(&self, g: usize) -> Vec<(String, RawTensor)> {
+        match self {
+            Self::Vit(e) => e.tensors_for_grid(g),
         }
     }
 

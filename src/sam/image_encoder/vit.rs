@@ -4,9 +4,11 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::checkpoint::RawTensor;
 use crate::kernels;
 use crate::nn::init::Init;
 use crate::nn::layers::{Conv2d, LayerNorm, Linear};
+use crate::nn::to_raw;
 use crate::nn::weights::{ModelLoadError, Weights};
 use crate::peft::BlockModules;
 use crate::peft::cobot::CobotShared;
@@ -183,6 +185,34 @@ impl VitEncoder {
     fn pos_embed_for_grid(&self, g: usize) -> Tensor<4> {
         resize_pos_embed(self.pos_embed.val(), g)
     }
+
+    /// The tensors whose shape follows the input size, as a checkpoint native at a `g × g`
+    /// token grid holds them: the position embedding and the global blocks' relative-position
+    /// tables, each resized exactly as the forward pass resizes it at that grid. A checkpoint
+    /// written with them computes the same there and is read back as native there, so Meta's
+    /// `Sam` built at that size loads it (docs/sam.md#other-input-sizes).
+    pub fn tensors_for_grid(&self, g: usize) -> Vec<(String, RawTensor)> {
+        let mut tensors = vec![(
+            "image_encoder.pos_embed".to_string(),
+            to_raw(self.pos_embed_for_grid(g)),
+        )];
+        for (i, block) in self.blocks.iter().enumerate() {
+            if block.window_size > 0 {
+                continue;
+            }
+            let attn = &block.attn;
+            for (name, table) in [
+                ("rel_pos_h", &attn.rel_pos_h),
+                ("rel_pos_w", &attn.rel_pos_w),
+            ] {
+                tensors.push((
+                    format!("image_encoder.blocks.{i}.attn.{name}"),
+                    to_raw(rel_pos_rows(table.val(), 2 * g - 1)),
+                ));
+            }
+        }
+        tensors
+    }
 }
 
 /// A `[1, G, G, C]` position embedding bilinearly resized to a `g × g` grid
@@ -325,17 +355,22 @@ impl Attention {
     }
 }
 
+/// A relative-position table resized linearly to `rows` rows, as SAM's `get_rel_pos` does when
+/// its length is not the one the grid needs.
+fn rel_pos_rows(table: Tensor<2>, rows: usize) -> Tensor<2> {
+    let stored = table.dims()[0];
+    if stored == rows {
+        return table;
+    }
+    linear_interpolation_matrix(stored, rows, false, &table.device()).matmul(table)
+}
+
 /// SAM's `get_rel_pos`: the `[q, k, hd]` table of relative embeddings for query/key sizes
 /// `q` and `k`, linearly resizing the stored table when its length is not `2·max(q,k)−1`.
 pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
-    let [rows, hd] = table.dims();
-    let needed = 2 * q.max(k) - 1;
+    let hd = table.dims()[1];
     let device = table.device();
-    let table = if rows == needed {
-        table
-    } else {
-        linear_interpolation_matrix(rows, needed, false, &device).matmul(table)
-    };
+    let table = rel_pos_rows(table, 2 * q.max(k) - 1);
     // Computed in f32 like the reference, then truncated.
     let q_scale = (k as f32 / q as f32).max(1.0);
     let k_scale = (q as f32 / k as f32).max(1.0);
