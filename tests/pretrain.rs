@@ -120,6 +120,19 @@ fn a_run_can_start_from_a_checkpoints_weights() {
         after.keys().collect::<Vec<_>>()
     );
     assert_ne!(before, after, "the steps from --init changed nothing");
+
+    // At another size the checkpoints keep the start's grid; the command says how to convert.
+    let third = tmp.path().join("third");
+    let out = pretrain(
+        &third,
+        &["--init", start.to_str().unwrap(), "--image-size", "128"],
+    );
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("keep the 256 px grid") && stdout.contains("--image-size 128"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use burn::tensor::Device;
+
 use super::run_dir_args::RunDirArgs;
+use crate::checkpoint::load_state_dict;
+use crate::sam::Sam;
 use crate::train::pretrain::{MODEL_FILE, PretrainFlags, PretrainSettings, Pretrainer};
 
 #[derive(Args, Debug)]
@@ -63,10 +67,20 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             args.run.out.join("best").join(MODEL_FILE).display()
         );
     }
-    println!(
-        "last -> {}",
-        args.run.out.join("last").join(MODEL_FILE).display()
-    );
+    let last = args.run.out.join("last").join(MODEL_FILE);
+    println!("last -> {}", last.display());
+    // A run at another size than its start's checkpoint keeps that checkpoint's grid (the
+    // forward pass resizes it), so its files name the start's size as native.
+    let size = pretrainer.settings.image_size;
+    let native = Sam::from_state_dict(load_state_dict(&last)?, None, &Device::flex())?.image_size;
+    if native != size {
+        println!(
+            "note: the checkpoints keep the {native} px grid they started from and run at \
+             {native} px unless told --image-size {size}; `sam-cobot merge --checkpoint {} \
+             --image-size {size} --out FILE` writes one native at {size} px",
+            last.display()
+        );
+    }
     Ok(())
 }
 
