@@ -390,18 +390,27 @@ fn cli_merge(dir: &Path, adapter: &Path, out: &Path) -> Output {
 }
 
 fn cli_merge_on(dir: &Path, base: &Path, adapter: &Path, out: &Path) -> Output {
-    sam_cobot(
-        dir,
-        &[
-            os("merge"),
-            os("--checkpoint"),
-            base.as_os_str(),
-            os("--adapter"),
-            adapter.as_os_str(),
-            os("--out"),
-            out.as_os_str(),
-        ],
-    )
+    cli_merge_with(dir, base, adapter, out, &[])
+}
+
+/// `merge` with `extra` flags after the files.
+fn cli_merge_with(
+    dir: &Path,
+    base: &Path,
+    adapter: &Path,
+    out: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> Output {
+    let args = [
+        os("merge"),
+        os("--checkpoint"),
+        base.as_os_str(),
+        os("--adapter"),
+        adapter.as_os_str(),
+        os("--out"),
+        out.as_os_str(),
+    ];
+    sam_cobot(dir, &[&args[..], extra].concat())
 }
 
 /// Merges an adapter of `cfg` (through the CLI, both formats) and compares the stock model's
@@ -687,18 +696,22 @@ fn merge_writes_a_checkpoint_native_at_another_input_size() {
     let original =
         Sam::from_state_dict(load_state_dict(&base).unwrap(), Some(320), &device()).unwrap();
     let converted = tmp.path().join("tiny320.safetensors");
-    let out = sam_cobot(
-        tmp.path(),
-        &[
-            os("merge"),
-            os("--checkpoint"),
-            base.as_os_str(),
-            os("--image-size"),
-            os("320"),
-            os("--out"),
-            converted.as_os_str(),
-        ],
-    );
+    // `merge --checkpoint base --image-size S --out FILE`.
+    let convert = |size: &str, out: &Path| {
+        sam_cobot(
+            tmp.path(),
+            &[
+                os("merge"),
+                os("--checkpoint"),
+                base.as_os_str(),
+                os("--image-size"),
+                os(size),
+                os("--out"),
+                out.as_os_str(),
+            ],
+        )
+    };
+    let out = convert("320", &converted);
     assert!(out.status.success(), "{out:?}");
     let dict = load_state_dict(&converted).unwrap();
     assert_eq!(
@@ -717,20 +730,8 @@ fn merge_writes_a_checkpoint_native_at_another_input_size() {
     let cfg = cfg(Method::LORA);
     let adapter = saved_adapter(tmp.path(), &cfg);
     let (both, plain) = (tmp.path().join("both.pth"), tmp.path().join("plain.pth"));
-    for (out, size) in [(&both, Some("320")), (&plain, None)] {
-        let mut args = vec![
-            os("merge"),
-            os("--checkpoint"),
-            base.as_os_str(),
-            os("--adapter"),
-            adapter.as_os_str(),
-            os("--out"),
-            out.as_os_str(),
-        ];
-        if let Some(size) = size {
-            args.extend([os("--image-size"), os(size)]);
-        }
-        let result = sam_cobot(tmp.path(), &args);
+    for (out, extra) in [(&both, &[os("--image-size"), os("320")][..]), (&plain, &[])] {
+        let result = cli_merge_with(tmp.path(), &base, &adapter, out, extra);
         assert!(result.status.success(), "{result:?}");
     }
     let load = |path: &Path, size| {
@@ -741,18 +742,7 @@ fn merge_writes_a_checkpoint_native_at_another_input_size() {
 
     // A size the patches do not divide is refused, naming it; nothing is written.
     let bad = tmp.path().join("bad.safetensors");
-    let out = sam_cobot(
-        tmp.path(),
-        &[
-            os("merge"),
-            os("--checkpoint"),
-            base.as_os_str(),
-            os("--image-size"),
-            os("100"),
-            os("--out"),
-            bad.as_os_str(),
-        ],
-    );
+    let out = convert("100", &bad);
     assert_cli_fails(&out, &["--image-size 100"]);
     assert!(!bad.exists());
 }
