@@ -30,7 +30,7 @@ use crate::train::trainer::{TrainSettings, Trainer};
 /// The shipped base model, in this checkout.
 pub const SHIPPED_BASE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/models/sam-cobot-base-256.safetensors"
+    "/models/sam-cobot-base-512.safetensors"
 );
 
 /// The methods the demo compares, in table order (`freeze` is the base model, zero-shot).
@@ -46,7 +46,7 @@ pub struct DemoArgs {
     /// Folder for everything the demo makes.
     #[arg(long, default_value = "demo")]
     out: PathBuf,
-    /// The base SAM checkpoint to adapt [default: the shipped models/sam-cobot-base-256.safetensors].
+    /// The base SAM checkpoint to adapt [default: the shipped models/sam-cobot-base-512.safetensors].
     #[arg(long)]
     base: Option<PathBuf>,
     /// Training epochs of each method.
@@ -58,10 +58,8 @@ pub struct DemoArgs {
     /// Peak learning rate of every method.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
-    /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
-    /// backends need their cargo feature).
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: super::device::DeviceArg,
 }
 
 /// One row of `summary.json` (percentages).
@@ -72,7 +70,7 @@ struct Score {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let device = super::device::parse(&args.device)?;
+    let device = args.device.device()?;
     let base = args.base.clone().unwrap_or_else(|| SHIPPED_BASE.into());
     let base_model = load_base(&base, &device)?;
     let image_size = base_model.image_size;
