@@ -17,7 +17,7 @@ shift $(( $# < 3 ? $# : 3 ))
 methods=("$@")
 [ ${#methods[@]} -eq 0 ] && methods=(freeze lightweight lora lora+cobot adapter adapter+cobot)
 bin=${SAM_COBOT:-target/release/sam-cobot}
-base=${BASE:-models/sam-cobot-base-256.safetensors}
+base=${BASE:-models/sam-cobot-base-512.safetensors}
 threads=${THREADS:-2}
 mkdir -p "$out"
 echo "CPU: $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), family $(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs), model $(grep -m1 "^model\s*:" /proc/cpuinfo | cut -d: -f2 | xargs); $threads threads"
