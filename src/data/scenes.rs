@@ -24,10 +24,9 @@ use crate::output::atomic::write_atomic;
 const MIN_AREA_AT_256: f32 = 48.0;
 
 /// How large a scene's objects are, as radii in fractions of its side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectSizes {
     /// Uniform from 0.04 to 0.22: objects of 10 to 56 px in a 256 px scene.
-    #[default]
     Medium,
     /// A log-uniform size from 0.006 to 0.22 (a third of them under 0.02, a few pixels across
     /// in a 256 px scene), each radius 0.3 to 1 times it: ships on radar chips and debris on

@@ -169,7 +169,8 @@ impl Sam {
     pub fn state_dict_at_input_size(&self) -> StateDict {
         let mut dict = self.state_dict();
         let grid = self.image_size / self.config.encoder.patch_size();
-        for (key, tensor) in self.image_encoder.tensors_for_grid(grid) {
+        for (id, tensor) in self.image_encoder.tensors_for_grid(grid) {
+            let (key, _) = self.names.get(&id).expect("every parameter has its key");
             dict.insert(key, tensor);
         }
         dict

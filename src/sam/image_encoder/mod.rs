@@ -6,7 +6,7 @@
 
 pub mod vit;
 
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::tensor::Tensor;
 
 use crate::checkpoint::RawTensor;
@@ -80,9 +80,9 @@ impl ImageEncoder {
         }
     }
 
-    /// The tensors whose shape follows the input size, as a checkpoint native at a `g × g`
-    /// token grid holds them.
-    pub fn tensors_for_grid(&self, g: usize) -> Vec<(String, RawTensor)> {
+    /// The parameters whose shape follows the input size, with their values as a checkpoint
+    /// native at a `g × g` token grid holds them.
+    pub fn tensors_for_grid(&self, g: usize) -> Vec<(ParamId, RawTensor)> {
         match self {
             Self::Vit(e) => e.tensors_for_grid(g),
         }

@@ -1,7 +1,7 @@
 //! SAM's ViT image encoder (docs/sam.md#image-encoder): `[B, 3, S, S]` → `[B, out_chans, S/16, S/16]`;
 //! its configuration, read off the checkpoint, and its checkpoint keys.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::checkpoint::RawTensor;
@@ -186,29 +186,16 @@ impl VitEncoder {
         resize_pos_embed(self.pos_embed.val(), g)
     }
 
-    /// The tensors whose shape follows the input size, as a checkpoint native at a `g × g`
-    /// token grid holds them: the position embedding and the global blocks' relative-position
-    /// tables, each resized exactly as the forward pass resizes it at that grid. A checkpoint
-    /// written with them computes the same there and is read back as native there, so Meta's
-    /// `Sam` built at that size loads it (docs/sam.md#other-input-sizes).
-    pub fn tensors_for_grid(&self, g: usize) -> Vec<(String, RawTensor)> {
-        let mut tensors = vec![(
-            "image_encoder.pos_embed".to_string(),
-            to_raw(self.pos_embed_for_grid(g)),
-        )];
-        for (i, block) in self.blocks.iter().enumerate() {
-            if block.window_size > 0 {
-                continue;
-            }
-            let attn = &block.attn;
-            for (name, table) in [
-                ("rel_pos_h", &attn.rel_pos_h),
-                ("rel_pos_w", &attn.rel_pos_w),
-            ] {
-                tensors.push((
-                    format!("image_encoder.blocks.{i}.attn.{name}"),
-                    to_raw(rel_pos_rows(table.val(), 2 * g - 1)),
-                ));
+    /// The parameters whose shape follows the input size, with their values as a checkpoint
+    /// native at a `g × g` token grid holds them: the position embedding and the global blocks'
+    /// relative-position tables, each resized exactly as the forward pass resizes it at that
+    /// grid. A checkpoint written with them computes the same there and is read back as native
+    /// there, so Meta's `Sam` built at that size loads it (docs/sam.md#other-input-sizes).
+    pub fn tensors_for_grid(&self, g: usize) -> Vec<(ParamId, RawTensor)> {
+        let mut tensors = vec![(self.pos_embed.id, to_raw(self.pos_embed_for_grid(g)))];
+        for block in self.blocks.iter().filter(|b| b.window_size == 0) {
+            for table in [&block.attn.rel_pos_h, &block.attn.rel_pos_w] {
+                tensors.push((table.id, to_raw(rel_pos_rows(table.val(), 2 * g - 1))));
             }
         }
         tensors
