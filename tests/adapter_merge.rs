@@ -14,15 +14,16 @@ use burn::tensor::{Device, Tensor};
 use common::fixtures;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sam_cobot::checkpoint::adapter::{
-    ADAPTER_FORMAT, AdapterError, load_with_adapter, open_adapter, read_adapter_info, save_adapter,
-    sha256_file, tensors_sha256,
+use sam_cobot::adapter::{
+    AdapterError, MergeError, load_with_adapter, merge, open_adapter, read_adapter_info,
+    save_adapter,
 };
+use sam_cobot::checkpoint::identity::ADAPTER_FORMAT;
 use sam_cobot::checkpoint::{
-    StateDict, load_state_dict, read_safetensors_metadata, write_pth, write_safetensors,
+    StateDict, load_state_dict, read_safetensors_metadata, sha256_file, tensors_sha256, write_pth,
+    write_safetensors,
 };
 use sam_cobot::peft::initial_state;
-use sam_cobot::peft::merge::{MergeError, merge};
 use sam_cobot::peft::{Coefficients, HeadKind, Method, PeftConfig, Relation};
 use sam_cobot::sam::predictor::Predictor;
 use sam_cobot::sam::{Prompts, Sam};

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use sam_cobot::checkpoint::adapter::tensors_sha256;
 use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::checkpoint::tensors_sha256;
 use sam_cobot::data::preprocess::Preprocessing;
 use sam_cobot::data::scenes::write_coco;
 use sam_cobot::data::{DataSource, Dataset};

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use sam_cobot::data::coco::segmentation_to_rle;
-use sam_cobot::data::rle::Rle;
 use sam_cobot::data::{DataError, DataSource, Dataset, Format, Sample};
+use sam_cobot::rle::Rle;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -464,7 +464,7 @@ fn rle_string_and_count_errors() {
     );
     assert!(matches!(
         Rle::from_string(b"3 2", 3, 3),
-        Err(sam_cobot::data::rle::RleError::BadChar { position: 1, .. })
+        Err(sam_cobot::rle::RleError::BadChar { position: 1, .. })
     ));
     // 0x20 set on the last character: the number never ends.
     assert!(Rle::from_string(b"P", 3, 3).is_err());

@@ -6,10 +6,10 @@ mod common;
 use std::process::Command;
 
 use common::fixtures;
+use sam_cobot::adapter::trainable_counts;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::nn::params::Origin;
 use sam_cobot::nn::weights::Weights;
-use sam_cobot::peft::count::trainable_counts;
 use sam_cobot::peft::{Coefficients, HeadKind, Method, PeftConfig, Relation};
 use sam_cobot::sam::checkpoint_shapes;
 use sam_cobot::sam::config::SamConfig;

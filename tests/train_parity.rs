@@ -10,7 +10,7 @@ use std::process::Command;
 
 use burn::tensor::Device;
 use common::fixtures;
-use sam_cobot::checkpoint::adapter::save_adapter;
+use sam_cobot::adapter::save_adapter;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::peft::{Method, PeftConfig};
 use sam_cobot::sam::Sam;

@@ -3,7 +3,7 @@
 //! Pickles are interpreted, never executed: only the handful of globals that `torch.save` emits for a
 //! state dict are understood, everything else becomes an inert "unsupported object" value.
 
-pub mod adapter;
+pub mod identity;
 mod pickle;
 mod pth;
 mod pth_writer;
@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+pub use self::identity::{BaseId, load_base, sha256_file, tensors_sha256};
 pub use self::pth::read_pth;
 pub use self::pth_writer::write_pth;
 pub use self::safetensors::{read_safetensors, read_safetensors_metadata, write_safetensors};
@@ -163,6 +164,17 @@ pub enum CheckpointError {
     Safetensors {
         path: PathBuf,
         source: ::safetensors::SafeTensorError,
+    },
+    #[error(
+        "{path} is a sam-cobot adapter ({method}{base}), not a SAM checkpoint: pass it as \
+         --adapter, and its base as --checkpoint",
+        path = .path.display(),
+        base = .base_name.as_ref().map(|n| format!(", trained on {n}")).unwrap_or_default()
+    )]
+    AdapterAsBase {
+        path: PathBuf,
+        method: String,
+        base_name: Option<String>,
     },
 }
 

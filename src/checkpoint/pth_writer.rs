@@ -12,7 +12,7 @@ use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
 use super::{RawTensor, StateDict};
-use crate::output::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 
 /// PyTorch aligns storages to 64 bytes in its archives (so they can be memory-mapped).
 const ALIGNMENT: u16 = 64;

@@ -12,14 +12,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::checkpoint::adapter::load_with_adapter;
+use crate::adapter::load_with_adapter;
 use crate::checkpoint::load_state_dict;
 use crate::data::preprocess::Preprocessing;
 use crate::data::synthetic::write_sonar_like;
 use crate::data::{DataSource, Dataset};
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, Scorer, evaluate};
-use crate::output::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 use crate::peft::{Method, PeftConfig};
 use crate::sam::Sam;
 use crate::train::loss::DiceKind;

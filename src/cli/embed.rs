@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::model_args::ModelArgs;
 use crate::data::open_image;
+use crate::files::guard::{FileRoles, refuse_existing};
 use crate::nn::to_raw;
-use crate::output::guard::{FileRoles, refuse_existing};
 use crate::sam::embeddings::{SavedEmbedding, image_name, write_embeddings};
 use crate::sam::predictor::Predictor;
 

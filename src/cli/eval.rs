@@ -10,7 +10,7 @@ use super::data_args::{DataArgs, PreprocessArgs};
 use super::model_args::load_model;
 use crate::eval::report::{write_object_scores, write_reports};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
-use crate::output::guard::FileRoles;
+use crate::files::guard::FileRoles;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {

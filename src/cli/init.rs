@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::checkpoint::CheckpointFormat;
-use crate::output::guard::refuse_existing;
+use crate::files::guard::refuse_existing;
 use crate::sam::config::SamConfig;
 use crate::sam::random::random_state_dict;
 

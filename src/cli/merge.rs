@@ -8,10 +8,9 @@ use clap::Args;
 
 use burn::tensor::Device;
 
-use crate::checkpoint::adapter::open_adapter;
+use crate::adapter::{MergeError, merge, open_adapter};
 use crate::checkpoint::{CheckpointFormat, StateDict, load_state_dict};
-use crate::output::guard::{FileRoles, refuse_existing};
-use crate::peft::merge::merge;
+use crate::files::guard::{FileRoles, refuse_existing};
 use crate::sam::Sam;
 
 #[derive(Args, Debug)]
@@ -79,7 +78,7 @@ fn merged(checkpoint: &Path, adapter: &Path, device: &Device) -> Result<(StateDi
     let method = parts.info.peft.method;
     if !method.foldable() {
         // Fail before building the model; the message is the library's.
-        bail!(crate::peft::merge::MergeError::NotFoldable(method));
+        bail!(MergeError::NotFoldable(method));
     }
     let context = || {
         format!(

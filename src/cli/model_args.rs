@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::checkpoint::adapter::{AdapterError, load_base, load_with_adapter};
+use crate::adapter::{AdapterError, load_with_adapter};
+use crate::checkpoint::load_base;
 use crate::sam::ModelLoadError;
 use clap::Args;
 
-use crate::output::guard::FileRoles;
+use crate::files::guard::FileRoles;
 use crate::sam::Sam;
 use crate::sam::embeddings::EmbeddingSource;
 

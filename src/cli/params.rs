@@ -6,9 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::peft_args::PeftArgs;
+use crate::adapter::trainable_counts;
 use crate::checkpoint::load_state_dict;
 use crate::nn::weights::Weights;
-use crate::peft::count::trainable_counts;
 use crate::sam::config::SamConfig;
 
 #[derive(Args, Debug)]

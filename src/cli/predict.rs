@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
 use super::model_args::ModelArgs;
+use crate::files::guard::FileRoles;
 use crate::nn::{F32Values, from_raw};
-use crate::output::guard::FileRoles;
 use crate::output::mask_png::{check_png_name, mask_paths, write_mask_png};
 use crate::output::npy::{read_npy_f32, write_npy_f32};
 use crate::output::overlay::{OverlayPrompts, write_overlay};

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::image_files::image_files;
 use super::model_args::ModelArgs;
 use crate::data::open_image;
+use crate::files::guard::FileRoles;
 use crate::output::automatic_masks::{write_coco_json, write_mask_folder, write_masks_overlay};
-use crate::output::guard::FileRoles;
 use crate::sam::mask_generator::{InvalidSetting, MaskGenerator, MaskGeneratorSettings};
 
 #[derive(Args, Debug)]

@@ -40,8 +40,8 @@ use image::metadata::Orientation;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::rle::{Rle, column_major_to_image};
 use super::{DataError, ItemKey, Object, Sample, read_image_oriented};
+use crate::rle::{Rle, column_major_to_image};
 
 #[derive(Debug, Clone, Deserialize)]
 struct CocoFile {

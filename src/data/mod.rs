@@ -28,7 +28,7 @@
 //!   `BoxAnnotations/<id>.xml` (x, y, w, h boxes); target = `(mask == class)` inside the box
 //!   (docs/methods.md#sonar-data).
 //! - `coco` ([`coco`]): a COCO instances JSON; polygons and RLE decoded as pycocotools does
-//!   ([`rle`], docs/methods.md#other-data-formats); target = the decoded object mask; crowd annotations are skipped.
+//!   ([`crate::rle`], docs/methods.md#other-data-formats); target = the decoded object mask; crowd annotations are skipped.
 //! - `mask-folder` ([`mask_folder`]): `images/` and `masks/` paired by file stem; one object per
 //!   8-connected component of the thresholded mask.
 //!
@@ -53,7 +53,6 @@ pub mod degrade;
 pub mod marine_debris;
 pub mod mask_folder;
 pub mod preprocess;
-pub mod rle;
 pub mod scenes;
 pub mod stats;
 pub mod synthetic;

@@ -16,9 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use super::rle::Rle;
 use super::{Object, Sample};
-use crate::output::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
+use crate::rle::Rle;
 
 /// Objects smaller than this (visible pixels, at 256 px) are dropped: too small to prompt.
 const MIN_AREA_AT_256: f32 = 48.0;

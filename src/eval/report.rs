@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::ObjectScore;
 use super::metrics::Summary;
-use crate::output::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 
 pub fn write_reports(dir: &Path, summary: &Summary, title: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(summary)?;

@@ -45,7 +45,7 @@ use burn::tensor::{DType, Device, Tensor};
 pub use adam::{AdamStep, WeightDecay};
 use buffers::{SharedOut, repeat_rows, zeros};
 
-/// The fused path of [`crate::sam::attention::rel_pos_attention`] (same arguments and result).
+/// The fused path of `sam::attention::rel_pos_attention` (same arguments and result).
 /// Flex only: that function checks [`takes_fused_path`] and composes burn's ops elsewhere.
 pub fn rel_pos_attention(
     qkv: Tensor<4>,

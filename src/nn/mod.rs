@@ -1,4 +1,4 @@
-//! The building blocks both SAM ([`crate::sam`]) and the PEFT modules ([`crate::peft`]) are made
+//! The building blocks both SAM (`sam`) and the PEFT modules (`peft`) are made
 //! of: layers that hold their weights in PyTorch's key layout ([`layers`]), the loader that takes
 //! tensors out of a state dict by key with shape checks, or only declares them ([`weights`]), the
 //! initialisers each tensor declares ([`init`]), and the names of every parameter, for saving,

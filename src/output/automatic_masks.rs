@@ -8,10 +8,10 @@ use anyhow::Result;
 use image::{ExtendedColorType, RgbImage};
 use serde::Serialize;
 
-use super::atomic::{write_atomic, write_dir_atomic};
 use super::mask_png::{write_png, write_rgb_png};
 use super::overlay::{PALETTE, paint_mask};
-use crate::data::rle::Rle;
+use crate::files::atomic::{write_atomic, write_dir_atomic};
+use crate::rle::Rle;
 use crate::sam::mask_generator::GeneratedMask;
 
 /// A mask as COCO's compressed RLE: `{"size": [h, w], "counts": "<pycocotools string>"}`.

@@ -8,7 +8,7 @@ use image::ExtendedColorType;
 use image::ImageEncoder;
 use image::codecs::png::PngEncoder;
 
-use super::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 
 /// Writes the `h × w` logits of one mask as a PNG: `logit > 0` → 255, else 0 (SAM's threshold).
 pub fn write_mask_png(path: &Path, logits: &[f32], h: usize, w: usize) -> Result<()> {

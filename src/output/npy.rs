@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 

@@ -5,11 +5,9 @@
 //! [`modules`] is the one place that builds a configuration's modules and the interface the
 //! encoder calls them through.
 
-pub mod adapter;
+pub mod adaptformer;
 pub mod cobot;
-pub mod count;
 pub mod lora;
-pub mod merge;
 pub mod modules;
 pub mod quaternion;
 

@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::adapter::Adapter;
+use super::adaptformer::Adapter;
 use super::cobot::{CobotShared, lora_columns, module_column};
 use super::lora::LoraQv;
 use super::{BaseMethod, PeftConfig};
@@ -87,7 +87,7 @@ impl BlockModules {
 }
 
 /// The PEFT modules of one configuration for a ViT of width `c` with `depth` blocks, before
-/// [`crate::sam::Sam::attach_peft`] puts them in place.
+/// `Sam::attach_peft` puts them in place.
 pub struct PeftModules {
     /// COBOT's `FacT_c` and `FacT_p`, shared by all blocks.
     pub shared: Option<CobotShared>,

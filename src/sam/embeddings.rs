@@ -19,7 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::checkpoint::adapter::{BaseId, sha256_file};
+use crate::checkpoint::{BaseId, sha256_file};
 use crate::checkpoint::{
     RawTensor, StateDict, load_state_dict, read_safetensors_metadata, write_safetensors,
 };

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::data::rle::Rle;
 use crate::data::{decode_image, list_images};
 use crate::nn::{F32Values, from_raw, to_raw};
 use crate::output::automatic_masks::{CocoRle, MaskRecord};
+use crate::rle::Rle;
 use crate::sam::embeddings::SavedEmbedding;
 use crate::sam::mask_generator::{MaskGenerator, MaskGeneratorSettings, mask_box};
 use crate::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::adapter::BaseId;
+use crate::checkpoint::BaseId;
 use crate::checkpoint::{StateDict, load_state_dict, write_safetensors};
 use crate::data::preprocess::{ModelInput, Preprocessing};
 use crate::nn::{from_raw, to_raw};

@@ -16,7 +16,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::run_state::EpochLog;
-use crate::output::atomic::write_atomic;
+use crate::files::atomic::write_atomic;
 
 /// Width and height of the plot in pixels.
 pub const PLOT_SIZE: (u32, u32) = (900, 640);

@@ -86,8 +86,7 @@ pub fn mask_of(answer: &Value, index: usize) -> Vec<u8> {
         seg["size"][1].as_u64().unwrap() as u32,
     );
     let rle =
-        sam_cobot::data::rle::Rle::from_string(seg["counts"].as_str().unwrap().as_bytes(), h, w)
-            .unwrap();
+        sam_cobot::rle::Rle::from_string(seg["counts"].as_str().unwrap().as_bytes(), h, w).unwrap();
     rle.decode_row_major()
         .unwrap()
         .iter()

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Sam;
 use super::predictor::{ImageEmbedding, Predictor};
-use crate::data::rle::Rle;
 use crate::nn::F32Values;
+use crate::rle::Rle;
 use grid::{CropBox, crop_boxes, layer_grids, layer_points_per_side};
 use nms::nms;
 use regions::{Regions, remove_small_regions};

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{PeftConfig, PeftModules};
+use crate::peft::{PeftConfig, PeftModules};
 use crate::sam::Sam;
 use crate::sam::config::SamConfig;
 

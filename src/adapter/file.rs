@@ -13,7 +13,7 @@
 //! | `model_type` | `vit_b`, `vit_l`, `vit_h` or `custom` |
 //! | `encoder` | JSON `{embed_dim, depth, num_heads, native_image_size}` |
 //! | `image_size` | the input size S it was trained at |
-//! | `base_tensors_sha256` | SHA-256 (hex) of the base's tensors ([`tensors_sha256`]): what identifies the base |
+//! | `base_tensors_sha256` | SHA-256 (hex) of the base's tensors ([`tensors_sha256`](crate::checkpoint::tensors_sha256)): what identifies the base |
 //! | `base_sha256` | SHA-256 (hex) of the base checkpoint file's bytes (informational; adapters written before `base_tensors_sha256` existed are checked against it) |
 //! | `base_name` | the base checkpoint's file name (informational) |
 //!
@@ -21,23 +21,23 @@
 //! `.safetensors` are the same base.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::write_safetensors;
-use super::{CheckpointError, StateDict, load_state_dict, read_safetensors_metadata};
+use crate::checkpoint::identity::ADAPTER_FORMAT;
+use crate::checkpoint::{
+    BaseId, CheckpointError, StateDict, load_base, load_state_dict, read_safetensors_metadata,
+    sha256_file, tensors_sha256, write_safetensors,
+};
 use crate::nn::params::{self, Origin};
 use crate::peft::PeftConfig;
 use crate::sam::config::EncoderConfig;
 use crate::sam::{ModelLoadError, Sam};
 
 /// Value of the `format` metadata entry.
-pub const ADAPTER_FORMAT: &str = "sam-cobot-adapter";
 /// The adapter format version this build writes and reads.
 pub const ADAPTER_VERSION: &str = "1";
 
@@ -90,17 +90,6 @@ pub enum AdapterError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot save an adapter: the model has no PEFT configuration attached")]
     NoPeft,
-    #[error(
-        "{path} is a sam-cobot adapter ({method}{base}), not a SAM checkpoint: pass it as \
-         --adapter, and its base as --checkpoint",
-        path = .path.display(),
-        base = .base_name.as_ref().map(|n| format!(", trained on {n}")).unwrap_or_default()
-    )]
-    AdapterAsBase {
-        path: PathBuf,
-        method: String,
-        base_name: Option<String>,
-    },
     #[error("{path}: not a sam-cobot adapter: {reason}", path = .path.display())]
     NotAnAdapter { path: PathBuf, reason: String },
     #[error(
@@ -162,83 +151,6 @@ pub enum AdapterError {
         base: PathBuf,
         source: ModelLoadError,
     },
-}
-
-/// SHA-256 of a file's bytes, lowercase hex, read in chunks (never the whole file at once).
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(format!("{:x}", hasher.finalize()))
-}
-
-/// SHA-256 of a state dict's tensors, lowercase hex: for each tensor in key order, its name,
-/// its element type as loaded (`f32`), its shape and its values (little-endian), each part
-/// length-prefixed. Equal for any file that holds the same tensors, in any format or order.
-pub fn tensors_sha256(dict: &StateDict) -> String {
-    let mut hasher = Sha256::new();
-    for key in dict.keys() {
-        let tensor = dict.get(key).expect("listed key");
-        hasher.update((key.len() as u64).to_le_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update(b"f32");
-        hasher.update((tensor.shape.len() as u64).to_le_bytes());
-        for &d in &tensor.shape {
-            hasher.update((d as u64).to_le_bytes());
-        }
-        for chunk in tensor.data.chunks(1 << 16) {
-            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-            hasher.update(&bytes);
-        }
-    }
-    format!("{:x}", hasher.finalize())
-}
-
-/// Reads a base SAM checkpoint; an adapter file given in its place is named as such.
-pub fn load_base(path: &Path) -> Result<StateDict, AdapterError> {
-    let dict = load_state_dict(path)?;
-    if let Ok(info) = read_adapter_info(path) {
-        return Err(AdapterError::AdapterAsBase {
-            path: path.to_path_buf(),
-            method: info.peft.method.to_string(),
-            base_name: info.base_name,
-        });
-    }
-    Ok(dict)
-}
-
-/// What identifies the base checkpoint an adapter is trained on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseId {
-    /// [`tensors_sha256`] of its tensors: the identity.
-    pub tensors_sha256: String,
-    /// SHA-256 of the file's bytes (informational).
-    pub file_sha256: String,
-    /// The file's name (informational).
-    pub name: Option<String>,
-}
-
-impl BaseId {
-    /// Reads and hashes the checkpoint at `path`.
-    pub fn of(path: &Path) -> Result<Self, AdapterError> {
-        let file_sha256 = sha256_file(path).map_err(|source| AdapterError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self {
-            tensors_sha256: tensors_sha256(&load_base(path)?),
-            file_sha256,
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        })
-    }
 }
 
 /// The tensors an adapter of `sam` carries: every PEFT tensor, and every base tensor that trains

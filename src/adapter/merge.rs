@@ -9,12 +9,12 @@
 
 use burn::tensor::Tensor;
 
-use super::cobot::{CobotShared, lora_columns};
-use super::lora::LoraQv;
-use super::{BlockModules, Method};
 use crate::checkpoint::StateDict;
 use crate::nn::F32Values;
 use crate::nn::params::{self, Origin};
+use crate::peft::cobot::{CobotShared, lora_columns};
+use crate::peft::lora::LoraQv;
+use crate::peft::{BlockModules, Method};
 use crate::sam::Sam;
 
 #[derive(Debug, thiserror::Error)]
