@@ -14,7 +14,7 @@ use crate::nn::F32Values;
 use crate::nn::params::{self, Origin};
 use crate::peft::cobot::{CobotShared, lora_columns};
 use crate::peft::lora::LoraQv;
-use crate::peft::{BlockModules, Method};
+use crate::peft::{BlockModules, Method, Site};
 use crate::sam::Sam;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +71,8 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
                 .and_then(BlockModules::lora)
                 .is_some()
         };
-        let lora_block = |i: usize| {
-            has_lora(i) && key.starts_with(&format!("image_encoder.blocks.{i}.attn.qkv."))
-        };
+        let lora_block =
+            |i: usize| has_lora(i) && key.starts_with(&format!("{}.", Site::Qkv.prefix(i)));
         // COBOT's shared tensors enter every block's fold.
         let shared = key.ends_with(".FacT_c") || key.ends_with(".FacT_p");
         (0..blocks.len()).any(lora_block) || (shared && (0..blocks.len()).any(has_lora))
@@ -89,7 +88,7 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
         };
         let columns = cross_block.as_ref().map(|m| lora_columns(m, i));
         let (dq, dv) = lora_weight_deltas(lora, columns);
-        let key = format!("image_encoder.blocks.{i}.attn.qkv.weight");
+        let key = format!("{}.weight", Site::Qkv.prefix(i));
         let qkv = dict
             .get(&key)
             .ok_or_else(|| MergeError::MissingKey(key.clone()))?;

@@ -6,8 +6,8 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use super::PeftConfig;
 use super::cobot::{Head, scale};
+use super::{PeftConfig, Site};
 use crate::nn::init::Init;
 use crate::nn::layers::{LayerNorm, Linear};
 use crate::nn::weights::{ModelLoadError, Weights};
@@ -37,7 +37,7 @@ impl Adapter {
         c: usize,
         cfg: &PeftConfig,
     ) -> Result<Self, ModelLoadError> {
-        let p = format!("image_encoder.blocks.{block}.mlp");
+        let p = Site::Mlp.prefix(block);
         let v = cfg.bottleneck;
         // The authors' initialisation: a Kaiming-uniform down projection, everything else zero
         // (the branch adds nothing at step 0).

@@ -22,8 +22,8 @@ impl CobotShared {
     /// `FacT_c` `[1, k, T]` (ones) and `FacT_p` `[T, T]` (the identity, or U[0, 1) when fixed),
     /// kept under the first block's site for the `depth`-block encoder.
     pub fn load(w: &mut Weights, cfg: &PeftConfig, depth: usize) -> Result<Self, ModelLoadError> {
-        let site = cfg.method.site().expect("COBOT wraps a site").key();
-        let prefix = format!("image_encoder.blocks.0.{site}");
+        let site = cfg.method.base.bottleneck_site();
+        let prefix = site.expect("COBOT orchestrates a bottleneck").prefix(0);
         let (k, t) = (cfg.cobot_width(), cfg.cobot_modules(depth));
         let relation = match cfg.relation {
             Relation::Fixed => Init::Uniform01,

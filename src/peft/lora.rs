@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use super::cobot::{Head, scale};
-use super::{LoraInit, PeftConfig};
+use super::{LoraInit, PeftConfig, Site};
 use crate::kernels;
 use crate::nn::init::Init;
 use crate::nn::weights::{ModelLoadError, Weights};
@@ -36,7 +36,7 @@ impl LoraQv {
         c: usize,
         cfg: &PeftConfig,
     ) -> Result<Self, ModelLoadError> {
-        let p = format!("image_encoder.blocks.{block}.attn.qkv");
+        let p = Site::Qkv.prefix(block);
         let r = cfg.rank;
         // The authors' initialisation: Xavier-normal A, and B Xavier-normal or zero.
         let b_init = match cfg.lora_init {

@@ -54,17 +54,27 @@ impl BaseMethod {
         }
     }
 
-    /// Where in each encoder block the method's modules sit (`None`: it adds none).
-    pub fn site(self) -> Option<Site> {
+    /// The layers of each encoder block the method's modules wrap (none: it adds none; a
+    /// method such as SSF, which scales and shifts several layers, lists each).
+    pub fn sites(self) -> &'static [Site] {
         match self {
-            BaseMethod::Lora => Some(Site::Qkv),
-            BaseMethod::Adapter => Some(Site::Mlp),
-            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => None,
+            BaseMethod::Lora => &[Site::Qkv],
+            BaseMethod::Adapter => &[Site::Mlp],
+            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => &[],
         }
     }
 
-    /// Whether COBOT can orchestrate it: it has a bottleneck in every block (at its
-    /// [`BaseMethod::site`]), which COBOT scales and mixes.
+    /// The site of the bottleneck COBOT scales and mixes, for an [`BaseMethod::orchestrable`]
+    /// method (its one site).
+    pub fn bottleneck_site(self) -> Option<Site> {
+        match self.sites() {
+            [site] if self.orchestrable() => Some(*site),
+            _ => None,
+        }
+    }
+
+    /// Whether COBOT can orchestrate it: it has a bottleneck in every block (at its one site),
+    /// which COBOT scales and mixes.
     pub fn orchestrable(self) -> bool {
         match self {
             BaseMethod::Lora | BaseMethod::Adapter => true,
@@ -153,16 +163,14 @@ impl Method {
         matches!(self.base, BaseMethod::Freeze | BaseMethod::Lightweight)
     }
 
-    /// Where in each encoder block the method's modules sit (`None`: it has none).
-    pub fn site(self) -> Option<Site> {
-        self.base.site()
-    }
-
     /// Whether `merge` can fold the method into SAM's own weights (COBOT keeps a base linear).
     pub fn foldable(self) -> bool {
         self.base.foldable()
     }
 }
+
+/// The encoder blocks' key prefix in SAM's checkpoints (docs/methods.md#key-names).
+const ENCODER_BLOCKS: &str = "image_encoder.blocks";
 
 /// The layer of an encoder block a method wraps; its key under `image_encoder.blocks.{i}.`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,11 +182,18 @@ pub enum Site {
 }
 
 impl Site {
+    /// Its key inside a block.
     pub fn key(self) -> &'static str {
         match self {
             Site::Qkv => "attn.qkv",
             Site::Mlp => "mlp",
         }
+    }
+
+    /// The key prefix of the layer in block `block` (`image_encoder.blocks.3.attn.qkv`), under
+    /// which the method's tensors of that block are named.
+    pub fn prefix(self, block: usize) -> String {
+        format!("{ENCODER_BLOCKS}.{block}.{}", self.key())
     }
 
     /// How many COBOT modules (bottlenecks) a block has at this site.
@@ -310,7 +325,7 @@ impl PeftConfig {
     /// The bottleneck width COBOT works on: r at the qkv projection (LoRA), V at the MLP
     /// (adapters); 0 for a method without modules.
     pub fn cobot_width(&self) -> usize {
-        match self.method.site() {
+        match self.method.base.bottleneck_site() {
             Some(Site::Qkv) => self.rank,
             Some(Site::Mlp) => self.bottleneck,
             None => 0,
@@ -320,7 +335,12 @@ impl PeftConfig {
     /// Number of COBOT modules T over `depth` blocks: q and v of every block for LoRA, one per
     /// block for adapters.
     pub fn cobot_modules(&self, depth: usize) -> usize {
-        depth * self.method.site().map_or(0, Site::modules_per_block)
+        depth
+            * self
+                .method
+                .base
+                .bottleneck_site()
+                .map_or(0, Site::modules_per_block)
     }
 
     /// Whether COBOT's shared `FacT_c` / `FacT_p` exist.
