@@ -13,6 +13,7 @@
 //!   mask generator.
 //! - [`serve`]: the local web page and its JSON API (`sam-cobot serve`).
 //! - [`bench`](mod@bench): timing of training steps and inference (`sam-cobot bench`).
+//! - [`settings`](mod@settings): groups of settings declared once, as settings files and as flags.
 //! - [`cli`]: the command-line front end.
 
 pub mod adapter;
@@ -29,4 +30,5 @@ pub mod peft;
 pub mod rle;
 pub mod sam;
 pub mod serve;
+pub mod settings;
 pub mod train;

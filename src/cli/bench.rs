@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::peft_args::PeftArgs;
 use crate::bench::{BenchSettings, GemmShape, Workload};
 use crate::checkpoint::load_state_dict;
+use crate::peft::PeftFlags;
 use crate::sam::random::random_state_dict;
 
 #[derive(Args, Debug)]
@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     image_size: usize,
     #[command(flatten)]
-    peft: PeftArgs,
+    peft: PeftFlags,
     /// Images per step.
     #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     batch: usize,
@@ -84,7 +84,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             None => args.model.clone(),
         },
         image_size: args.image_size,
-        peft: args.peft.config()?,
+        peft: args.peft.config().map_err(anyhow::Error::msg)?,
         batch: args.batch,
         boxes: args.boxes,
         warmup: args.warmup,

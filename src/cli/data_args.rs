@@ -36,16 +36,17 @@ pub enum PreprocessingKind {
     Sonar,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct PreprocessArgs {
-    #[arg(long, value_enum, default_value = "sam")]
-    pub preprocessing: PreprocessingKind,
-    /// Data-set mean for `--preprocessing sonar` (0–1 scale; `sam-cobot stats` computes it).
-    #[arg(long, default_value_t = SONAR_MEAN)]
-    pub mean: f32,
-    /// Data-set standard deviation for `--preprocessing sonar`.
-    #[arg(long, default_value_t = SONAR_STD)]
-    pub std: f32,
+crate::settings! {
+    /// How images become model inputs.
+    pub struct PreprocessSettings;
+    /// The preprocessing settings as flags (`eval`, `train`).
+    pub struct PreprocessFlags;
+    /// Image preprocessing: SAM's, or the paper's sonar one (centred padding, --mean/--std).
+    preprocessing: PreprocessingKind = PreprocessingKind::Sam,
+    /// Data-set mean for --preprocessing sonar (0-1 scale; `sam-cobot stats` computes it).
+    mean: f32 = SONAR_MEAN,
+    /// Data-set standard deviation for --preprocessing sonar.
+    std: f32 = SONAR_STD,
 }
 
 impl DataArgs {
@@ -71,9 +72,17 @@ impl DataArgs {
     }
 }
 
-impl PreprocessArgs {
+impl PreprocessSettings {
+    /// The preprocessing, with its statistics checked.
     pub fn preprocessing(&self) -> Result<Preprocessing> {
         self.preprocessing.with_statistics(self.mean, self.std)
+    }
+}
+
+impl PreprocessFlags {
+    /// The preprocessing the flags give (the defaults where none is given).
+    pub fn preprocessing(&self) -> Result<Preprocessing> {
+        crate::settings::from_flags::<PreprocessSettings>(self.table()).preprocessing()
     }
 }
 

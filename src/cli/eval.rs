@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::data_args::{DataArgs, PreprocessArgs};
+use super::data_args::{DataArgs, PreprocessFlags};
 use super::model_args::load_model;
 use crate::eval::report::{write_object_scores, write_reports};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    preprocess: PreprocessArgs,
+    preprocess: PreprocessFlags,
     /// SAM checkpoint (not needed with --baseline).
     #[arg(long, required_unless_present = "baseline")]
     checkpoint: Option<PathBuf>,

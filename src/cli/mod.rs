@@ -11,7 +11,6 @@ mod init;
 mod merge;
 mod model_args;
 mod params;
-mod peft_args;
 mod predict;
 mod pretrain;
 mod run_dir_args;
@@ -97,22 +96,6 @@ fn stop_flag() -> anyhow::Result<&'static AtomicBool> {
     Ok(stop)
 }
 
-/// The defaults of a command's settings as its `--help` lists them: written once, in the
-/// settings' `Default`, and read from there.
-fn defaults_help(defaults: &impl serde::Serialize) -> String {
-    // Through TOML text, which writes each value as the settings file would (f32s short).
-    let text = toml::to_string(defaults).expect("settings serialise");
-    let lines: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.split_once(" = "))
-        .map(|(key, value)| format!("  --{} {}", key.replace('_', "-"), value.trim_matches('"')))
-        .collect();
-    format!(
-        "Defaults (a flag overrides the --config file, which overrides these):\n{}",
-        lines.join("\n")
-    )
-}
-
 /// Parses the arguments and runs the command. A failure comes back as one message: the error and
 /// its causes, each cause only once.
 ///
@@ -120,15 +103,7 @@ fn defaults_help(defaults: &impl serde::Serialize) -> String {
 /// products, kernels) is shared with the thread that started it instead of handed across and
 /// waited for: that hand-off cost 7% of a ViT-B training step at 256 px on two threads.
 pub fn run() -> anyhow::Result<()> {
-    let mut command = Cli::command()
-        .mut_subcommand("train", |c| {
-            c.after_help(defaults_help(&train::Experiment::defaults()))
-        })
-        .mut_subcommand("pretrain", |c| {
-            c.after_help(defaults_help(
-                &crate::train::pretrain::PretrainSettings::default(),
-            ))
-        });
+    let mut command = Cli::command();
     // `--lr -1` is a value to check, not an unknown flag.
     let names: Vec<String> = command
         .get_subcommands()

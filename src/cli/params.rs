@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::peft_args::PeftArgs;
 use crate::adapter::trainable_counts;
 use crate::checkpoint::load_state_dict;
 use crate::nn::weights::Weights;
+use crate::peft::PeftFlags;
 use crate::sam::config::SamConfig;
 
 #[derive(Args, Debug)]
@@ -24,7 +24,7 @@ pub struct ParamsArgs {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
-    peft: PeftArgs,
+    peft: PeftFlags,
     /// Print `{"encoder": N, "total": M}`.
     #[arg(long)]
     json: bool,
@@ -42,7 +42,7 @@ pub fn run(args: ParamsArgs) -> Result<()> {
         }
         (None, None) => bail!("give --model or --checkpoint"),
     };
-    let peft = args.peft.config()?;
+    let peft = args.peft.config().map_err(anyhow::Error::msg)?;
     peft.check_fits(sam.peft_encoder()?.embed_dim)
         .map_err(anyhow::Error::msg)?;
     let counts = trainable_counts(&sam, &peft);

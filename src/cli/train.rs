@@ -3,242 +3,162 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-
-use super::data_args::PreprocessingKind;
+use super::data_args::{PreprocessFlags, PreprocessSettings};
 use super::run_dir_args::RunDirArgs;
-use crate::data::preprocess::{SONAR_MEAN, SONAR_STD};
 use crate::data::{DataSource, Dataset};
 use crate::files::atomic::write_atomic;
 use crate::files::guard::{FileRoles, canonical};
-use crate::peft::{Coefficients, HeadKind, LoraInit, Method, PeftConfig, Relation};
+use crate::peft::{PeftConfig, PeftFlags};
+use crate::settings::split_table;
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::run_state::EpochLog;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{Progress, TrainSettings, Trainer, check_resumable, check_trainable};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// Every setting of a run; in a TOML file or as flags (`--epochs 20` = `epochs = 20`). A run
-/// records them, resolved, in `--out`/experiment.toml: `--resume` continues with those, and the
-/// file reruns the experiment (`--config run/experiment.toml`).
-#[derive(Args, Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Experiment {
+crate::settings! {
+    /// A training run's settings beside its preprocessing ([`PreprocessSettings`]) and its
+    /// method ([`PeftConfig`]).
+    pub struct RunSettings;
+    /// The run settings as flags.
+    pub struct RunFlags;
     /// Base SAM checkpoint.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    checkpoint: Option<PathBuf>,
+    checkpoint: Option<PathBuf> => PathBuf = None,
     /// Data set folder or COCO annotations file.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<PathBuf>,
+    data: Option<PathBuf> => PathBuf = None,
     /// COCO image folder.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images: Option<PathBuf>,
+    images: Option<PathBuf> => PathBuf = None,
     /// Training split (image names); default: every image.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    train_split: Option<PathBuf>,
+    train_split: Option<PathBuf> => PathBuf = None,
     /// Validation split, scored after every epoch with the paper's metric.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    val_split: Option<PathBuf>,
-    /// Image preprocessing: SAM's, or the paper's sonar one (centred padding, --mean/--std).
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    preprocessing: Option<PreprocessingKind>,
-    /// Data-set mean for --preprocessing sonar (0-1 scale; `sam-cobot stats` computes it).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mean: Option<f32>,
-    /// Data-set standard deviation for --preprocessing sonar.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    std: Option<f32>,
-    /// Fine-tuning method: lightweight (the mask decoder), full, lora, adapter, lora+cobot or
-    /// adapter+cobot (freeze trains nothing: score the base with `eval`).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<Method>,
-    /// LoRA rank (lora, lora+cobot).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rank: Option<usize>,
-    /// AdaptFormer bottleneck width (adapter, adapter+cobot).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bottleneck: Option<usize>,
-    /// How LoRA's matrices start.
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lora_init: Option<LoraInit>,
-    /// COBOT's coefficient sets (paper Table 1).
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    coefficients: Option<Coefficients>,
-    /// COBOT's relation matrix across blocks (paper Table 2).
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    relation: Option<Relation>,
-    /// COBOT's map after the coefficients (paper Table 3).
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    head: Option<HeadKind>,
-    /// Adapter dropout while training, in [0, 1).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    adapter_dropout: Option<f64>,
+    val_split: Option<PathBuf> => PathBuf = None,
     /// Input size S (a multiple of 16; default: the checkpoint's, 1024 for Meta's).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_size: Option<usize>,
+    image_size: Option<usize> => usize = None,
     /// Optimiser.
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    optimizer: Option<OptimizerKind>,
+    optimizer: OptimizerKind = OptimizerKind::Adam,
     /// Peak learning rate.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lr: Option<f64>,
+    lr: f64 = 1e-4,
     /// Weight decay (Adam: L2 in the gradient; AdamW: decoupled).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    weight_decay: Option<f64>,
+    weight_decay: f64 = 5e-5,
     /// Learning-rate schedule.
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    schedule: Option<Schedule>,
+    schedule: Schedule = Schedule::WarmupCosine,
     /// Epochs (passes over the training split).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epochs: Option<usize>,
+    epochs: usize = 20,
     /// Images per step (each with all its boxes).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch: Option<usize>,
+    batch: usize = 2,
     /// Seed of the adapter's initial tensors, the order, augmentation and dropout.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<u64>,
+    seed: u64 = 42,
     /// soft or hard: the authors' thresholded Dice, which gives no gradient.
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dice: Option<DiceKind>,
+    dice: DiceKind = DiceKind::Soft,
     /// Augment training images.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    augment: Option<bool>,
+    augment: bool = true,
     /// Box jitter in pixels at the 1024 scale: each box coordinate shifted by 0 to N-1 pixels,
     /// right and down, as the COBOT authors' sonar training does (the paper's presets set 50).
     /// Off by default: the one-sided shift teaches the model to reach up and left of the box
     /// (docs/methods.md#box-prompt-jitter).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    box_jitter: Option<u32>,
+    box_jitter: u32 = 0,
     /// Start from this adapter's tensors (same base and method): warm start or transfer.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    init_adapter: Option<PathBuf>,
+    init_adapter: Option<PathBuf> => PathBuf = None,
+}
+
+/// Every setting of a run as flags (`--epochs 20`), each also a key of an experiment file
+/// (`epochs = 20`): the run's own, its preprocessing and its method.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Experiment {
+    #[command(flatten)]
+    run: RunFlags,
+    #[command(flatten)]
+    preprocess: PreprocessFlags,
+    #[command(flatten)]
+    peft: PeftFlags,
 }
 
 impl Experiment {
-    /// The one place the defaults are written: every setting that has one.
-    /// The method's come from [`PeftConfig::default`], shared with every command that builds one.
-    pub fn defaults() -> Self {
-        let peft = PeftConfig::default();
-        Self {
-            preprocessing: Some(PreprocessingKind::Sam),
-            mean: Some(SONAR_MEAN),
-            std: Some(SONAR_STD),
-            method: Some(peft.method),
-            rank: Some(peft.rank),
-            bottleneck: Some(peft.bottleneck),
-            lora_init: Some(peft.lora_init),
-            coefficients: Some(peft.coefficients),
-            relation: Some(peft.relation),
-            head: Some(peft.head),
-            adapter_dropout: Some(peft.adapter_dropout),
-            optimizer: Some(OptimizerKind::Adam),
-            lr: Some(1e-4),
-            weight_decay: Some(5e-5),
-            schedule: Some(Schedule::WarmupCosine),
-            epochs: Some(20),
-            batch: Some(2),
-            seed: Some(42),
-            dice: Some(DiceKind::Soft),
-            augment: Some(true),
-            box_jitter: Some(0),
-            ..Self::default()
+    /// The settings given, as an experiment file's table.
+    fn table(&self) -> toml::Table {
+        let mut table = self.run.table();
+        table.extend(self.preprocess.table());
+        table.extend(self.peft.table());
+        table
+    }
+}
+
+/// Every setting of a run, resolved: what a new run starts from (the defaults), and what
+/// `RUN/experiment.toml` records. Its keys are those of [`Experiment`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ExperimentSettings {
+    run: RunSettings,
+    preprocess: PreprocessSettings,
+    peft: PeftConfig,
+}
+
+impl ExperimentSettings {
+    /// The settings of `table` (an experiment file, or one with the flags put over it), each
+    /// key it leaves out at its default; an unknown key or a wrong value names `source`.
+    fn from_table(table: &toml::Table, source: &str) -> Result<Self> {
+        let (run, rest) = split_table(table, RunSettings::KEYS);
+        let (preprocess, rest) = split_table(&rest, PreprocessSettings::KEYS);
+        let (peft, rest) = split_table(&rest, PeftConfig::KEYS);
+        if let Some(key) = rest.keys().next() {
+            bail!("{source}: unknown setting '{key}'");
         }
+        fn read<T: serde::de::DeserializeOwned>(table: toml::Table, source: &str) -> Result<T> {
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow::anyhow!("{source}: {}", e.message()))
+        }
+        Ok(Self {
+            run: read(run, source)?,
+            preprocess: read(preprocess, source)?,
+            peft: read(peft, source)?,
+        })
+    }
+
+    /// The experiment file of these settings, group by group.
+    fn to_toml(&self) -> Result<String> {
+        Ok([
+            toml::to_string(&self.run)?,
+            toml::to_string(&self.preprocess)?,
+            toml::to_string(&self.peft)?,
+        ]
+        .concat())
     }
 
     fn table(&self) -> Result<toml::Table> {
-        Ok(toml::Table::try_from(self)?)
+        Ok(toml::from_str(&self.to_toml()?)?)
     }
 
-    /// `self` with every setting of `over` put over it.
-    fn overlaid(&self, over: &toml::Table, source: &str) -> Result<Self> {
-        let mut table = self.table()?;
-        table.extend(over.clone());
-        table
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{source}: {}", e.message()))
-    }
-
-    /// The settings a run uses: what `self` leaves out taken from the defaults.
+    /// The settings a run uses, checked.
     fn resolve(&self) -> Result<Resolved> {
-        let e = self;
-        let Some(checkpoint) = e.checkpoint.clone() else {
+        let run = &self.run;
+        let Some(checkpoint) = run.checkpoint.clone() else {
             bail!("no --checkpoint (flag or config)")
         };
-        let Some(data) = e.data.clone() else {
+        let Some(data) = run.data.clone() else {
             bail!("no --data (flag or config)")
         };
-        let want = |name: &str| anyhow::anyhow!("no {name} (the defaults give one)");
-        let method = e.method.ok_or_else(|| want("--method"))?;
-        let peft = PeftConfig {
-            rank: e.rank.ok_or_else(|| want("--rank"))?,
-            bottleneck: e.bottleneck.ok_or_else(|| want("--bottleneck"))?,
-            lora_init: e.lora_init.ok_or_else(|| want("--lora-init"))?,
-            coefficients: e.coefficients.ok_or_else(|| want("--coefficients"))?,
-            relation: e.relation.ok_or_else(|| want("--relation"))?,
-            head: e.head.ok_or_else(|| want("--head"))?,
-            adapter_dropout: e.adapter_dropout.ok_or_else(|| want("--adapter-dropout"))?,
-            ..PeftConfig::new(method)
-        };
-        peft.validate().map_err(anyhow::Error::msg)?;
-        if let Some(size) = e.image_size.filter(|&s| s == 0 || !s.is_multiple_of(16)) {
+        self.peft.validate().map_err(anyhow::Error::msg)?;
+        if let Some(size) = run.image_size.filter(|&s| s == 0 || !s.is_multiple_of(16)) {
             bail!("--image-size {size}: must be a positive multiple of 16");
         }
-        let preprocessing = e
-            .preprocessing
-            .ok_or_else(|| want("--preprocessing"))?
-            .with_statistics(
-                e.mean.ok_or_else(|| want("--mean"))?,
-                e.std.ok_or_else(|| want("--std"))?,
-            )?;
         let settings = TrainSettings {
             checkpoint,
-            image_size: e.image_size,
-            peft,
-            optimizer: OptimizerConfig::new(
-                e.optimizer.ok_or_else(|| want("--optimizer"))?,
-                e.weight_decay.ok_or_else(|| want("--weight-decay"))?,
-            ),
-            lr: e.lr.ok_or_else(|| want("--lr"))?,
-            schedule: e.schedule.ok_or_else(|| want("--schedule"))?,
-            epochs: e.epochs.ok_or_else(|| want("--epochs"))?,
-            batch: e.batch.ok_or_else(|| want("--batch"))?,
-            seed: e.seed.ok_or_else(|| want("--seed"))?,
-            dice: e.dice.ok_or_else(|| want("--dice"))?,
-            augment: e.augment.ok_or_else(|| want("--augment"))?,
-            box_jitter: e.box_jitter.ok_or_else(|| want("--box-jitter"))?,
-            init_adapter: e.init_adapter.clone(),
-            preprocessing,
+            image_size: run.image_size,
+            peft: self.peft.clone(),
+            optimizer: OptimizerConfig::new(run.optimizer, run.weight_decay),
+            lr: run.lr,
+            schedule: run.schedule,
+            epochs: run.epochs,
+            batch: run.batch,
+            seed: run.seed,
+            dice: run.dice,
+            augment: run.augment,
+            box_jitter: run.box_jitter,
+            init_adapter: run.init_adapter.clone(),
+            preprocessing: self.preprocess.preprocessing()?,
             strict: false,
         };
         // Before anything is written; `Trainer::run` checks again for library callers.
@@ -288,16 +208,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            // Through `Experiment` first, so an unknown or mistyped key names the file.
-            let file: Experiment = toml::from_str(&text)
+            let table: toml::Table = toml::from_str(&text)
                 .with_context(|| format!("{}: invalid experiment file", path.display()))?;
-            file.table()?
+            // On its own first, so that an unknown or mistyped key names the file.
+            ExperimentSettings::from_table(&table, &path.display().to_string())?;
+            table
         }
         None => toml::Table::new(),
     };
-    let flags = args.flags.table()?;
+    let flags = args.flags.table();
     let saved = args.run.out.join(EXPERIMENT_FILE);
-    let experiment = if args.run.resume {
+    let mut experiment = if args.run.resume {
         check_resumable(&args.run.out)?;
         let text = std::fs::read_to_string(&saved).with_context(|| {
             format!(
@@ -306,33 +227,31 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 saved.display()
             )
         })?;
-        let run: Experiment = toml::from_str(&text)
+        let recorded: toml::Table = toml::from_str(&text)
             .with_context(|| format!("{}: unreadable settings", saved.display()))?;
+        let run = ExperimentSettings::from_table(&recorded, &saved.display().to_string())?;
         let mut asked = from_file;
         asked.extend(flags);
         check_same_run(&run, &asked)?;
-        run.overlaid(&asked, "the flags")?
+        let mut table = run.table()?;
+        table.extend(asked);
+        ExperimentSettings::from_table(&table, "the flags")?
     } else {
-        let source = args
-            .config
-            .as_ref()
-            .map_or("the settings".into(), |p| p.display().to_string());
-        Experiment::defaults()
-            .overlaid(&from_file, &source)?
-            .overlaid(&flags, "the flags")?
+        let mut table = from_file;
+        table.extend(flags);
+        ExperimentSettings::from_table(&table, "the settings")?
     };
-    let mut experiment = experiment;
-    if args.cache_embeddings.is_some() && !args.run.resume && experiment.augment != Some(false) {
+    if args.cache_embeddings.is_some() && !args.run.resume && experiment.run.augment {
         // A cached embedding is of one image; augmentation makes a new one every epoch.
         eprintln!("warning: --cache-embeddings turns augmentation off (augment = false)");
-        experiment.augment = Some(false);
+        experiment.run.augment = false;
     }
     let Resolved { mut settings, data } = experiment.resolve()?;
     settings.strict = args.strict;
     let open = |split: Option<PathBuf>| -> Result<Dataset> {
         let dataset = Dataset::open(&DataSource {
             path: data.clone(),
-            images: experiment.images.clone(),
+            images: experiment.run.images.clone(),
             split,
             ..DataSource::default()
         })?;
@@ -344,8 +263,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         Ok(dataset)
     };
-    let train = open(experiment.train_split.clone())?;
+    let train = open(experiment.run.train_split.clone())?;
     let val = experiment
+        .run
         .val_split
         .clone()
         .map(|s| open(Some(s)))
@@ -368,7 +288,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     check_trainable(&settings, &train)?;
     args.run.claim()?;
-    let record = toml::to_string(&experiment)?;
+    let record = experiment.to_toml()?;
     write_atomic(&saved, |w| Ok(w.write_all(record.as_bytes())?))?;
     let stop = super::stop_flag()?;
     let trainer = Trainer {
@@ -414,7 +334,7 @@ fn forget_unstarted_run(out: &Path) {
 
 /// A resumed run keeps its settings: each one given again (flag or file) must be the run's,
 /// except a larger `epochs`, which extends it.
-fn check_same_run(run: &Experiment, asked: &toml::Table) -> Result<()> {
+fn check_same_run(run: &ExperimentSettings, asked: &toml::Table) -> Result<()> {
     let recorded = run.table()?;
     for (key, value) in asked {
         let same = match (key.as_str(), recorded.get(key)) {
@@ -504,7 +424,7 @@ impl Progress for Bars {
 
 #[cfg(test)]
 mod tests {
-    use super::Experiment;
+    use super::{Experiment, ExperimentSettings};
 
     /// Every setting can come from the file, and a flag given overrides the file's value: a file
     /// that sets every key to a value other than the default resolves to exactly that file.
@@ -516,17 +436,6 @@ mod tests {
             images = "set/images"
             train_split = "train.txt"
             val_split = "val.txt"
-            preprocessing = "sonar"
-            mean = 0.25
-            std = 0.5
-            method = "adapter+cobot"
-            rank = 8
-            bottleneck = 32
-            lora_init = "zero-b"
-            coefficients = "block"
-            relation = "fixed"
-            head = "linear"
-            adapter_dropout = 0.2
             image_size = 512
             optimizer = "adamw"
             lr = 0.003
@@ -539,40 +448,62 @@ mod tests {
             augment = false
             box_jitter = 10
             init_adapter = "start.safetensors"
+            preprocessing = "sonar"
+            mean = 0.25
+            std = 0.5
+            method = "adapter+cobot"
+            rank = 8
+            bottleneck = 32
+            lora_init = "zero-b"
+            coefficients = "block"
+            relation = "fixed"
+            head = "linear"
+            adapter_dropout = 0.2
         "#;
         let from_file: toml::Table = toml::from_str(file).unwrap();
-        let defaults = Experiment::defaults().table().unwrap();
-        let all_keys = toml::Table::try_from(Experiment {
-            checkpoint: Some("c".into()),
-            data: Some("d".into()),
-            images: Some("i".into()),
-            train_split: Some("t".into()),
-            val_split: Some("v".into()),
-            image_size: Some(16),
-            init_adapter: Some("a".into()),
-            ..Experiment::defaults()
-        })
-        .unwrap();
+        let mut every_key: Vec<&str> = [
+            super::RunSettings::KEYS,
+            super::PreprocessSettings::KEYS,
+            crate::peft::PeftConfig::KEYS,
+        ]
+        .concat();
+        every_key.sort();
         assert_eq!(
             from_file.keys().collect::<Vec<_>>(),
-            all_keys.keys().collect::<Vec<_>>(),
+            every_key.iter().collect::<Vec<_>>(),
             "the test file names every setting"
         );
+        let defaults = ExperimentSettings::default().table().unwrap();
         for (key, value) in &from_file {
             assert_ne!(defaults.get(key), Some(value), "{key} is its default");
         }
-        let resolved = Experiment::defaults().overlaid(&from_file, "file").unwrap();
+        let resolved = ExperimentSettings::from_table(&from_file, "file").unwrap();
         assert_eq!(resolved.table().unwrap(), from_file);
-        let flags = Experiment {
-            lr: Some(0.5),
-            epochs: Some(2),
-            ..Experiment::default()
-        };
-        let resolved = resolved.overlaid(&flags.table().unwrap(), "flags").unwrap();
+
+        let mut flags = Experiment::default();
+        flags.run.lr = Some(0.5);
+        flags.run.epochs = Some(2);
+        flags.peft.rank = Some(12);
+        flags.preprocess.mean = Some(0.125);
+        let mut table = from_file.clone();
+        table.extend(flags.table());
+        let resolved = ExperimentSettings::from_table(&table, "flags").unwrap();
         assert_eq!(
-            (resolved.lr, resolved.epochs, resolved.batch),
-            (Some(0.5), Some(2), Some(3))
+            (resolved.run.lr, resolved.run.epochs, resolved.run.batch),
+            (0.5, 2, 3)
         );
+        assert_eq!((resolved.peft.rank, resolved.peft.bottleneck), (12, 32));
+        assert_eq!(
+            (resolved.preprocess.mean, resolved.preprocess.std),
+            (0.125, 0.5)
+        );
+
+        let unknown: toml::Table = toml::from_str("epochs = 2\nlearning_rate = 1").unwrap();
+        let err = ExperimentSettings::from_table(&unknown, "e.toml").unwrap_err();
+        assert_eq!(err.to_string(), "e.toml: unknown setting 'learning_rate'");
+        let mistyped: toml::Table = toml::from_str("rank = \"four\"").unwrap();
+        let err = ExperimentSettings::from_table(&mistyped, "e.toml").unwrap_err();
+        assert!(err.to_string().starts_with("e.toml: "), "{err}");
     }
 
     /// Every shipped fine-tuning preset is a valid experiment file (`pretrain-*` ones are
@@ -592,13 +523,12 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let e: Experiment =
-                toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-            assert!(
-                e.method.is_some() && e.lr.is_some() && e.epochs.is_some(),
-                "{}",
-                path.display()
-            );
+            let table: toml::Table = toml::from_str(&text).unwrap();
+            let name = path.display().to_string();
+            ExperimentSettings::from_table(&table, &name).unwrap_or_else(|err| panic!("{err}"));
+            for key in ["method", "lr", "epochs"] {
+                assert!(table.contains_key(key), "{name} sets no {key}");
+            }
             n += 1;
         }
         assert_eq!(n, 10);

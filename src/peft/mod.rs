@@ -284,41 +284,47 @@ pub enum LoraInit {
     ZeroB,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeftConfig {
-    pub method: Method,
-    /// LoRA rank r.
-    pub rank: usize,
-    /// Adapter bottleneck V.
-    pub bottleneck: usize,
-    pub lora_init: LoraInit,
-    pub coefficients: Coefficients,
-    pub relation: Relation,
-    pub head: HeadKind,
-    /// Adapter dropout while training (the authors' 0.1).
-    pub adapter_dropout: f64,
+crate::settings! {
+    /// A method and its sizes and switches: what `train`, `params`, `bench` and `init` build,
+    /// and what every adapter file records (as JSON). The defaults are the paper's: lora+cobot,
+    /// r = 4, V = 16, full COBOT.
+    pub struct PeftConfig;
+    /// The PEFT settings as flags, shared by the commands that build a method.
+    pub struct PeftFlags;
+    /// Fine-tuning method: freeze, lightweight (the mask decoder), full, lora, adapter,
+    /// lora+cobot (the paper's) or adapter+cobot.
+    method: Method = Method::LORA_COBOT,
+    /// LoRA rank r (lora, lora+cobot).
+    rank: usize = 4,
+    /// AdaptFormer bottleneck width V (adapter, adapter+cobot).
+    bottleneck: usize = 16,
+    /// How LoRA's matrices start.
+    lora_init: LoraInit = LoraInit::Xavier,
+    /// COBOT's coefficient sets (paper Table 1).
+    coefficients: Coefficients = Coefficients::Dual,
+    /// COBOT's relation matrix across blocks (paper Table 2).
+    relation: Relation = Relation::Learnable,
+    /// COBOT's map after the coefficients (paper Table 3).
+    head: HeadKind = HeadKind::Quaternion,
+    /// Adapter dropout while training, in [0, 1) (the authors' 0.1).
+    adapter_dropout: f64 = 0.1,
 }
 
-/// The paper's method, lora+cobot, with its sizes and switches.
-impl Default for PeftConfig {
-    fn default() -> Self {
-        Self::new(Method::LORA_COBOT)
+impl PeftFlags {
+    /// The configuration the flags give (the defaults where none is given), checked.
+    pub fn config(&self) -> Result<PeftConfig, String> {
+        let cfg: PeftConfig = crate::settings::from_flags(self.table());
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
 impl PeftConfig {
-    /// The paper's defaults for `method`: r = 4, V = 16, full COBOT.
     /// `method` with the paper's sizes and switches (the defaults of every command).
     pub fn new(method: Method) -> Self {
         Self {
             method,
-            rank: 4,
-            bottleneck: 16,
-            lora_init: LoraInit::Xavier,
-            coefficients: Coefficients::Dual,
-            relation: Relation::Learnable,
-            head: HeadKind::Quaternion,
-            adapter_dropout: 0.1,
+            ..Self::default()
         }
     }
 

@@ -17,7 +17,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
-use serde::{Deserialize, Serialize};
 
 use super::loss::{sam_mask_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
@@ -40,83 +39,56 @@ use crate::sam::{Prompts, Sam};
 /// Box noise is capped at 20 pixels at 1024 px (SAM's rule), scaled to the input size.
 const MAX_BOX_NOISE_AT_1024: f64 = 20.0;
 
-/// Each pretraining setting once: its help (which documents the field too), its type in the
-/// settings, its type as a flag and its default. Expands to [`PretrainSettings`] (with its
-/// `Default`) and [`PretrainFlags`], the same settings as optional flags.
-macro_rules! pretrain_settings {
-    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty => $flag:ty = $default:expr ),+ $(,)?) => {
-        /// Everything that defines a pretraining run (`presets/pretrain-*.toml`, flags override).
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct PretrainSettings {
-            $( $(#[doc = $doc])+ pub $name: $ty, )+
-        }
-
-        impl Default for PretrainSettings {
-            fn default() -> Self {
-                Self { $( $name: $default, )+ }
-            }
-        }
-
-        /// The settings as flags: each one given replaces the file's (or the default) value.
-        #[derive(clap::Args, Debug, Default, Serialize)]
-        pub struct PretrainFlags {
-            $(
-                $(#[doc = $doc])+
-                #[arg(long)]
-                #[serde(skip_serializing_if = "Option::is_none")]
-                pub $name: Option<$flag>,
-            )+
-        }
-    };
-}
-
-pretrain_settings! {
+crate::settings! {
+    /// Everything that defines a pretraining run (`presets/pretrain-*.toml`, flags override).
+    pub struct PretrainSettings;
+    /// The pretraining settings as flags: each one given replaces the file's (or the default) value.
+    pub struct PretrainFlags;
     /// Architecture from random weights: tiny, mini, small, vit_b, vit_l, vit_h.
-    model: String => String = "mini".into(),
+    model: String = "mini".into(),
     /// Start from this checkpoint's weights instead of random ones (its own architecture).
     init: Option<PathBuf> => PathBuf = None,
     /// Input size S of the scenes and the model, a multiple of 16.
-    image_size: usize => usize = 256,
+    image_size: usize = 256,
     /// Optimiser steps in all.
-    steps: usize => usize = 20_000,
+    steps: usize = 20_000,
     /// Steps between validations and checkpoints (one "epoch" of the plot and the run state).
-    epoch_steps: usize => usize = 500,
+    epoch_steps: usize = 500,
     /// Linear warm-up steps from 0, then cosine decay to the final learning rate.
-    warmup_steps: usize => usize = 250,
+    warmup_steps: usize = 250,
     /// Peak learning rate of AdamW.
-    lr: f64 => f64 = 1e-3,
+    lr: f64 = 1e-3,
     /// Learning rate the cosine decay ends at.
-    final_lr: f64 => f64 = 1e-5,
+    final_lr: f64 = 1e-5,
     /// AdamW's decoupled weight decay.
-    weight_decay: f64 => f64 = 0.01,
+    weight_decay: f64 = 0.01,
     /// Scenes per step.
-    batch: usize => usize = 1,
+    batch: usize = 1,
     /// Objects per scene, at most.
-    max_objects: usize => usize = 8,
+    max_objects: usize = 8,
     /// Objects prompted per scene and prompt kind, at most (a random subset beyond).
-    max_prompts: usize => usize = 8,
+    max_prompts: usize = 8,
     /// Losses at S / this: 1, 2 or 4 (the decoder's own resolution), against targets
     /// area-averaged to that size.
-    loss_downscale: usize => usize = 2,
+    loss_downscale: usize = 2,
     /// Box noise: standard deviation per coordinate as a fraction of the box side.
-    box_noise: f64 => f64 = 0.1,
+    box_noise: f64 = 0.1,
     /// Train single-point prompts, multimask (the loss on the best of SAM's three masks).
-    point_prompts: bool => bool = true,
+    point_prompts: bool = true,
     /// Train corrective points from the error region of each single-point prediction.
-    corrective_points: bool => bool = true,
+    corrective_points: bool = true,
     /// Fraction of training scenes degraded as sonar, radar and endoscopy images are (lower
     /// contrast, blur, speckle, grain: data::degrade); validation scenes stay clean.
-    degrade: f64 => f64 = 0.0,
+    degrade: f64 = 0.0,
     /// Fraction of training scenes whose objects include small ones, down to a few pixels
     /// (data::scenes::ObjectSizes::WithSmall); validation scenes keep the medium sizes.
-    small_objects: f64 => f64 = 0.0,
+    small_objects: f64 = 0.0,
     /// Seed of the random weights, the scenes and the prompts.
-    seed: u64 => u64 = 0,
+    seed: u64 = 0,
     /// Validation scenes (seeds from the validation seed on), scored with boxes and one point.
-    val_scenes: usize => usize = 32,
+    val_scenes: usize = 32,
     /// First seed of the validation scenes, below 2^63.
-    val_seed: u64 => u64 = 1_000_000,
+    val_seed: u64 = 1_000_000,
 }
 
 impl PretrainSettings {
