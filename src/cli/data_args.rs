@@ -13,8 +13,7 @@ pub struct DataArgs {
     /// Data set: a folder (marine-debris layout, or images/ + masks/) or a COCO annotations file.
     #[arg(long)]
     pub data: PathBuf,
-    /// auto, marine-debris, coco or mask-folder.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help = format!("auto (detected), {}", Format::names()))]
     pub format: String,
     /// COCO image folder (default: images/ beside or above the annotations file).
     #[arg(long)]

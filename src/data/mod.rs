@@ -95,6 +95,17 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in the order messages and `--help` list them (the compiler does not check
+    /// that a new variant is here: its name would not parse).
+    pub const ALL: [Format; 3] = [Format::MarineDebris, Format::Coco, Format::MaskFolder];
+
+    /// The names of [`Format::ALL`], for messages: `marine-debris, coco or mask-folder`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+        let (last, rest) = names.split_last().expect("formats exist");
+        format!("{} or {last}", rest.join(", "))
+    }
+
     /// The name used on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,12 +125,10 @@ impl fmt::Display for Format {
 impl FromStr for Format {
     type Err = DataError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "marine-debris" => Ok(Format::MarineDebris),
-            "coco" => Ok(Format::Coco),
-            "mask-folder" => Ok(Format::MaskFolder),
-            other => Err(DataError::UnknownFormat(other.to_string())),
-        }
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| DataError::UnknownFormat(s.to_string()))
     }
 }
 
@@ -170,7 +179,7 @@ impl DataSource {
 /// object or value where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("unknown data-set format {0:?} (expected marine-debris, coco or mask-folder)")]
+    #[error("unknown data-set format {0:?} (expected {names})", names = Format::names())]
     UnknownFormat(String),
     #[error("data set {}: not found", path.display())]
     NotFound { path: PathBuf },
