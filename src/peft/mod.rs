@@ -1,98 +1,24 @@
 //! Parameter-efficient fine-tuning inside SAM's image encoder (docs/methods.md#methods, #cobot): one module per
 //! method, all configured by [`PeftConfig`] and loaded by the official key names of docs/methods.md#key-names.
-//! A [`Method`] is a [`BaseMethod`] with or without COBOT's orchestration; what each base can do
-//! (its site, whether it folds, whether COBOT can orchestrate it) is a property of the base, and
-//! [`modules`] is the one place that builds a configuration's modules and the interface the
-//! encoder calls them through.
+//! A [`Method`] is a [`BaseMethod`] with or without COBOT's orchestration; every base is
+//! registered in [`registry`] (what it can do: the layers it wraps, whether it folds, whether
+//! COBOT can orchestrate it; and the hooks an encoder block calls its modules through), and
+//! [`modules`] is the one place that builds a configuration's modules.
 
 pub mod adaptformer;
 pub mod cobot;
 pub mod lora;
 pub mod modules;
 pub mod quaternion;
+pub mod registry;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use modules::{BlockModules, PeftModules, initial_state};
-
-/// A way of adapting SAM before any orchestration: what it adds to the image encoder, where, and
-/// what trains (docs/methods.md#what-trains, paper semantics: the prompt encoder stays frozen
-/// except in `full`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BaseMethod {
-    /// Nothing trains (evaluation of the pretrained model).
-    Freeze,
-    /// The mask decoder trains.
-    Lightweight,
-    Lora,
-    Adapter,
-    /// Every SAM tensor trains.
-    Full,
-}
-
-impl BaseMethod {
-    /// Every base method, in the order commands list them (the compiler does not check that a new
-    /// variant is here: its name would not parse).
-    pub const ALL: [BaseMethod; 5] = [
-        BaseMethod::Freeze,
-        BaseMethod::Lightweight,
-        BaseMethod::Lora,
-        BaseMethod::Adapter,
-        BaseMethod::Full,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BaseMethod::Freeze => "freeze",
-            BaseMethod::Lightweight => "lightweight",
-            BaseMethod::Lora => "lora",
-            BaseMethod::Adapter => "adapter",
-            BaseMethod::Full => "full",
-        }
-    }
-
-    /// The layers of each encoder block the method's modules wrap (none: it adds none; a
-    /// method such as SSF, which scales and shifts several layers, lists each).
-    pub fn sites(self) -> &'static [Site] {
-        match self {
-            BaseMethod::Lora => &[Site::Qkv],
-            BaseMethod::Adapter => &[Site::Mlp],
-            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => &[],
-        }
-    }
-
-    /// The site of the bottleneck COBOT scales and mixes, for an [`BaseMethod::orchestrable`]
-    /// method (its one site).
-    pub fn bottleneck_site(self) -> Option<Site> {
-        match self.sites() {
-            [site] if self.orchestrable() => Some(*site),
-            _ => None,
-        }
-    }
-
-    /// Whether COBOT can orchestrate it: it has a bottleneck in every block (at its one site),
-    /// which COBOT scales and mixes.
-    pub fn orchestrable(self) -> bool {
-        match self {
-            BaseMethod::Lora | BaseMethod::Adapter => true,
-            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => false,
-        }
-    }
-
-    /// Whether `merge` can fold it into SAM's own weights: its encoder modules (if any) are
-    /// linear maps of their input. A new method is not foldable until its merge is written.
-    pub fn foldable(self) -> bool {
-        match self {
-            BaseMethod::Freeze | BaseMethod::Lightweight | BaseMethod::Full => true,
-            BaseMethod::Lora => true,
-            // The adapter branch has a ReLU.
-            BaseMethod::Adapter => false,
-        }
-    }
-}
+pub use modules::{PeftModules, initial_state};
+pub use registry::{BaseMethod, BlockModules, Site};
 
 /// A fine-tuning method: a base method, optionally orchestrated across blocks by COBOT
 /// (docs/methods.md#cobot). Written by its name (`lora`, `lora+cobot`) in files and flags.
@@ -166,42 +92,6 @@ impl Method {
     /// Whether `merge` can fold the method into SAM's own weights (COBOT keeps a base linear).
     pub fn foldable(self) -> bool {
         self.base.foldable()
-    }
-}
-
-/// The encoder blocks' key prefix in SAM's checkpoints (docs/methods.md#key-names).
-const ENCODER_BLOCKS: &str = "image_encoder.blocks";
-
-/// The layer of an encoder block a method wraps; its key under `image_encoder.blocks.{i}.`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Site {
-    /// The fused q/k/v projection (LoRA): two COBOT modules per block, q and v.
-    Qkv,
-    /// The MLP (AdaptFormer, in parallel to it): one COBOT module per block.
-    Mlp,
-}
-
-impl Site {
-    /// Its key inside a block.
-    pub fn key(self) -> &'static str {
-        match self {
-            Site::Qkv => "attn.qkv",
-            Site::Mlp => "mlp",
-        }
-    }
-
-    /// The key prefix of the layer in block `block` (`image_encoder.blocks.3.attn.qkv`), under
-    /// which the method's tensors of that block are named.
-    pub fn prefix(self, block: usize) -> String {
-        format!("{ENCODER_BLOCKS}.{block}.{}", self.key())
-    }
-
-    /// How many COBOT modules (bottlenecks) a block has at this site.
-    pub fn modules_per_block(self) -> usize {
-        match self {
-            Site::Qkv => 2,
-            Site::Mlp => 1,
-        }
     }
 }
 
