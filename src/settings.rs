@@ -126,3 +126,33 @@ macro_rules! settings {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::help_with_default;
+
+    #[test]
+    fn help_ends_with_the_default_as_a_settings_file_writes_it() {
+        assert_eq!(
+            help_with_default(" Peak learning\n rate of AdamW.\n", &1e-4_f64),
+            "Peak learning rate of AdamW [default: 0.0001]"
+        );
+        // An f32 as short as it reads back, not its f64 widening (0.17010000348091125).
+        assert_eq!(
+            help_with_default("Mean.", &0.1701_f32),
+            "Mean [default: 0.1701]"
+        );
+        assert_eq!(
+            help_with_default("Model.", &"mini"),
+            "Model [default: mini]"
+        );
+        assert_eq!(
+            help_with_default("Augment.", &true),
+            "Augment [default: true]"
+        );
+        assert_eq!(
+            help_with_default("Start from.", &None::<String>),
+            "Start from"
+        );
+    }
+}
