@@ -7,20 +7,27 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// `value` as a settings file writes it: through TOML text, so an f32 is as short as it reads
+/// back (`0.1701`) rather than widened to f64 (`0.17010000348091125`), and a value from a flag,
+/// a file or a run's record compares equal when it is the same setting.
+pub fn as_table<T: Serialize>(value: &T) -> toml::Table {
+    let text = toml::to_string(value).expect("settings serialise as TOML");
+    toml::from_str(&text).expect("TOML text reads back")
+}
+
 /// One help line: `doc`'s lines joined, then the default as a settings file writes it
 /// (`[default: 0.0001]`); nothing for a setting without one.
 pub fn help_with_default<T: Serialize>(doc: &str, default: &T) -> String {
     let words = doc.split_whitespace().collect::<Vec<_>>().join(" ");
     // As clap writes a one-sentence doc comment: without its full stop.
     let help = words.strip_suffix('.').unwrap_or(&words);
-    // Through a settings file's text, which writes an f32 as short as it reads back.
     #[derive(Serialize)]
     struct Entry<'a, T> {
         v: &'a T,
     }
-    let text = toml::to_string(&Entry { v: default }).unwrap_or_default();
-    match text.trim().strip_prefix("v = ") {
-        Some(value) => format!("{help} [default: {}]", value.trim_matches('"')),
+    match as_table(&Entry { v: default }).remove("v") {
+        Some(toml::Value::String(text)) => format!("{help} [default: {text}]"),
+        Some(value) => format!("{help} [default: {value}]"),
         // `None`: no default to show.
         None => help.to_string(),
     }
@@ -119,9 +126,9 @@ macro_rules! settings {
         }
 
         impl $flags {
-            /// The flags given, as a settings table.
+            /// The flags given, as a settings file would hold them.
             pub fn table(&self) -> toml::Table {
-                toml::Table::try_from(self).expect("flags serialise")
+                $crate::settings::as_table(self)
             }
         }
     };

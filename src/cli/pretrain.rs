@@ -86,7 +86,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
 
 /// `base` with every flag given put over it.
 fn settings(args: &PretrainArgs, mut base: toml::Table) -> Result<PretrainSettings> {
-    base.extend(toml::Table::try_from(&args.settings)?);
+    base.extend(args.settings.table());
     let where_ = args
         .config
         .as_deref()

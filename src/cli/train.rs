@@ -9,7 +9,7 @@ use crate::data::{DataSource, Dataset};
 use crate::files::atomic::write_atomic;
 use crate::files::guard::{FileRoles, canonical};
 use crate::peft::{PeftConfig, PeftFlags};
-use crate::settings::split_table;
+use crate::settings::{as_table, split_table};
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
 use crate::train::run_state::EpochLog;
@@ -127,8 +127,12 @@ impl ExperimentSettings {
         .concat())
     }
 
-    fn table(&self) -> Result<toml::Table> {
-        Ok(toml::from_str(&self.to_toml()?)?)
+    /// One table of every group, as the experiment file holds it.
+    fn table(&self) -> toml::Table {
+        let mut table = as_table(&self.run);
+        table.extend(as_table(&self.preprocess));
+        table.extend(as_table(&self.peft));
+        table
     }
 
     /// The settings a run uses, checked.
@@ -233,7 +237,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let mut asked = from_file;
         asked.extend(flags);
         check_same_run(&run, &asked)?;
-        let mut table = run.table()?;
+        let mut table = run.table();
         table.extend(asked);
         ExperimentSettings::from_table(&table, "the flags")?
     } else {
@@ -335,7 +339,7 @@ fn forget_unstarted_run(out: &Path) {
 /// A resumed run keeps its settings: each one given again (flag or file) must be the run's,
 /// except a larger `epochs`, which extends it.
 fn check_same_run(run: &ExperimentSettings, asked: &toml::Table) -> Result<()> {
-    let recorded = run.table()?;
+    let recorded = run.table();
     for (key, value) in asked {
         let same = match (key.as_str(), recorded.get(key)) {
             ("epochs", Some(old)) => value.as_integer() >= old.as_integer(),
@@ -473,12 +477,12 @@ mod tests {
             every_key.iter().collect::<Vec<_>>(),
             "the test file names every setting"
         );
-        let defaults = ExperimentSettings::default().table().unwrap();
+        let defaults = ExperimentSettings::default().table();
         for (key, value) in &from_file {
             assert_ne!(defaults.get(key), Some(value), "{key} is its default");
         }
         let resolved = ExperimentSettings::from_table(&from_file, "file").unwrap();
-        assert_eq!(resolved.table().unwrap(), from_file);
+        assert_eq!(resolved.table(), from_file);
 
         let mut flags = Experiment::default();
         flags.run.lr = Some(0.5);
@@ -504,6 +508,22 @@ mod tests {
         let mistyped: toml::Table = toml::from_str("rank = \"four\"").unwrap();
         let err = ExperimentSettings::from_table(&mistyped, "e.toml").unwrap_err();
         assert!(err.to_string().starts_with("e.toml: "), "{err}");
+    }
+
+    /// A resumed run given one of its own settings again, as a flag or in a file, is the same
+    /// run, f32 settings included (`--mean 0.1701` is not its f64 widening).
+    #[test]
+    fn a_setting_given_again_on_resume_is_the_runs_own() {
+        let file: toml::Table =
+            toml::from_str("preprocessing = \"sonar\"\nmean = 0.1701\nstd = 0.1848").unwrap();
+        let run = ExperimentSettings::from_table(&file, "file").unwrap();
+        let mut flags = Experiment::default();
+        flags.preprocess.mean = Some(0.1701);
+        flags.preprocess.std = Some(0.1848);
+        super::check_same_run(&run, &flags.table()).unwrap();
+        super::check_same_run(&run, &file).unwrap();
+        flags.preprocess.mean = Some(0.17);
+        assert!(super::check_same_run(&run, &flags.table()).is_err());
     }
 
     /// Every shipped fine-tuning preset is a valid experiment file (`pretrain-*` ones are
