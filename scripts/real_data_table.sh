@@ -8,7 +8,8 @@
 #   scripts/real_data_table.sh ../shared/datasets runs/table 3
 #
 # Training uses `train`'s defaults but for --epochs (and the data sets' own preprocessing and
-# splits); the CPU model is printed with the figures.
+# splits); the CPU model is printed with the figures. SETS="ssdd" (or "marine-debris") makes
+# one set's table only, so that two runs of the script can share a machine.
 set -euo pipefail
 data=${1:-../shared/datasets}
 out=${2:-runs/table}
@@ -30,6 +31,7 @@ sets=(
 )
 for set in "${sets[@]}"; do
   IFS='|' read -r name train_args test_args <<< "$set"
+  [[ " ${SETS:-marine-debris ssdd} " == *" $name "* ]] || continue
   echo
   echo "### $name"
   echo

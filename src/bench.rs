@@ -62,6 +62,8 @@ pub struct BenchReport {
     pub threads: usize,
     /// Whether the fused CPU kernels ran (`--unfused` times burn's composed ops instead).
     pub fused_kernels: bool,
+    /// What the products computed in (`--precision`).
+    pub precision: crate::kernels::Precision,
     /// Every timed run, in milliseconds.
     pub runs_ms: Vec<f64>,
     pub median_ms: f64,
@@ -123,7 +125,9 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         boxes: s.boxes,
         device: s.device_name.clone(),
         threads: rayon::current_num_threads(),
-        fused_kernels: crate::kernels::fused_kernels_run_on(&s.device),
+        fused_kernels: crate::kernels::fused_kernels_run_on(&s.device)
+            && crate::kernels::precision() == crate::kernels::Precision::F32,
+        precision: crate::kernels::precision(),
         median_ms: median(&runs_ms),
         runs_ms,
         peak_rss_mib: peak_rss_mib(),
@@ -192,7 +196,12 @@ pub fn gemm(
         Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device)
     };
     let a = matrix(shape.m, shape.k);
-    let product: Box<dyn Fn() -> Tensor<2>> = if crate::kernels::fused_kernels_run_on(device) {
+    let half = crate::kernels::precision().half();
+    let product: Box<dyn Fn() -> Tensor<2>> = if let Some(half) = half {
+        // Operands stored in the lower precision, as a product's inputs are on a GPU that has it.
+        let (a, b) = (a.cast(half), matrix(shape.k, shape.n).cast(half));
+        Box::new(move || a.clone().matmul(b.clone()))
+    } else if crate::kernels::fused_kernels_run_on(device) {
         let w = matrix(shape.n, shape.k);
         Box::new(move || crate::kernels::linear(a.clone(), w.clone(), None))
     } else {

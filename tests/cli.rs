@@ -726,6 +726,30 @@ fn unknown_device() {
     );
 }
 
+#[test]
+fn half_precision_on_the_cpu_is_refused_naming_both() {
+    for precision in ["bf16", "f16"] {
+        assert_flags_fail(
+            &[
+                "--box",
+                "60,40,220,160",
+                "--device",
+                "cpu",
+                "--precision",
+                precision,
+            ],
+            &[
+                &format!("--precision {precision}"),
+                "the CPU computes in f32 only",
+            ],
+        );
+    }
+    assert_flags_fail(
+        &["--box", "60,40,220,160", "--precision", "f8"],
+        &["'f8'", "--precision"],
+    );
+}
+
 #[cfg(not(any(feature = "vulkan", feature = "wgpu")))]
 #[test]
 fn vulkan_device_without_the_feature() {

@@ -32,6 +32,13 @@ fn run(args: &[&str], dir: &Path) {
     );
 }
 
+/// Whether the device computes in f16 (Vulkan's shaderFloat16; lavapipe has it), so that its
+/// runs are also made with `--precision f16`.
+fn has_f16(device: &str) -> bool {
+    let device = sam_cobot::cli::device::parse(device).unwrap();
+    sam_cobot::kernels::Precision::F16.runs_on(&device)
+}
+
 fn metrics(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -46,7 +53,11 @@ fn eval_on_the_device_scores_as_on_the_cpu() {
     );
     let base = common::BASE_256;
     let device = device();
-    for (name, on) in [("cpu", "cpu"), ("gpu", device.as_str())] {
+    let mut runs = vec![("cpu", "cpu", "f32"), ("gpu", device.as_str(), "f32")];
+    if has_f16(&device) {
+        runs.push(("gpu-f16", device.as_str(), "f16"));
+    }
+    for (name, on, precision) in &runs {
         let args = [
             "eval",
             "--data",
@@ -54,17 +65,23 @@ fn eval_on_the_device_scores_as_on_the_cpu() {
             "--checkpoint",
             base,
         ];
-        run(&[&args[..], &["--device", on, "--out", name]].concat(), dir);
+        let on = ["--device", on, "--precision", precision, "--out", name];
+        run(&[&args[..], &on].concat(), dir);
     }
-    let (cpu, gpu) = (
-        metrics(&dir.join("cpu/metrics.json")),
-        metrics(&dir.join("gpu/metrics.json")),
-    );
-    assert_eq!(cpu["objects"], gpu["objects"]);
-    for key in ["mean_dice", "mean_iou"] {
-        let (a, b) = (cpu[key].as_f64().unwrap(), gpu[key].as_f64().unwrap());
-        // Percentages over 9 objects; a pixel flipped at a threshold moves them by ~0.01.
-        assert!((a - b).abs() <= 0.05, "{key}: cpu {a} vs {device} {b}");
+    let cpu = metrics(&dir.join("cpu/metrics.json"));
+    for (name, _, precision) in &runs[1..] {
+        let gpu = metrics(&dir.join(name).join("metrics.json"));
+        assert_eq!(cpu["objects"], gpu["objects"]);
+        for key in ["mean_dice", "mean_iou"] {
+            let (a, b) = (cpu[key].as_f64().unwrap(), gpu[key].as_f64().unwrap());
+            // Percentages over 9 objects; a pixel flipped at a threshold moves them by ~0.01, and
+            // f16 products flip a few more (the masks agree to 99.9%: tests/precision.rs).
+            let tolerance = if *precision == "f32" { 0.05 } else { 0.5 };
+            assert!(
+                (a - b).abs() <= tolerance,
+                "{key}: cpu {a} vs {device} {precision} {b}"
+            );
+        }
     }
 }
 
@@ -75,7 +92,11 @@ fn training_steps_on_the_device_equal_the_cpus() {
     let base = fixtures().join("tiny256.pth");
     let items = fixtures().join("train_parity/items");
     let device = device();
-    for (name, on) in [("cpu", "cpu"), ("gpu", device.as_str())] {
+    let mut runs = vec![("cpu", "cpu", "f32"), ("gpu", device.as_str(), "f32")];
+    if has_f16(&device) {
+        runs.push(("gpu-f16", device.as_str(), "f16"));
+    }
+    for (name, on, precision) in runs {
         let args = [
             "train",
             "--checkpoint",
@@ -96,6 +117,8 @@ fn training_steps_on_the_device_equal_the_cpus() {
             "0",
             "--device",
             on,
+            "--precision",
+            precision,
             "--log-jsonl",
             &format!("{name}.jsonl"),
             "--out",
@@ -121,6 +144,20 @@ fn training_steps_on_the_device_equal_the_cpus() {
             a.loss,
             b.loss
         );
+    }
+    // f16 products: the same steps, losses within f16's rounding (11 significant bits, over
+    // the forward and backward passes).
+    if has_f16(&device) {
+        for (a, b) in cpu.iter().zip(&steps("gpu-f16")) {
+            let rel = (a.loss - b.loss).abs() / a.loss.abs();
+            assert!(
+                rel <= 1e-2,
+                "f16 step {}: loss {} vs {} ({rel:.1e})",
+                a.step,
+                a.loss,
+                b.loss
+            );
+        }
     }
     let adapter = |name: &str| load_state_dict(&dir.join(name).join("last/adapter.safetensors"));
     let (cpu, gpu) = (adapter("cpu").unwrap(), adapter("gpu").unwrap());

@@ -62,12 +62,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let gflops = shape.flops() / (ms * 1e-3) / 1e9;
         if args.json {
             let report = serde_json::json!({"workload": "gemm", "size": shape.to_string(),
-                "device": device_name, "median_ms": ms, "gflops": gflops,
-                "threads": rayon::current_num_threads()});
+                "device": device_name, "precision": args.device.precision, "median_ms": ms,
+                "gflops": gflops, "threads": rayon::current_num_threads()});
             println!("{report}");
         } else {
             println!(
-                "gemm {shape} f32 on {device_name}, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                "gemm {shape} {} on {device_name}, {} threads: median {ms:.1} ms, {gflops:.1} GFLOP/s",
+                args.device.precision,
                 rayon::current_num_threads()
             );
         }
@@ -97,7 +98,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} {} {} at {} px, {} image(s) x {} box(es), {}, {} threads{}: median {:.1} ms over {} runs, peak RSS {}",
+            "{} {} {} at {} px, {} image(s) x {} box(es), {}, {}, {} threads{}: median {:.1} ms over {} runs, peak RSS {}",
             clap::ValueEnum::to_possible_value(&report.workload)
                 .expect("every workload has a name")
                 .get_name(),
@@ -107,6 +108,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             report.batch,
             report.boxes,
             report.device,
+            report.precision,
             report.threads,
             if args.unfused { ", unfused" } else { "" },
             report.median_ms,

@@ -1,24 +1,58 @@
-//! `--device`: which burn backend runs the model. GPU backends exist only in builds with their
-//! cargo feature.
+//! `--device` and `--precision`: which burn backend runs the model, and in what precision its
+//! products run. GPU backends exist only in builds with their cargo feature.
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::Args;
 
-/// The `--device` flag of every command that runs a model.
+use crate::kernels::Precision;
+
+/// The `--device` and `--precision` flags of every command that runs a model.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArg {
     /// auto (a GPU this build can drive, else the CPU), cpu, vulkan[:N|:cpu] or cuda[:N] (GPU
     /// backends need their cargo feature).
     #[arg(long = "device", value_name = "DEVICE", default_value = "auto")]
     pub name: String,
+    /// What the model's matrix products and convolutions compute in: weights, optimiser state,
+    /// normalisation, softmax and the loss stay f32. bf16 and f16 need a GPU that has them (CUDA:
+    /// both; Vulkan: f16 where the device has shaderFloat16); the CPU computes in f32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 impl DeviceArg {
-    /// The device, started (see [`parse`]).
+    /// The device, started (see [`parse`]), with the products set to `--precision` for this
+    /// process once the device is known to compute in it.
     pub fn device(&self) -> Result<Device> {
-        parse(&self.name)
+        let device = parse(&self.name)?;
+        check_precision(self.precision, &device)?;
+        crate::kernels::set_precision(self.precision);
+        Ok(device)
     }
+}
+
+/// Refuses a precision `device` cannot compute in, naming both.
+fn check_precision(precision: Precision, device: &Device) -> Result<()> {
+    if precision.runs_on(device) {
+        return Ok(());
+    }
+    if crate::kernels::is_cpu(device) {
+        bail!(
+            "--precision {precision}: the CPU computes in f32 only (sam-cobot's CPU kernels); \
+             {precision} runs on a GPU that has it (--device cuda, or vulkan where the device has shaderFloat16 for f16)"
+        );
+    }
+    let can: Vec<&str> = [Precision::Bf16, Precision::F16]
+        .into_iter()
+        .filter(|p| p.runs_on(device))
+        .map(Precision::name)
+        .collect();
+    bail!(
+        "--precision {precision}: the device {} cannot compute in {precision} (it can: f32{})",
+        describe(device),
+        can.iter().map(|p| format!(", {p}")).collect::<String>()
+    )
 }
 
 /// Parses `auto`, `cpu`, `vulkan[:N|:cpu]` or `cuda[:N]`. A GPU device is started here, so that

@@ -16,7 +16,8 @@
 //! beyond float rounding (tests/kernels.rs compares both, values and gradients).
 //!
 //! Here: the entry points and what decides the path ([`takes_fused_path`],
-//! [`fused_kernels_run_on`], [`set_enabled`]), and the backend extension [`CpuKernels`]. Its
+//! [`fused_kernels_run_on`], [`set_enabled`]), and the backend extension [`CpuKernels`];
+//! `precision` holds mixed precision, the dtype the composed path's products run in. Its
 //! implementations: `flex` (the kernels on plain Flex tensors) and `autodiff` (the same under
 //! autodiff, with their backward passes recorded); `buffers` holds the buffer helpers both use;
 //! one file per kernel holds its arithmetic (`attention`, `layer_norm`, `gelu`, `linear`,
@@ -35,6 +36,7 @@ mod layer_norm;
 mod linear;
 mod math;
 mod matmul;
+mod precision;
 
 use std::cell::Cell;
 
@@ -44,6 +46,10 @@ use burn::tensor::{DType, Device, Tensor};
 
 pub use adam::{AdamStep, WeightDecay};
 use buffers::{SharedOut, repeat_rows, zeros};
+pub use precision::{
+    Precision, conv_transpose2d_in_precision, conv2d_in_precision, precision, product,
+    set_precision,
+};
 
 /// The fused path of `sam::attention::rel_pos_attention` (same arguments and result).
 /// Flex only: that function checks [`takes_fused_path`] and composes burn's ops elsewhere.
@@ -132,7 +138,7 @@ pub fn layer_norm<const D: usize>(
 /// layout) and `bias` `[out]`.
 pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     if !takes_fused_path(&x) {
-        return burn::tensor::module::linear(x, weight.transpose(), bias);
+        return precision::linear_composed(x, weight, bias);
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
     Tensor::from_dispatch(match bias {
@@ -161,7 +167,7 @@ pub fn linear_low_rank(
             up.into_dispatch(),
         ))
     } else {
-        burn::tensor::module::linear(x, weight.transpose(), Some(bias)) + z.matmul(up.transpose())
+        precision::linear_composed(x, weight, Some(bias)) + product(z, up.transpose())
     }
 }
 
@@ -186,9 +192,9 @@ pub fn adam_step(
 }
 
 /// Whether an op on `x` takes the fused path: `x` is f32 on a device where
-/// [`fused_kernels_run_on`].
+/// [`fused_kernels_run_on`], and the products compute in f32 ([`precision`]).
 pub fn takes_fused_path<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && fused_kernels_run_on(&x.device())
+    x.dtype() == DType::F32 && precision() == Precision::F32 && fused_kernels_run_on(&x.device())
 }
 
 /// Whether the fused kernels run on `device`: the Flex device (with or without autodiff), unless

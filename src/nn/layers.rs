@@ -3,7 +3,6 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use super::init::Init;
@@ -161,7 +160,7 @@ impl Conv2d {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (s, p) = (self.stride, self.padding);
-        conv2d(
+        crate::kernels::conv2d_in_precision(
             x,
             self.weight.val(),
             self.bias.as_ref().map(Param::val),

@@ -4,7 +4,6 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
 
 use super::config::{DECODER_HEADS, MaskDecoderConfig};
@@ -54,9 +53,9 @@ impl DecoderAttention {
         let k = heads(self.k_proj.forward(k));
         let v = heads(self.v_proj.forward(v));
         let hd = q.dims()[3];
-        let attn = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        let attn = kernels::product(q, k.swap_dims(2, 3)) / (hd as f64).sqrt();
         // The batch is the larger of q's and k's: one of them may be a broadcast image.
-        let out = softmax(attn, 3).matmul(v);
+        let out = kernels::product(softmax(attn, 3), v);
         let [n, h, lq, _] = out.dims();
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([n, lq, h * hd]))
@@ -283,22 +282,21 @@ impl MaskDecoder {
                 .collect(),
             1,
         ); // [N, M, E/8]
-        let masks = hyper_in
-            .matmul(upscaled.reshape([n, c8, h4 * w4]))
-            .reshape([n, m, h4, w4]);
+        let masks =
+            kernels::product(hyper_in, upscaled.reshape([n, c8, h4 * w4])).reshape([n, m, h4, w4]);
         (masks, self.iou_head.forward(iou_token_out))
     }
 
     fn upscale(&self, x: Tensor<4>) -> Tensor<4> {
         let opts = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
-        let x = conv_transpose2d(
+        let x = kernels::conv_transpose2d_in_precision(
             x,
             self.upscale1_weight.val(),
             Some(self.upscale1_bias.val()),
             opts.clone(),
         );
         let x = kernels::gelu(self.upscale_norm.forward_channels_first(x));
-        kernels::gelu(conv_transpose2d(
+        kernels::gelu(kernels::conv_transpose2d_in_precision(
             x,
             self.upscale2_weight.val(),
             Some(self.upscale2_bias.val()),
