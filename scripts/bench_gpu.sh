@@ -74,6 +74,12 @@ done
 step "train step, 1024 px" 240 "${REF[@]}" --image-size 1024 --json-out "$OUT/train1024.json"
 step "inference, 1024 px" 120 "${REF[@]}" --workload inference --image-size 1024 --json-out "$OUT/infer1024.json"
 step "train step, 256 px" 90 "${REF[@]}" --image-size 256 --json-out "$OUT/train256.json"
+# Mixed precision (docs/gpu.md#mixed-precision): sam-cobot's f16 products on Vulkan against
+# PyTorch's autocast to f16 on CUDA.
+step "train step, 1024 px, f16" 240 "${REF[@]}" --image-size 1024 --precision f16 --json-out "$OUT/train1024_f16.json"
+step "inference, 1024 px, f16" 120 "${REF[@]}" --workload inference --image-size 1024 --precision f16 \
+    --json-out "$OUT/infer1024_f16.json"
+step "gemm 4096 f16, vulkan" 45 "$BIN" bench --workload gemm --device vulkan --precision f16 --gemm-size 4096 --runs 10 --json
 step "gemm 4096, vulkan" 45 "$BIN" bench --workload gemm --device vulkan --gemm-size 4096 --runs 10 --json
 step "gemm 4096, torch" 45 python3 -c '
 import torch, time

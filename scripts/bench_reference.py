@@ -78,6 +78,8 @@ def parse_args():
                    help="sam-cobot's device; PyTorch runs on CUDA for either GPU backend")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--precision", choices=("f32", "bf16", "f16"), default="f32",
+                   help="what the products compute in: sam-cobot's --precision, PyTorch's autocast")
     p.add_argument("--sam-cobot", type=Path, default=REPO / "target/release/sam-cobot")
     p.add_argument("--json-out", type=Path, help="write both reports and the ratios here")
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -178,15 +180,24 @@ def torch_worker(args) -> dict:
     trainable = [p for p in sam.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=1e-4, weight_decay=5e-5) if train and trainable else None
 
+    half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(args.precision)
+
+    def autocast():
+        """PyTorch's mixed precision: products in `half`, weights and the loss's sums in f32."""
+        if half is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=half)
+
     def step():
         if train:
-            loss = batch_loss(sam, images, prompts, args.image_size)
+            with autocast():
+                loss = batch_loss(sam, images, prompts, args.image_size)
             if optimizer is not None:  # "freeze" trains nothing: the forward pass alone
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
         else:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 embeddings = sam.image_encoder(images)
                 for i, (rects, _targets) in enumerate(prompts):
                     decode(sam, embeddings[i:i + 1], rects)
@@ -203,6 +214,7 @@ def torch_worker(args) -> dict:
     report = {
         "workload": args.workload, "model": args.model, "image_size": args.image_size,
         "method": args.method, "batch": args.batch, "boxes": args.boxes, "device": str(device),
+        "precision": args.precision,
         "threads": torch.get_num_threads(), "runs_ms": runs_ms,
         "median_ms": statistics.median(runs_ms),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -250,7 +262,7 @@ def run_json(cmd, gpu: bool, env=None) -> dict:
 def sam_cobot_command(args) -> list:
     cmd = [str(args.sam_cobot), "bench", "--json"]
     for flag in ("workload", "model", "image_size", "method", *PEFT_FLAGS,
-                 "batch", "boxes", "threads", "device", "warmup", "runs"):
+                 "batch", "boxes", "threads", "device", "precision", "warmup", "runs"):
         cmd += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     return cmd
 

@@ -26,8 +26,8 @@ pub enum Workload {
     TrainStep,
     /// Image encoder, prompt encoder and mask decoder, no gradients.
     Inference,
-    /// One f32 matrix product (square unless --gemm-size says otherwise): the machine's GEMM
-    /// rate, to set the others against.
+    /// One matrix product in --precision (square unless --gemm-size says otherwise): the
+    /// machine's GEMM rate, to set the others against.
     Gemm,
 }
 

@@ -38,9 +38,12 @@ fn check_precision(precision: Precision, device: &Device) -> Result<()> {
         return Ok(());
     }
     if crate::kernels::is_cpu(device) {
+        let gpus = match precision {
+            Precision::Bf16 => "on CUDA GPUs (--device cuda)",
+            _ => "on CUDA GPUs and on Vulkan GPUs with shaderFloat16 (--device cuda or vulkan)",
+        };
         bail!(
-            "--precision {precision}: the CPU computes in f32 only (sam-cobot's CPU kernels); \
-             {precision} runs on a GPU that has it (--device cuda, or vulkan where the device has shaderFloat16 for f16)"
+            "--precision {precision}: the CPU computes in f32 only (sam-cobot's CPU kernels); {precision} runs {gpus}"
         );
     }
     let can: Vec<&str> = [Precision::Bf16, Precision::F16]

@@ -114,13 +114,7 @@ pub fn conv2d_in_precision(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    match precision().half() {
-        None => conv2d(x, weight, bias, options),
-        Some(half) => with_channel_bias(
-            conv2d(x.cast(half), weight.cast(half), None, options).cast(FloatDType::F32),
-            bias,
-        ),
-    }
+    convolution(x, weight, bias, |x, w, b| conv2d(x, w, b, options.clone()))
 }
 
 /// burn's `conv_transpose2d` with input and weight in the process's precision, bias added in f32.
@@ -130,17 +124,23 @@ pub fn conv_transpose2d_in_precision(
     bias: Option<Tensor<1>>,
     options: ConvTransposeOptions<2>,
 ) -> Tensor<4> {
-    match precision().half() {
-        None => conv_transpose2d(x, weight, bias, options),
-        Some(half) => with_channel_bias(
-            conv_transpose2d(x.cast(half), weight.cast(half), None, options).cast(FloatDType::F32),
-            bias,
-        ),
-    }
+    convolution(x, weight, bias, |x, w, b| {
+        conv_transpose2d(x, w, b, options.clone())
+    })
 }
 
-/// `y` `[B, C, H, W]` plus a per-channel bias.
-fn with_channel_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+/// `conv(x, weight, bias)` in f32, or on half-precision operands without the bias, which is
+/// then added to the f32 result per channel (`[B, C, H, W]`).
+fn convolution(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    conv: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>,
+) -> Tensor<4> {
+    let Some(half) = precision().half() else {
+        return conv(x, weight, bias);
+    };
+    let y = conv(x.cast(half), weight.cast(half), None).cast(FloatDType::F32);
     match bias {
         Some(bias) => {
             let c = bias.dims()[0];
