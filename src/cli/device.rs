@@ -103,20 +103,17 @@ type Candidate = (&'static str, fn() -> Result<Device>);
 
 /// The device `--device auto` picks.
 fn auto() -> Device {
-    let candidates: Vec<Candidate> = {
-        #[allow(unused_mut)]
-        let mut c: Vec<Candidate> = Vec::new();
+    let candidates: &[Candidate] = &[
         #[cfg(feature = "cuda")]
-        c.push(("cuda:0", || cuda(0)));
+        ("cuda:0", || cuda(0)),
         #[cfg(any(feature = "vulkan", feature = "wgpu"))]
-        c.push(("vulkan:0", || vulkan(Some(0))));
-        c
-    };
+        ("vulkan:0", || vulkan(Some(0))),
+    ];
     if candidates.is_empty() {
         // A CPU-only build: nothing to choose.
         return Device::flex();
     }
-    for (name, make) in candidates {
+    for &(name, make) in candidates {
         if let Ok(device) = make().and_then(|d| start(name, d)) {
             eprintln!("device: {name} (--device auto)");
             return device;
