@@ -125,8 +125,7 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         boxes: s.boxes,
         device: s.device_name.clone(),
         threads: rayon::current_num_threads(),
-        fused_kernels: crate::kernels::fused_kernels_run_on(&s.device)
-            && crate::kernels::precision() == crate::kernels::Precision::F32,
+        fused_kernels: crate::kernels::layers_fuse_on(&s.device),
         precision: crate::kernels::precision(),
         median_ms: median(&runs_ms),
         runs_ms,

@@ -32,11 +32,15 @@ fn run(args: &[&str], dir: &Path) {
     );
 }
 
-/// Whether the device computes in f16 (Vulkan's shaderFloat16; lavapipe has it), so that its
-/// runs are also made with `--precision f16`.
-fn has_f16(device: &str) -> bool {
-    let device = sam_cobot::cli::device::parse(device).unwrap();
-    sam_cobot::kernels::Precision::F16.runs_on(&device)
+/// The runs each test compares, `(name, --device, --precision)`: the CPU, the device, and the
+/// device in f16 when it computes in f16 (Vulkan's shaderFloat16; lavapipe has it).
+fn runs(device: &str) -> Vec<(&'static str, &str, &'static str)> {
+    let mut runs = vec![("cpu", "cpu", "f32"), ("gpu", device, "f32")];
+    let started = sam_cobot::cli::device::parse(device).unwrap();
+    if sam_cobot::kernels::Precision::F16.runs_on(&started) {
+        runs.push(("gpu-f16", device, "f16"));
+    }
+    runs
 }
 
 fn metrics(path: &Path) -> serde_json::Value {
@@ -53,10 +57,7 @@ fn eval_on_the_device_scores_as_on_the_cpu() {
     );
     let base = common::BASE_256;
     let device = device();
-    let mut runs = vec![("cpu", "cpu", "f32"), ("gpu", device.as_str(), "f32")];
-    if has_f16(&device) {
-        runs.push(("gpu-f16", device.as_str(), "f16"));
-    }
+    let runs = runs(&device);
     for (name, on, precision) in &runs {
         let args = [
             "eval",
@@ -92,11 +93,8 @@ fn training_steps_on_the_device_equal_the_cpus() {
     let base = fixtures().join("tiny256.pth");
     let items = fixtures().join("train_parity/items");
     let device = device();
-    let mut runs = vec![("cpu", "cpu", "f32"), ("gpu", device.as_str(), "f32")];
-    if has_f16(&device) {
-        runs.push(("gpu-f16", device.as_str(), "f16"));
-    }
-    for (name, on, precision) in runs {
+    let runs = runs(&device);
+    for &(name, on, precision) in &runs {
         let args = [
             "train",
             "--checkpoint",
@@ -147,7 +145,7 @@ fn training_steps_on_the_device_equal_the_cpus() {
     }
     // f16 products: the same steps, losses within f16's rounding (11 significant bits, over
     // the forward and backward passes).
-    if has_f16(&device) {
+    if runs.iter().any(|&(name, ..)| name == "gpu-f16") {
         for (a, b) in cpu.iter().zip(&steps("gpu-f16")) {
             let rel = (a.loss - b.loss).abs() / a.loss.abs();
             assert!(

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use common::{fixtures, max_abs_diff};
 use sam_cobot::checkpoint::load_state_dict;
+use sam_cobot::eval::metrics::dice_iou;
 use sam_cobot::kernels::{self, Precision};
 use sam_cobot::sam::Sam;
 use sam_cobot::sam::predictor::{Predictor, UserPrompts};
@@ -171,13 +172,7 @@ fn the_base_models_masks_agree_in_half_precision() {
     let reference = masks(Precision::F32);
     for precision in half_precisions(&device) {
         for (i, (a, b)) in masks(precision).iter().zip(&reference).enumerate() {
-            let inside = |m: &[f32]| m.iter().filter(|v| **v > 0.0).count();
-            let both = a
-                .iter()
-                .zip(b)
-                .filter(|(x, y)| **x > 0.0 && **y > 0.0)
-                .count();
-            let dice = 2.0 * both as f64 / (inside(a) + inside(b)).max(1) as f64;
+            let (dice, _) = dice_iou(a.iter().map(|v| *v > 0.0), b.iter().map(|v| *v > 0.0));
             eprintln!(
                 "{precision}: object {i}: Dice against f32 {:.2}%",
                 100.0 * dice

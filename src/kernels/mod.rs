@@ -192,9 +192,15 @@ pub fn adam_step(
 }
 
 /// Whether an op on `x` takes the fused path: `x` is f32 on a device where
-/// [`fused_kernels_run_on`], and the products compute in f32 ([`precision`]).
+/// [`layers_fuse_on`].
 pub fn takes_fused_path<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && precision() == Precision::F32 && fused_kernels_run_on(&x.device())
+    x.dtype() == DType::F32 && layers_fuse_on(&x.device())
+}
+
+/// Whether the model's layers run the fused kernels on `device`: they run there
+/// ([`fused_kernels_run_on`]) and the products compute in f32 ([`precision`]).
+pub fn layers_fuse_on(device: &Device) -> bool {
+    precision() == Precision::F32 && fused_kernels_run_on(device)
 }
 
 /// Whether the fused kernels run on `device`: the Flex device (with or without autodiff), unless
