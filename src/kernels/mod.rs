@@ -17,7 +17,9 @@
 //!
 //! Here: the entry points and what decides the path ([`takes_fused_path`],
 //! [`fused_kernels_run_on`], [`set_enabled`]), and the backend extension [`CpuKernels`];
-//! `precision` holds mixed precision, the dtype the composed path's products run in. Its
+//! `precision` holds mixed precision, the dtype the composed path's products run in, and
+//! `banded_attention` the composed path's attention core (a second extension, on every backend,
+//! whose backward pass recomputes the probabilities). `CpuKernels`'
 //! implementations: `flex` (the kernels on plain Flex tensors) and `autodiff` (the same under
 //! autodiff, with their backward passes recorded); `buffers` holds the buffer helpers both use;
 //! one file per kernel holds its arithmetic (`attention`, `layer_norm`, `gelu`, `linear`,
@@ -29,6 +31,7 @@ mod multiversion;
 mod adam;
 mod attention;
 mod autodiff;
+mod banded_attention;
 mod buffers;
 mod flex;
 mod gelu;
@@ -45,6 +48,7 @@ use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
 use burn::tensor::{DType, Device, Tensor};
 
 pub use adam::{AdamStep, WeightDecay};
+pub use banded_attention::banded_attention;
 use buffers::{SharedOut, repeat_rows, zeros};
 pub use precision::{
     Precision, conv_transpose2d_in_precision, conv2d_in_precision, precision, product,

@@ -4,7 +4,6 @@
 //! composed from burn's ops here, and the tests check both against the reference.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
 use crate::kernels;
 
@@ -101,11 +100,6 @@ fn pad_to_windows(x: Tensor<4>, (wh, ww): (usize, usize), pad: Tensor<1>) -> Ten
     x
 }
 
-/// The most bytes one attention score tensor takes on the composed path; larger attention runs
-/// in bands of query rows. A GPU buffer has a size limit: the scores of 12 heads of global
-/// attention over 64 × 64 tokens (ViT-B at 1024 px) are 805 MB, and wgpu's default limit is 256.
-const MAX_SCORE_BYTES: usize = 128 << 20;
-
 /// `qkv`: `[B, h, w, 3C]` → attention output for the queries of the top-left `qh × qw` tokens,
 /// `[B, qh, qw, C]`; every token is a key. `tables`: the relative-position tables of the
 /// `h × w` key grid.
@@ -129,59 +123,28 @@ fn attend(
             .reshape([b * nh, rows * cols, hd])
     };
     let (q, k, v) = (part(0, qh, qw), part(1, h, w), part(2, h, w));
-    let scale = (hd as f64).powf(-0.5);
-    let row_bytes = b * nh * qw * h * w * std::mem::size_of::<f32>();
-    let band = (MAX_SCORE_BYTES / row_bytes.max(1)).clamp(1, qh);
-    let k_t = k.swap_dims(1, 2);
-    let bands: Vec<Tensor<3>> = (0..qh)
-        .step_by(band)
-        .map(|y0| {
-            let rows = y0..(y0 + band).min(qh);
-            let q = q
-                .clone()
-                .slice([0..b * nh, rows.start * qw..rows.end * qw, 0..hd]);
-            let attn = kernels::product(q.clone() * scale, k_t.clone());
-            let attn = add_rel_pos(attn, q, (rows, qw), tables.clone());
-            softmax_matmul(attn, v.clone()) // [b·heads, rows·qw, hd]
-        })
-        .collect();
-    Tensor::cat(bands, 1)
+    let (rel_h, rel_w) = rel_pos_terms(q.clone(), (qh, qw), tables);
+    kernels::banded_attention(q, k, v, rel_h, rel_w) // [b·heads, qh·qw, hd]
         .reshape([b, nh, qh, qw, hd])
         .permute([0, 2, 3, 1, 4])
         .reshape([b, qh, qw, c])
 }
 
-/// `softmax(scores) · v` over the last axis of `scores` `[n, q, k]` (`v` `[n, k, hd]`), keeping
-/// one score-sized tensor for the backward pass, the probabilities, where burn's composed
-/// softmax and product keep about three (ViT-B at 1024 px: 805 MB each per global block).
-/// The probabilities `p` are computed outside the autodiff graph; `p·v` carries v's gradient,
-/// and `(p ⊙ (e − Σ p ⊙ e))·v̄`, with `e = s − s̄` (0, with the identity as derivative) and `v̄`
-/// detached, is exactly 0 and carries the scores' gradient `p ⊙ (g − Σ p ⊙ g)`, `g = dout·vᵀ`:
-/// the same values as `softmax(scores)·v`, one more product of the forward's size.
-fn softmax_matmul(scores: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-    let fixed = scores.clone().detach();
-    let p = softmax(fixed.clone(), 2);
-    let e = scores - fixed;
-    let centred = e.clone() - (p.clone() * e).sum_dim(2);
-    kernels::product(p.clone(), v.clone()) + kernels::product(p * centred, v.detach())
-}
-
-/// `attn[b, (y,x), (ky,kx)] += q·R_h[y,ky] + q·R_w[x,kx]`, with the unscaled `q` of the
-/// queries in grid rows `rows` and the first `qw` columns of the grid of `tables`. In f32 at
-/// any precision: `(h + w)/(h·w)` of the scores' work.
-fn add_rel_pos(
-    attn: Tensor<3>,
+/// SAM's relative-position terms of the scores, `rel_h[b, (y,x), ky] = q[b, (y,x)]·R_h[y,ky]`
+/// `[bn, qh·qw, h]` and `rel_w[b, (y,x), kx] = q[b, (y,x)]·R_w[x,kx]` `[bn, qh·qw, w]`, with the
+/// unscaled `q` of the top-left `qh × qw` queries and the tables of the `h × w` key grid. In f32
+/// at any precision: `(h + w)/(h·w)` of the scores' work.
+fn rel_pos_terms(
     q: Tensor<3>,
-    (rows, qw): (std::ops::Range<usize>, usize),
+    (qh, qw): (usize, usize),
     (r_h, r_w): (Tensor<3>, Tensor<3>),
-) -> Tensor<3> {
+) -> (Tensor<3>, Tensor<3>) {
     let [bn, _, hd] = q.dims();
     let [h, w] = [r_h.dims()[0], r_w.dims()[0]];
-    let qh = rows.len();
-    let r_h = r_h.slice([rows, 0..h, 0..hd]); // [qh, h, hd]
+    let r_h = r_h.slice([0..qh, 0..h, 0..hd]); // [qh, h, hd]
     let r_w = r_w.slice([0..qw, 0..w, 0..hd]); // [qw, w, hd]
     let r_q = q.reshape([bn, qh, qw, hd]);
-    // rel_h[b, y, x, ky] = Σ_c r_q[b, y, x, c] · r_h[y, ky, c]: a batched matmul over y.
+    // A batched matmul over y.
     let rel_h = r_q
         .clone()
         .permute([1, 0, 2, 3])
@@ -189,15 +152,15 @@ fn add_rel_pos(
         .matmul(r_h.swap_dims(1, 2))
         .reshape([qh, bn, qw, h])
         .permute([1, 0, 2, 3]);
-    // rel_w[b, y, x, kx] = Σ_c r_q[b, y, x, c] · r_w[x, kx, c]: a batched matmul over x.
+    // A batched matmul over x.
     let rel_w = r_q
         .permute([2, 0, 1, 3])
         .reshape([qw, bn * qh, hd])
         .matmul(r_w.swap_dims(1, 2))
         .reshape([qw, bn, qh, w])
         .permute([1, 2, 0, 3]);
-    let attn = attn.reshape([bn, qh, qw, h, w])
-        + rel_h.reshape([bn, qh, qw, h, 1])
-        + rel_w.reshape([bn, qh, qw, 1, w]);
-    attn.reshape([bn, qh * qw, h * w])
+    (
+        rel_h.reshape([bn, qh * qw, h]),
+        rel_w.reshape([bn, qh * qw, w]),
+    )
 }
