@@ -18,8 +18,8 @@
 //! Here: the entry points and what decides the path ([`takes_fused_path`],
 //! [`fused_kernels_run_on`], [`set_enabled`]), and the backend extension [`CpuKernels`];
 //! `precision` holds mixed precision, the dtype the composed path's products run in, and
-//! `banded_attention` the composed path's attention core (a second extension, on every backend,
-//! whose backward pass recomputes the probabilities). `CpuKernels`'
+//! `composed` the composed path's own attention and GELU (a second extension, on every backend,
+//! whose backward passes recompute what burn's ops would keep). `CpuKernels`'
 //! implementations: `flex` (the kernels on plain Flex tensors) and `autodiff` (the same under
 //! autodiff, with their backward passes recorded); `buffers` holds the buffer helpers both use;
 //! one file per kernel holds its arithmetic (`attention`, `layer_norm`, `gelu`, `linear`,
@@ -31,8 +31,8 @@ mod multiversion;
 mod adam;
 mod attention;
 mod autodiff;
-mod banded_attention;
 mod buffers;
+mod composed;
 mod flex;
 mod gelu;
 mod layer_norm;
@@ -48,8 +48,8 @@ use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
 use burn::tensor::{DType, Device, Tensor};
 
 pub use adam::{AdamStep, WeightDecay};
-pub use banded_attention::banded_attention;
 use buffers::{SharedOut, repeat_rows, zeros};
+pub use composed::banded_attention;
 pub use precision::{
     Precision, conv_transpose2d_in_precision, conv2d_in_precision, precision, product,
     set_precision,
@@ -78,45 +78,8 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if takes_fused_path(&x) {
         Tensor::from_dispatch(<Dispatch as CpuKernels>::gelu(x.into_dispatch()))
     } else {
-        gelu_composed(x)
+        composed::gelu(x)
     }
-}
-
-/// GELU on the composed path, `x·Φ(x)`, exact to f32 everywhere: burn's GPU kernels compute
-/// erf with Abramowitz–Stegun 7.1.26, exact to 1.5e-7 absolute but not relative, which in GELU's
-/// tail put the gradients 1e-4 to 4e-4 (relative) away from PyTorch's on lavapipe. `Φ` comes from
-/// Numerical Recipes' erfc (relative error < 1.2e-7 for every x) and the density from `exp`,
-/// both outside the autodiff graph; the result carries the exact derivative `Φ(x) + x·φ(x)`:
-/// `x·Φ + (x − x̄)·x̄φ` has GELU's value (the second term is 0) and that gradient (x̄ is `x`
-/// detached), and saves two tensors for the backward pass.
-fn gelu_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const ERFC: [f64; 10] = [
-        -1.26551223,
-        1.00002368,
-        0.37409196,
-        0.09678418,
-        -0.18628806,
-        0.27886807,
-        -1.13520398,
-        1.48851587,
-        -0.82215223,
-        0.17087277,
-    ];
-    let xd = x.clone().detach();
-    // Φ(x) = erfc(z) / 2 with z = −x/√2; erfc(z) = 2 − erfc(−z) for z < 0.
-    let z = xd.clone() * -std::f64::consts::FRAC_1_SQRT_2;
-    let a = z.clone().abs();
-    let t = (a.clone() * 0.5 + 1.0).recip();
-    let mut poly = t.clone() * ERFC[9];
-    for c in ERFC[1..9].iter().rev() {
-        poly = (poly + *c) * t.clone();
-    }
-    let tail = t * (poly + ERFC[0] - a.clone() * a).exp();
-    let cdf = tail.clone().mask_where(z.lower_elem(0.0), tail.neg() + 2.0) * 0.5;
-    let density =
-        (xd.clone().powi_scalar(2) * -0.5).exp() * (2.0 * std::f64::consts::PI).sqrt().recip();
-    let slope = xd.clone() * density;
-    x.clone() * cdf + (x - xd) * slope
 }
 
 /// LayerNorm of `x` over its last axis, `(x − mean) / √(var + eps) · gamma + beta`.

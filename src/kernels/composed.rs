@@ -1,22 +1,25 @@
-//! Attention on the composed path (GPUs, and the CPU with the fused kernels off), in bands of
-//! query rows, whose backward pass recomputes each band's probabilities instead of keeping them.
+//! The composed path's own ops (GPUs, and the CPU with the fused kernels off): burn's tensor ops
+//! on the inner backend, each with a node of its own in the autodiff graph whose backward pass
+//! recomputes what burn's composed ops would keep (docs/gpu.md#memory-of-the-backward-pass).
 //!
-//! Composed from burn's ops, `softmax(s)·v` keeps score-sized tensors for the backward pass: one
-//! at the least (the probabilities), 805 MB per global block of ViT-B at 1024 px. This op keeps
-//! its inputs, its output and one log-sum-exp per query row, and its backward pass recomputes
-//! the scores band by band, as the fused CPU kernel does tile by tile. Bands also keep every
-//! score tensor under a GPU buffer's size limit ([`MAX_SCORE_BYTES`]).
+//! - [`banded_attention`]: attention in bands of query rows. Composed from burn's ops,
+//!   `softmax(s)·v` keeps score-sized tensors for the backward pass: one at the least (the
+//!   probabilities), 805 MB per global block of ViT-B at 1024 px. This op keeps its inputs, its
+//!   output and one log-sum-exp per query row, and its backward pass recomputes the scores band
+//!   by band, as the fused CPU kernel does tile by tile. Bands also keep every score tensor under
+//!   a GPU buffer's size limit ([`MAX_SCORE_BYTES`]).
+//! - [`gelu`]: exact GELU, keeping its input alone where `x·Φ(x)` composed keeps two tensors of
+//!   the MLP's width.
 //!
-//! One backend extension, [`BandedAttention`], on every backend the composed path runs on: the
-//! forward pass alone on Flex and the cubecl backends, and under autodiff a graph node of its
-//! own whose backward pass runs on the inner backend. Both passes are written with burn's
-//! tensor ops on the inner backend's tensors, so the products go through
-//! [`super::product`] and compute in the chosen precision.
+//! One backend extension, [`ComposedKernels`], on every backend the composed path runs on: the
+//! forward passes alone on Flex and the cubecl backends, and under autodiff the nodes above,
+//! whose backward passes run on the inner backend. The products go through [`super::product`]
+//! and compute in the chosen precision.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, Backend, Dispatch, DispatchKindConversion, DispatchTensor, Flex, backend_extension,
@@ -41,7 +44,7 @@ pub fn banded_attention(
     rel_h: Tensor<3>,
     rel_w: Tensor<3>,
 ) -> Tensor<3> {
-    Tensor::from_dispatch(<Dispatch as BandedAttention>::banded_attention(
+    Tensor::from_dispatch(<Dispatch as ComposedKernels>::banded_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
@@ -50,12 +53,20 @@ pub fn banded_attention(
     ))
 }
 
+/// Exact GELU, `x·Φ(x)`, on the composed path.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let shape = x.dims();
+    let flat = x.reshape([shape.iter().product::<usize>()]);
+    Tensor::<1>::from_dispatch(<Dispatch as ComposedKernels>::gelu(flat.into_dispatch()))
+        .reshape(shape)
+}
+
 #[backend_extension(
     Flex,
     Cube: cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda")),
     Autodiff
 )]
-pub trait BandedAttention: Backend {
+pub trait ComposedKernels: Backend {
     fn banded_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -63,34 +74,39 @@ pub trait BandedAttention: Backend {
         rel_h: FloatTensor<Self>,
         rel_w: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// `x·Φ(x)` of a flat tensor.
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-impl BandedAttention for Flex {
-    fn banded_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        rel_h: FloatTensor<Self>,
-        rel_w: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        output::<Self>([q, k, v, rel_h, rel_w])
-    }
+/// The ops on a backend without autodiff: the forward passes alone.
+macro_rules! forward_only {
+    ($backend:ty) => {
+        impl ComposedKernels for $backend {
+            fn banded_attention(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                rel_h: FloatTensor<Self>,
+                rel_w: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let inputs = Inputs::wrap::<Self>([q, k, v, rel_h, rel_w]);
+                primitive::<Self, 3>(forward(&inputs, MAX_SCORE_BYTES).0)
+            }
+
+            fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let x = Tensor::<1>::from_primitive::<Self>(x);
+                primitive::<Self, 1>(x.clone() * normal_cdf(x))
+            }
+        }
+    };
 }
 
+forward_only!(Flex);
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
-impl BandedAttention for burn::backend::Cube {
-    fn banded_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        rel_h: FloatTensor<Self>,
-        rel_w: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        output::<Self>([q, k, v, rel_h, rel_w])
-    }
-}
+forward_only!(burn::backend::Cube);
 
-impl<B, C> BandedAttention for Autodiff<B, C>
+impl<B, C> ComposedKernels for Autodiff<B, C>
 where
     B: Backend,
     C: CheckpointStrategy,
@@ -120,14 +136,17 @@ where
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
-}
 
-/// The op on a backend without autodiff: the output alone.
-fn output<B: Backend>(inputs: [FloatTensor<B>; 5]) -> FloatTensor<B>
-where
-    DispatchTensor: DispatchKindConversion<B>,
-{
-    primitive::<B, 3>(forward(&Inputs::wrap::<B>(inputs), MAX_SCORE_BYTES).0)
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let node = x.node();
+        let x = x.into_primitive();
+        let value = Tensor::<1>::from_primitive::<B>(x.clone());
+        let out = primitive::<B, 1>(value.clone() * normal_cdf(value));
+        match GeluNode.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
 }
 
 /// The op's node in the autodiff graph.
@@ -166,6 +185,57 @@ where
             }
         }
     }
+}
+
+/// GELU's node in the autodiff graph: it keeps `x` and recomputes `Φ(x) + x·φ(x)`.
+#[derive(Debug)]
+struct GeluNode;
+
+impl<B> Backward<B, 1> for GeluNode
+where
+    B: Backend,
+    DispatchTensor: DispatchKindConversion<B>,
+{
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = Tensor::<1>::from_primitive::<B>(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = Tensor::<1>::from_primitive::<B>(grad);
+            let density = (x.clone().powi_scalar(2) * -0.5).exp()
+                * (2.0 * std::f64::consts::PI).sqrt().recip();
+            primitive::<B, 1>(grad * (normal_cdf(x.clone()) + x * density))
+        });
+    }
+}
+
+/// `Φ(x)`, the standard normal's distribution function, exact to f32 everywhere: burn's GPU
+/// kernels compute erf with Abramowitz–Stegun 7.1.26, exact to 1.5e-7 absolute but not
+/// relative, which in GELU's tail put the gradients 1e-4 to 4e-4 (relative) away from
+/// PyTorch's on lavapipe. This is Numerical Recipes' erfc (relative error < 1.2e-7 for every x).
+fn normal_cdf(x: Tensor<1>) -> Tensor<1> {
+    const ERFC: [f64; 10] = [
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    ];
+    // Φ(x) = erfc(z) / 2 with z = −x/√2; erfc(z) = 2 − erfc(−z) for z < 0.
+    let z = x * -std::f64::consts::FRAC_1_SQRT_2;
+    let a = z.clone().abs();
+    let t = (a.clone() * 0.5 + 1.0).recip();
+    let mut poly = t.clone() * ERFC[9];
+    for c in ERFC[1..9].iter().rev() {
+        poly = (poly + *c) * t.clone();
+    }
+    let tail = t * (poly + ERFC[0] - a.clone() * a).exp();
+    tail.clone().mask_where(z.lower_elem(0.0), tail.neg() + 2.0) * 0.5
 }
 
 /// The op's inputs as tensors of the backend they live on (no autodiff).
