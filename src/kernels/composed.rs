@@ -95,8 +95,7 @@ macro_rules! forward_only {
             }
 
             fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                let x = Tensor::<1>::from_primitive::<Self>(x);
-                primitive::<Self, 1>(x.clone() * normal_cdf(x))
+                primitive::<Self, 1>(gelu_value(Tensor::from_primitive::<Self>(x)))
             }
         }
     };
@@ -140,8 +139,7 @@ where
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let node = x.node();
         let x = x.into_primitive();
-        let value = Tensor::<1>::from_primitive::<B>(x.clone());
-        let out = primitive::<B, 1>(value.clone() * normal_cdf(value));
+        let out = primitive::<B, 1>(gelu_value(Tensor::from_primitive::<B>(x.clone())));
         match GeluNode.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(x, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
@@ -207,6 +205,11 @@ where
             primitive::<B, 1>(grad * (normal_cdf(x.clone()) + x * density))
         });
     }
+}
+
+/// GELU's forward value, `x·Φ(x)`.
+fn gelu_value(x: Tensor<1>) -> Tensor<1> {
+    x.clone() * normal_cdf(x)
 }
 
 /// `Φ(x)`, the standard normal's distribution function, exact to f32 everywhere: burn's GPU
