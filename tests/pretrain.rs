@@ -121,6 +121,20 @@ fn a_run_can_start_from_a_checkpoints_weights() {
     );
     assert_ne!(before, after, "the steps from --init changed nothing");
 
+    // A deepened start trains its copies too (they begin with zero output projections).
+    let deep = tmp.path().join("deep");
+    ok(&pretrain(
+        &deep,
+        &["--init", start.to_str().unwrap(), "--deepen-encoder", "6"],
+    ));
+    let deep = load_state_dict(&deep.join("last/model.safetensors")).unwrap();
+    let copy = deep.get("image_encoder.blocks.5.mlp.lin2.weight").unwrap();
+    assert!(
+        copy.data.iter().any(|&v| v != 0.0),
+        "the copy did not train"
+    );
+    assert!(!deep.contains("image_encoder.blocks.6.norm1.weight"));
+
     // At another size the checkpoints keep the start's grid; the command says how to convert.
     let third = tmp.path().join("third");
     let out = pretrain(
@@ -173,6 +187,7 @@ fn unusable_settings_are_refused_before_anything_is_written() {
         ("--loss-downscale", "3", "--loss-downscale 3"),
         ("--degrade", "1.5", "--degrade 1.5"),
         ("--small-objects", "2", "--small-objects 2"),
+        ("--deepen-encoder", "8", "--deepen-encoder: needs --init"),
     ] {
         let out_dir = tmp.path().join(flag.trim_start_matches('-'));
         let out = pretrain(&out_dir, &[flag, value]);

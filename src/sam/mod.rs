@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod deepen;
 pub mod embeddings;
 pub mod image_encoder;
 pub mod mask_decoder;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -33,6 +33,7 @@ use crate::files::atomic::{previous_dir, write_dir_atomic};
 use crate::nn::F32Values;
 use crate::peft::{Method, PeftConfig};
 use crate::sam::config::SamConfig;
+use crate::sam::deepen::deepen_encoder;
 use crate::sam::random::random_state_dict;
 use crate::sam::{Prompts, Sam};
 
@@ -48,6 +49,9 @@ crate::settings! {
     model: String = "mini".into(),
     /// Start from this checkpoint's weights instead of random ones (its own architecture).
     init: Option<PathBuf> => PathBuf = None,
+    /// Deepen the init checkpoint's image encoder to this many blocks before training: each
+    /// block followed by copies that start as the identity (sam::deepen).
+    deepen_encoder: Option<usize> => usize = None,
     /// Input size S of the scenes and the model, a multiple of 16.
     image_size: usize = 256,
     /// Optimiser steps in all.
@@ -100,6 +104,9 @@ impl PretrainSettings {
                 self.model,
                 SamConfig::NAMES.join(", ")
             ));
+        }
+        if self.deepen_encoder.is_some() && self.init.is_none() {
+            return Err("--deepen-encoder: needs --init (a trained checkpoint to deepen)".into());
         }
         if self.image_size == 0 || !self.image_size.is_multiple_of(16) {
             return Err(format!(
@@ -197,7 +204,7 @@ impl Pretrainer<'_> {
         let (mut sam, mut state) = if resume {
             let dir = previous_dir(&self.out.join("last"));
             let state = read_run_state(&dir)?;
-            let sam = self.model(&dir.join(MODEL_FILE), &device)?;
+            let sam = self.model(&dir.join(MODEL_FILE), None, &device)?;
             let moments = load_state_dict(&dir.join("optimizer.safetensors"))?;
             optimizer.restore(
                 moments,
@@ -207,7 +214,7 @@ impl Pretrainer<'_> {
             (sam, state)
         } else {
             let sam = match &s.init {
-                Some(path) => self.model(path, &device)?,
+                Some(path) => self.model(path, s.deepen_encoder, &device)?,
                 None => {
                     let cfg = SamConfig::named(&s.model).expect("validated");
                     let dict = random_state_dict(&cfg, s.seed);
@@ -311,8 +318,13 @@ impl Pretrainer<'_> {
     }
 
     /// A checkpoint's model at this run's input size, every tensor trainable.
-    fn model(&self, path: &Path, device: &Device) -> Result<Sam> {
-        let dict = load_state_dict(path)?;
+    /// The checkpoint at `path`, its encoder deepened to `depth` blocks if given.
+    fn model(&self, path: &Path, depth: Option<usize>, device: &Device) -> Result<Sam> {
+        let mut dict = load_state_dict(path)?;
+        if let Some(depth) = depth {
+            dict = deepen_encoder(&dict, depth)
+                .map_err(|e| anyhow!("--deepen-encoder {depth}: {}: {e}", path.display()))?;
+        }
         let sam = Sam::from_state_dict(dict, Some(self.settings.image_size), device)
             .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
         full(sam)
