@@ -188,6 +188,7 @@ fn unusable_settings_are_refused_before_anything_is_written() {
         ("--degrade", "1.5", "--degrade 1.5"),
         ("--small-objects", "2", "--small-objects 2"),
         ("--deepen-encoder", "8", "--deepen-encoder: needs --init"),
+        ("--init", "missing.safetensors", "missing.safetensors"),
     ] {
         let out_dir = tmp.path().join(flag.trim_start_matches('-'));
         let out = pretrain(&out_dir, &[flag, value]);

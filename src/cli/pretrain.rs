@@ -59,7 +59,11 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         stop: Some(super::stop_flag()?),
         device,
     };
-    let state = pretrainer.run(args.run.resume, &mut super::train::Bars::default())?;
+    let result = pretrainer.run(args.run.resume, &mut super::train::Bars::default());
+    if result.is_err() {
+        args.run.forget_if_unstarted();
+    }
+    let state = result?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
         println!(
             "best validation (box Dice {best:.2}%) after {} steps -> {}",

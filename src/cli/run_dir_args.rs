@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::train::run_dir::claim_run_dir;
+use crate::train::run_dir::{claim_run_dir, forget_unstarted_run};
 
 #[derive(Args, Debug)]
 pub struct RunDirArgs {
@@ -29,5 +29,13 @@ impl RunDirArgs {
     /// Takes --out for this run (see [`claim_run_dir`]).
     pub fn claim(&self) -> Result<()> {
         claim_run_dir(&self.out, self.resume, self.force)
+    }
+
+    /// After a run failed: a new one that saved nothing leaves nothing behind (see
+    /// [`forget_unstarted_run`]); a resumed one keeps its folder.
+    pub fn forget_if_unstarted(&self) {
+        if !self.resume {
+            forget_unstarted_run(&self.out);
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::peft::{PeftConfig, PeftFlags};
 use crate::settings::{as_table, split_table};
 use crate::train::loss::DiceKind;
 use crate::train::optim::{OptimizerConfig, OptimizerKind};
+use crate::train::run_dir::EXPERIMENT_FILE;
 use crate::train::run_state::EpochLog;
 use crate::train::schedule::Schedule;
 use crate::train::trainer::{Progress, TrainSettings, Trainer, check_resumable, check_trainable};
@@ -204,9 +205,6 @@ pub struct TrainArgs {
     device: super::device::DeviceArg,
 }
 
-/// The run's resolved settings, at the top of its folder.
-const EXPERIMENT_FILE: &str = "experiment.toml";
-
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = args.device.device()?;
     let from_file = match &args.config {
@@ -307,8 +305,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         embedding_cache: args.cache_embeddings.clone(),
     };
     let result = trainer.run(args.run.resume, &mut Bars::default());
-    if result.is_err() && !args.run.resume {
-        forget_unstarted_run(&args.run.out);
+    if result.is_err() {
+        args.run.forget_if_unstarted();
     }
     let state = result?;
     if let (Some(best), Some(epoch)) = (state.best_score, state.best_epoch) {
@@ -325,16 +323,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A run that failed before its first checkpoint leaves nothing behind, so the same command
-/// can be given again.
-fn forget_unstarted_run(out: &Path) {
-    let saved = ["last", ".last.old", "interrupted"];
-    if saved.iter().all(|d| !out.join(d).exists()) {
-        let _ = std::fs::remove_file(out.join(EXPERIMENT_FILE));
-        let _ = std::fs::remove_dir(out); // only if empty
-    }
 }
 
 /// A resumed run keeps its settings: each one given again (flag or file) must be the run's,

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+/// `train`'s resolved settings, written at the top of its run folder.
+pub const EXPERIMENT_FILE: &str = "experiment.toml";
+
 /// What a run writes at the top of its folder (the checkpoint folders also leave hidden
 /// `.<name>.tmp` / `.<name>.old` siblings while they are swapped in, and files their own
 /// `.<name>.*.tmp` while written).
@@ -15,7 +18,7 @@ pub const RUN_FILES: [&str; 6] = [
     "interrupted",
     "val",
     "training.png",
-    "experiment.toml",
+    EXPERIMENT_FILE,
 ];
 
 /// What the folders among [`RUN_FILES`] hold (checkpoints; pretraining's validation scenes).
@@ -86,6 +89,18 @@ pub fn claim_run_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
         removed.with_context(|| format!("--force: cannot remove {}", path.display()))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
+}
+
+/// A run that failed before its first checkpoint leaves nothing behind, so the same command
+/// can be given again: what it wrote first (`train`'s settings file, pretraining's validation
+/// scenes) goes, and the folder too if that empties it.
+pub fn forget_unstarted_run(out: &Path) {
+    let saved = ["last", ".last.old", "interrupted"];
+    if saved.iter().all(|d| !out.join(d).exists()) {
+        let _ = std::fs::remove_file(out.join(EXPERIMENT_FILE));
+        let _ = std::fs::remove_dir_all(out.join("val"));
+        let _ = std::fs::remove_dir(out); // only if empty
+    }
 }
 
 /// Whether `name` (an entry at the top of a run folder) is one sam-cobot writes.
