@@ -66,6 +66,13 @@ impl StateDict {
         self.tensors.contains_key(name)
     }
 
+    /// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}` (blocks, layers).
+    pub fn count_indexed(&self, prefix: &str, suffix: &str) -> usize {
+        (0..)
+            .take_while(|i| self.contains(&format!("{prefix}{i}{suffix}")))
+            .count()
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }

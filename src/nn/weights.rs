@@ -108,9 +108,9 @@ impl<'a> Weights<'a> {
 
     /// How many consecutive indexes `i` have a key `{prefix}{i}{suffix}` (blocks, layers).
     pub fn count_indexed(&self, prefix: &str, suffix: &str) -> usize {
-        (0..)
-            .take_while(|i| self.contains(&format!("{prefix}{i}{suffix}")))
-            .count()
+        self.dict
+            .as_ref()
+            .map_or(0, |d| d.count_indexed(prefix, suffix))
     }
 
     pub fn contains(&self, key: &str) -> bool {

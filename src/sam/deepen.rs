@@ -22,9 +22,7 @@ const OUTPUT_PROJECTIONS: [&str; 4] = [
 
 /// `dict` with `depth` encoder blocks, the trained ones spread evenly among their copies.
 pub fn deepen_encoder(dict: &StateDict, depth: usize) -> Result<StateDict, String> {
-    let trained = (0..)
-        .take_while(|i| dict.contains(&format!("{BLOCKS}{i}.norm1.weight")))
-        .count();
+    let trained = dict.count_indexed(BLOCKS, ".norm1.weight");
     if trained == 0 {
         return Err(format!(
             "no image-encoder blocks ({BLOCKS}0.norm1.weight is missing)"

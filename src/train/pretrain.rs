@@ -317,8 +317,8 @@ impl Pretrainer<'_> {
         Ok(state)
     }
 
-    /// A checkpoint's model at this run's input size, every tensor trainable.
-    /// The checkpoint at `path`, its encoder deepened to `depth` blocks if given.
+    /// The checkpoint at `path` (its encoder deepened to `depth` blocks if given) as a model at
+    /// this run's input size, every tensor trainable.
     fn model(&self, path: &Path, depth: Option<usize>, device: &Device) -> Result<Sam> {
         let mut dict = load_state_dict(path)?;
         if let Some(depth) = depth {
