@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::fixtures;
 use sam_cobot::checkpoint::load_state_dict;
-use sam_cobot::train::trainer::StepLog;
+use sam_cobot::train::step_log::StepLog;
 
 fn device() -> String {
     std::env::var("SAM_COBOT_TEST_DEVICE").unwrap_or_else(|_| "vulkan:cpu".into())

@@ -1,7 +1,7 @@
 //! `sam-cobot pretrain` and `sam-cobot scenes` end to end with the tiny architecture: the model
 //! it writes loads as a SAM checkpoint, equal seeds give equal bytes, a killed run resumes to the
-//! same weights, settings are checked before anything is written, and a run folder is never
-//! replaced silently.
+//! same weights and step log, settings are checked before anything is written, and a run folder
+//! is never replaced silently.
 
 mod common;
 
@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use common::ok;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::data::{DataSource, Dataset};
+use sam_cobot::train::step_log::StepLog;
 
 fn sam_cobot(args: &[&str], out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sam-cobot"))
@@ -155,24 +156,53 @@ fn a_resumed_run_ends_with_the_uninterrupted_runs_weights() {
     let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
     // Degraded scenes and small objects too: they are part of what a resumed run must repeat.
     let scenes = ["--degrade", "0.5", "--small-objects", "0.5"];
-    ok(&pretrain(&whole, &scenes));
+    let (whole_log, parts_log) = (
+        tmp.path().join("whole.jsonl"),
+        tmp.path().join("parts.jsonl"),
+    );
+    let log = |path: &Path| ["--log-jsonl".to_string(), path.display().to_string()];
+    let whole_flags = log(&whole_log);
+    let whole_flags: Vec<&str> = whole_flags.iter().map(String::as_str).collect();
+    ok(&pretrain(&whole, &[&whole_flags[..], &scenes].concat()));
+    let parts_flags = log(&parts_log);
+    let parts_flags: Vec<&str> = parts_flags.iter().map(String::as_str).collect();
     ok(&pretrain(
         &parts,
-        &[&["--steps", "2"][..], &scenes].concat(),
+        &[&["--steps", "2"][..], &scenes, &parts_flags].concat(),
     ));
+    // A step the interrupted run logged after its last checkpoint is run again on resume, and
+    // logged once.
+    let mut lines = std::fs::read_to_string(&parts_log).unwrap();
+    lines.push_str(r#"{"epoch":1,"step":3,"loss":9.0,"lr":0.001,"images":1,"seconds":1.0}"#);
+    lines.push('\n');
+    std::fs::write(&parts_log, lines).unwrap();
     // Resuming takes the run's settings; only a longer --steps is accepted.
     let out = sam_cobot(&["pretrain", "--resume", "--lr", "0.5"], &parts);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lr = 0.001") && err.contains("0.5"), "{err}");
     ok(&sam_cobot(
-        &["--threads", "1", "pretrain", "--resume", "--steps", "4"],
+        &[
+            &["--threads", "1", "pretrain", "--resume", "--steps", "4"][..],
+            &parts_flags,
+        ]
+        .concat(),
         &parts,
     ));
     assert_eq!(
         load_state_dict(&whole.join("last/model.safetensors")).unwrap(),
         load_state_dict(&parts.join("last/model.safetensors")).unwrap()
     );
+    let steps = |path: &Path| -> Vec<(usize, u64, f64, f64)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<StepLog>(l).unwrap())
+            .map(|s| (s.epoch, s.step, s.loss, s.lr))
+            .collect()
+    };
+    assert_eq!(steps(&whole_log).len(), 4);
+    assert_eq!(steps(&whole_log), steps(&parts_log));
 }
 
 #[test]
@@ -221,6 +251,12 @@ fn a_run_folder_is_not_replaced_without_force() {
     let out = pretrain(&run, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    // --force replaces last/ and best/, so a start inside them is refused before anything goes.
+    let init = run.join("last/model.safetensors");
+    let out = pretrain(&run, &["--force", "--init", init.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--init"), "{err}");
+    assert!(init.exists());
     ok(&pretrain(&run, &["--force"]));
     assert_eq!(
         std::fs::read_to_string(run.join("notes.txt")).unwrap(),

@@ -378,7 +378,8 @@ fn runs_that_cannot_train_are_refused_before_anything_is_written() {
     let split = tmp.path().join("split.txt");
     std::fs::write(&split, "img7\nimg8\n").unwrap();
     let out = tmp.path().join("run");
-    let cases: [(&Path, &[&str], &str); 6] = [
+    let log_in_data = data.join("steps.jsonl");
+    let cases: [(&Path, &[&str], &str); 7] = [
         (
             &data,
             &["--method", "freeze"],
@@ -401,6 +402,11 @@ fn runs_that_cannot_train_are_refused_before_anything_is_written() {
             &["--train-split", split.to_str().unwrap()],
             "none of the 2 names",
         ),
+        (
+            &data,
+            &["--log-jsonl", log_in_data.to_str().unwrap()],
+            "lies inside --data",
+        ),
     ];
     for (set, flags, says) in cases {
         let err = fails(
@@ -412,6 +418,7 @@ fn runs_that_cannot_train_are_refused_before_anything_is_written() {
         assert!(err.contains(says), "{flags:?}: {err}");
         assert!(!out.exists(), "{flags:?} wrote {}", out.display());
     }
+    assert!(!log_in_data.exists());
 }
 
 #[test]

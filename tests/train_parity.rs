@@ -14,7 +14,7 @@ use sam_cobot::adapter::save_adapter;
 use sam_cobot::checkpoint::load_state_dict;
 use sam_cobot::peft::{Method, PeftConfig};
 use sam_cobot::sam::Sam;
-use sam_cobot::train::trainer::StepLog;
+use sam_cobot::train::step_log::StepLog;
 
 /// Per-step loss, relative. Both sides compute in f32 with different operation orders (and
 /// the batch order differs: the trainer shuffles it), and 30 Adam steps carry those roundings

@@ -11,6 +11,7 @@ use burn::tensor::Device;
 
 use super::run_dir_args::RunDirArgs;
 use crate::checkpoint::load_state_dict;
+use crate::files::guard::FileRoles;
 use crate::sam::Sam;
 use crate::train::pretrain::{MODEL_FILE, PretrainFlags, PretrainSettings, Pretrainer};
 
@@ -52,12 +53,21 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     };
     settings.validate().map_err(anyhow::Error::msg)?;
     let device = args.device.device()?;
+    let mut roles = FileRoles::new();
+    if let Some(config) = &args.config {
+        roles.input("--config", config);
+    }
+    if let Some(init) = settings.init.as_ref().filter(|_| !args.run.resume) {
+        roles.input("--init", init);
+    }
+    args.run.outputs(&mut roles)?;
     args.run.claim()?;
     let pretrainer = Pretrainer {
         settings,
         out: args.run.out.clone(),
         stop: Some(super::stop_flag()?),
         device,
+        step_log: args.run.log_jsonl.clone(),
     };
     let result = pretrainer.run(args.run.resume, &mut super::train::Bars::default());
     if result.is_err() {

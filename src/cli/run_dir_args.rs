@@ -1,12 +1,13 @@
-//! The run-folder flags of the commands that train (`train`, `pretrain`): where the run lives and
-//! whether it continues or starts over there.
+//! The run-folder flags of the commands that train (`train`, `pretrain`): where the run lives,
+//! whether it continues or starts over there, and its step log.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::train::run_dir::{claim_run_dir, forget_unstarted_run};
+use crate::files::guard::{FileRoles, refuse_existing};
+use crate::train::run_dir::{RUN_FILES, claim_run_dir, forget_unstarted_run};
 
 #[derive(Args, Debug)]
 pub struct RunDirArgs {
@@ -23,9 +24,34 @@ pub struct RunDirArgs {
     /// kept).
     #[arg(long, conflicts_with = "resume")]
     pub force: bool,
+    /// Write one JSON line per step (epoch, step, loss, lr, images, seconds) to this file; with
+    /// --resume, the lines after the last checkpoint are replaced by the steps run again.
+    #[arg(long)]
+    pub log_jsonl: Option<PathBuf>,
 }
 
 impl RunDirArgs {
+    /// Records --out and --log-jsonl among the command's outputs (neither may be, or lie in, an
+    /// input, nor may an input lie in the checkpoint folders a new run replaces); a log file that
+    /// exists is only started over with --force (--resume continues it).
+    pub fn outputs(&self, roles: &mut FileRoles) -> Result<()> {
+        roles.output_dir("--out", &self.out)?;
+        if !self.resume {
+            // A new run replaces these folders of --out whole (with --force, or when they are
+            // absent), so no input may live in them.
+            for name in RUN_FILES {
+                roles.replaced("--out", &self.out.join(name))?;
+            }
+        }
+        if let Some(log) = &self.log_jsonl {
+            roles.output("--log-jsonl", log)?;
+            if !self.resume {
+                refuse_existing("--log-jsonl", log, self.force)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Takes --out for this run (see [`claim_run_dir`]).
     pub fn claim(&self) -> Result<()> {
         claim_run_dir(&self.out, self.resume, self.force)

@@ -197,10 +197,6 @@ pub struct TrainArgs {
     /// preprocessing and the image, so they survive restarts and are never used stale.
     #[arg(long)]
     cache_embeddings: Option<PathBuf>,
-    /// Write one JSON line per step (epoch, step, loss, lr, images, seconds) to this file;
-    /// appended to with --resume.
-    #[arg(long)]
-    log_jsonl: Option<PathBuf>,
     #[command(flatten)]
     device: super::device::DeviceArg,
 }
@@ -285,7 +281,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     {
         roles.input("--data", &source);
     }
-    roles.output_dir("--out", &args.run.out)?;
+    args.run.outputs(&mut roles)?;
     if let Some(dir) = &args.cache_embeddings {
         roles.output_dir("--cache-embeddings", dir)?;
     }
@@ -301,7 +297,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         out: args.run.out.clone(),
         stop: Some(stop),
         device,
-        step_log: args.log_jsonl.clone(),
+        step_log: args.run.log_jsonl.clone(),
         embedding_cache: args.cache_embeddings.clone(),
     };
     let result = trainer.run(args.run.resume, &mut Bars::default());
@@ -365,12 +361,18 @@ fn is_path(key: &str) -> bool {
     )
 }
 
+/// A bar per epoch on a terminal; elsewhere (a log file, a pipe) a plain line at most once a
+/// minute, so that a long run's log shows it is alive.
 #[derive(Default)]
 pub(super) struct Bars {
     bar: Option<ProgressBar>,
     images: usize,
     started: Option<std::time::Instant>,
+    last_line: Option<std::time::Instant>,
 }
+
+/// Time between two plain progress lines when no bar can be drawn.
+const PLAIN_LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Progress for Bars {
     fn epoch_start(&mut self, epoch: usize, steps: usize) {
@@ -382,6 +384,7 @@ impl Progress for Bars {
         self.bar = Some(bar);
         self.images = 0;
         self.started = Some(std::time::Instant::now());
+        self.last_line = self.started;
     }
 
     fn step(&mut self, loss: f64, lr: f64, images: usize) {
@@ -391,8 +394,20 @@ impl Progress for Bars {
                 .started
                 .map_or(1.0, |s| s.elapsed().as_secs_f64().max(1e-9));
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {rate:.2} img/s"));
+            let message = format!("loss {loss:.4} lr {lr:.2e} {rate:.2} img/s");
             bar.inc(1);
+            if bar.is_hidden() {
+                if self
+                    .last_line
+                    .is_none_or(|t| t.elapsed() >= PLAIN_LINE_EVERY)
+                {
+                    self.last_line = Some(std::time::Instant::now());
+                    let (done, len) = (bar.position(), bar.length().unwrap_or(0));
+                    eprintln!("epoch {}: step {done}/{len}, {message}", bar.prefix());
+                }
+            } else {
+                bar.set_message(message);
+            }
         }
     }
 

@@ -70,6 +70,22 @@ impl FileRoles {
         self.outputs.push((flag.to_string(), target));
         Ok(self)
     }
+
+    /// Records a file or folder the command removes or replaces whole; refused when an input is
+    /// it or lies inside it.
+    pub fn replaced(&mut self, flag: &str, path: &Path) -> Result<&mut Self> {
+        let target = canonical(path);
+        if let Some((other, input)) = self.inputs.iter().find(|(_, i)| i.starts_with(&target)) {
+            bail!(
+                "{flag}: this run replaces {}, which holds {other} {}; move that first or write \
+                 elsewhere",
+                path.display(),
+                input.display()
+            );
+        }
+        self.outputs.push((flag.to_string(), target));
+        Ok(self)
+    }
 }
 
 /// Refuses to replace an existing `path` unless `force`.

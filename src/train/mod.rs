@@ -10,4 +10,5 @@ pub mod pretrain;
 pub mod run_dir;
 pub mod run_state;
 pub mod schedule;
+pub mod step_log;
 pub mod trainer;

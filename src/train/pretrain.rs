@@ -22,6 +22,7 @@ use super::loss::{sam_mask_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::run_state::{EpochLog, EpochLosses, RunState};
 use super::schedule::warmup_cosine;
+use super::step_log::StepLogFile;
 use super::trainer::{Interrupted, Progress, optimise, read_run_state, save_run_files};
 use crate::checkpoint::{load_state_dict, write_safetensors};
 use crate::data::degrade::degrade;
@@ -191,6 +192,8 @@ pub struct Pretrainer<'a> {
     /// Set (by Ctrl-C) to stop after the current step.
     pub stop: Option<&'a AtomicBool>,
     pub device: Device,
+    /// Write one JSON line per optimiser step to this file ([`super::step_log`]).
+    pub step_log: Option<PathBuf>,
 }
 
 impl Pretrainer<'_> {
@@ -222,6 +225,10 @@ impl Pretrainer<'_> {
                 }
             };
             (sam, RunState::default())
+        };
+        let mut step_log = match &self.step_log {
+            Some(path) => Some(StepLogFile::open(path, resume.then_some(state.steps))?),
+            None => None,
         };
         let val = self.validation_set()?;
         let epochs = s.steps.div_ceil(s.epoch_steps);
@@ -276,6 +283,9 @@ impl Pretrainer<'_> {
                     state.skipped_steps += 1;
                 }
                 progress.step(value, lr, inputs.len());
+                if let Some(log) = &mut step_log {
+                    log.write(epoch, state.steps, value, lr, inputs.len())?;
+                }
             }
             let model = sam.valid();
             let score = |prompt| -> Result<f64> {

@@ -2,7 +2,6 @@
 //! paper's metric after each epoch, best and last checkpoints written atomically, exact resume.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -20,6 +19,7 @@ use super::loss::{DiceKind, segmentation_loss, upsample_logits};
 use super::optim::{Optimizer, OptimizerConfig};
 use super::run_state::{EpochLog, EpochLosses, RunState};
 use super::schedule::Schedule;
+use super::step_log::StepLogFile;
 use crate::adapter::{open_adapter, save_adapter_on};
 use crate::checkpoint::{BaseId, load_base};
 use crate::checkpoint::{load_state_dict, read_safetensors_metadata, write_safetensors};
@@ -125,23 +125,11 @@ pub struct Trainer<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// Where the model trains (not part of the settings: a run may resume on another device).
     pub device: Device,
-    /// Append one JSON line per optimiser step to this file (see [`StepLog`]).
+    /// Write one JSON line per optimiser step to this file ([`super::step_log`]).
     pub step_log: Option<PathBuf>,
     /// Cache the image embeddings in this folder ([`EmbeddingCache`]): only for methods whose
     /// image encoder is frozen, and without augmentation.
     pub embedding_cache: Option<PathBuf>,
-}
-
-/// One line of `train --log-jsonl`: a step's epoch (0-based), global step (1-based), loss,
-/// learning rate, images, and the seconds since the run (or its resume) started.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepLog {
-    pub epoch: usize,
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub images: usize,
-    pub seconds: f64,
 }
 
 /// The run was stopped by [`Trainer::stop`]; the weights of that moment are in `out/interrupted`.
@@ -165,7 +153,7 @@ impl Trainer<'_> {
             (self.fresh_model(&device)?, RunState::default())
         };
         let step_log = match &self.step_log {
-            Some(path) => Some(StepLogFile::open(path, resume)?),
+            Some(path) => Some(StepLogFile::open(path, resume.then_some(state.steps))?),
             None => None,
         };
         let base = BaseId::of(&s.checkpoint)?;
@@ -479,44 +467,6 @@ struct RunContext {
     /// named once per run.
     unreadable: BTreeSet<usize>,
     reported: BTreeSet<String>,
-}
-
-/// The `--log-jsonl` file, one [`StepLog`] line per optimiser step.
-struct StepLogFile {
-    file: std::fs::File,
-    path: PathBuf,
-    started: Instant,
-}
-
-impl StepLogFile {
-    /// Opens `path`: appended to when resuming, else started afresh.
-    fn open(path: &Path, resume: bool) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(resume)
-            .write(true)
-            .truncate(!resume)
-            .open(path)
-            .with_context(|| format!("--log-jsonl {}: cannot open", path.display()))?;
-        Ok(Self {
-            file,
-            path: path.to_path_buf(),
-            started: Instant::now(),
-        })
-    }
-
-    fn write(&mut self, epoch: usize, step: u64, loss: f64, lr: f64, images: usize) -> Result<()> {
-        let line = serde_json::to_string(&StepLog {
-            epoch,
-            step,
-            loss,
-            lr,
-            images,
-            seconds: self.started.elapsed().as_secs_f64(),
-        })?;
-        writeln!(self.file, "{line}")
-            .with_context(|| format!("--log-jsonl {}: cannot write", self.path.display()))
-    }
 }
 
 /// The optimiser moments, run state and settings of a checkpoint folder.
