@@ -259,6 +259,17 @@ fn init_adapter_warm_starts_and_refuses_another_method() {
         err.contains("--method lora+cobot") && err.contains("trains lora"),
         "{err}"
     );
+
+    // Starting over in the first run's folder would remove the adapter it starts from.
+    let err = fails(
+        train_command_for(&data, &first, 1, "1e-3")
+            .arg("--init-adapter")
+            .arg(&adapter)
+            .arg("--force")
+            .stderr(Stdio::piped()),
+    );
+    assert!(err.contains("--init-adapter"), "{err}");
+    assert!(adapter.exists());
 }
 
 #[test]

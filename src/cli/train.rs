@@ -274,6 +274,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let mut roles = FileRoles::new();
     roles.input("--checkpoint", &settings.checkpoint);
+    for (flag, path) in [
+        ("--config", args.config.as_ref()),
+        ("--train-split", experiment.run.train_split.as_ref()),
+        ("--val-split", experiment.run.val_split.as_ref()),
+        ("--init-adapter", settings.init_adapter.as_ref()),
+    ] {
+        if let Some(path) = path {
+            roles.input(flag, path);
+        }
+    }
     for source in train
         .sources()
         .into_iter()
