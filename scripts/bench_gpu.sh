@@ -68,7 +68,7 @@ for dev in ("cpu", "vulkan"):
 PY
 # The whole workflow (train, validate, evaluate, reports) on the GPU, and on the CPU for comparison.
 for dev in vulkan cpu; do
-    step "demo on $dev" 120 "$BIN" demo --device "$dev" --epochs 3 --images 32 --out "/tmp/demo_$dev"
+    step "demo on $dev" 120 "$BIN" demo --device "$dev" --epochs 3 --images 32 --out "/tmp/demo_$dev" --force
     cp "/tmp/demo_$dev/report/metrics.md" "$OUT/demo_metrics_$dev.md" 2>/dev/null
 done
 step "train step, 1024 px" 240 "${REF[@]}" --image-size 1024 --json-out "$OUT/train1024.json"

@@ -69,6 +69,27 @@ fn scenes_are_a_coco_data_set_with_one_mask_per_object() {
         assert_eq!(a.mask, b.mask);
         assert_eq!(a.bbox, b.bbox);
     }
+
+    // A folder that holds a data set is not written over without --force, which replaces the
+    // earlier scenes and keeps the user's own files.
+    std::fs::write(dir.join("images/mine.png"), "mine").unwrap();
+    let again = ["scenes", "--count", "2", "--size", "64", "--seed", "9"];
+    let out = sam_cobot(&again, &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--force"), "{err}");
+    assert_eq!(
+        Dataset::open(&DataSource::new(dir.join("annotations.json")))
+            .unwrap()
+            .len(),
+        3
+    );
+    ok(&sam_cobot(&[&again[..], &["--force"]].concat(), &dir));
+    let mut images: Vec<String> = std::fs::read_dir(dir.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    images.sort();
+    assert_eq!(images, ["mine.png", "scene_10.png", "scene_9.png"]);
 }
 
 #[test]

@@ -86,6 +86,18 @@ fn demo_refuses_an_unusable_rate_before_writing() {
 }
 
 #[test]
+fn demo_does_not_write_into_a_folder_that_holds_files_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("notes.txt"), "mine").unwrap();
+    let out = sam_cobot(tmp.path(), &["demo", "--out", "d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+}
+
+#[test]
 fn demo_names_a_missing_or_broken_base() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("broken.safetensors"), b"not a checkpoint").unwrap();

@@ -20,6 +20,7 @@ use crate::data::{DataSource, Dataset};
 use crate::eval::report::write_reports;
 use crate::eval::{EvalOptions, Scorer, evaluate};
 use crate::files::atomic::write_atomic;
+use crate::files::guard::{FileRoles, claim_output_dir};
 use crate::peft::{Method, PeftConfig};
 use crate::sam::Sam;
 use crate::train::loss::DiceKind;
@@ -41,11 +42,18 @@ const METHODS: [Method; 4] = [
     Method::LORA_COBOT,
 ];
 
+/// What the demo writes at the top of its --out.
+const DEMO_FILES: [&str; 4] = ["data", "report", "runs", "summary.json"];
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Folder for everything the demo makes.
     #[arg(long, default_value = "demo")]
     out: PathBuf,
+    /// Write into an --out that is not empty, replacing an earlier demo's data, report, runs
+    /// and summary.json (other files are kept).
+    #[arg(long)]
+    force: bool,
     /// The base SAM checkpoint to adapt [default: the shipped models/sam-cobot-base-512.safetensors].
     #[arg(long)]
     base: Option<PathBuf>,
@@ -82,7 +90,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .map_err(anyhow::Error::msg)?;
     }
     let out = &args.out;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut roles = FileRoles::new();
+    roles.input("--base", &base);
+    for name in DEMO_FILES {
+        roles.replaced("--out", &out.join(name))?;
+    }
+    claim_output_dir("--out", out, args.force, &DEMO_FILES)?;
     let data = out.join("data");
     let held_out = (args.images / 4).max(2);
     for (split, n, seed) in [

@@ -1,12 +1,13 @@
 //! `sam-cobot scenes`: generated scenes (the pretraining distribution) as a COCO data set, to
 //! score a model on scenes it never trained on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::data::scenes::write_coco;
+use crate::files::guard::claim_output_dir;
 
 #[derive(Args, Debug)]
 pub struct ScenesArgs {
@@ -25,7 +26,14 @@ pub struct ScenesArgs {
     /// Objects per scene, at most.
     #[arg(long, default_value_t = 8, value_parser = super::at_least_one)]
     max_objects: usize,
+    /// Write into an --out that is not empty, replacing the scenes written there before
+    /// (annotations.json and images/scene_*.png; other files are kept).
+    #[arg(long)]
+    force: bool,
 }
+
+/// What `scenes` writes: the annotations, and the images under `images/`.
+const ANNOTATIONS: &str = "annotations.json";
 
 pub fn run(args: ScenesArgs) -> Result<()> {
     if args.size < 16 {
@@ -34,6 +42,8 @@ pub fn run(args: ScenesArgs) -> Result<()> {
             args.size
         );
     }
+    claim_output_dir("--out", &args.out, args.force, &[ANNOTATIONS])?;
+    remove_earlier_scenes(&args.out.join("images"))?;
     write_coco(
         &args.out,
         args.count,
@@ -44,7 +54,27 @@ pub fn run(args: ScenesArgs) -> Result<()> {
     println!(
         "{} scenes -> {}",
         args.count,
-        args.out.join("annotations.json").display()
+        args.out.join(ANNOTATIONS).display()
     );
+    Ok(())
+}
+
+/// Removes the images an earlier `scenes` wrote (`scene_<seed>.png`), so that the folder holds
+/// only the scenes its annotations list; other files are the user's and stay.
+fn remove_earlier_scenes(images: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(images) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_scene = name
+            .strip_prefix("scene_")
+            .and_then(|rest| rest.strip_suffix(".png"))
+            .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()));
+        if is_scene {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("--force: cannot remove {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }

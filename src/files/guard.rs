@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 /// The files and folders one command reads and writes, each with the flag that named it.
 #[derive(Debug, Default)]
@@ -86,6 +86,36 @@ impl FileRoles {
         self.outputs.push((flag.to_string(), target));
         Ok(self)
     }
+}
+
+/// Makes `dir` ready for a command that writes the entries `own` at its top: it must be absent
+/// or empty, or with `force` those entries are removed first and the user's other files kept.
+pub fn claim_output_dir(flag: &str, dir: &Path, force: bool, own: &[&str]) -> Result<()> {
+    let holds_something = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => bail!("{flag} {}: {e}", dir.display()),
+    };
+    if holds_something && !force {
+        bail!(
+            "{flag} {}: the folder is not empty; --force replaces what this command writes there \
+             ({}) and keeps the rest",
+            dir.display(),
+            own.join(", ")
+        );
+    }
+    for name in own {
+        let path = dir.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else if path.exists() {
+            std::fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        removed.with_context(|| format!("--force: cannot remove {}", path.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
 /// Refuses to replace an existing `path` unless `force`.
