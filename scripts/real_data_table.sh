@@ -38,7 +38,7 @@ for set in "${sets[@]}"; do
   echo "| method | test Dice % | test IoU % | trainable params | epochs | s / epoch | peak RSS MiB |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
   # shellcheck disable=SC2086
-  "$bin" eval $test_args --baseline boxfill --out "$out/$name/box-fill" > "$out/$name.box-fill.log"
+  "$bin" eval $test_args --baseline boxfill --out "$out/$name/box-fill" --force > "$out/$name.box-fill.log"
   read -r dice iou < <(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['mean_dice'], m['mean_iou'])" "$out/$name/box-fill/metrics.json")
   printf "| box-fill | %.2f | %.2f | 0 | - | - | - |\n" "$dice" "$iou"
   for method in "${methods[@]}"; do

@@ -1,5 +1,6 @@
 //! No command replaces a file the user did not ask it to: an input, another of its outputs, an
-//! existing checkpoint without `--force`; and the messages of the commands a user mistypes.
+//! existing checkpoint or report without `--force`; and the messages of the commands a user
+//! mistypes.
 
 mod common;
 
@@ -121,6 +122,24 @@ fn eval_never_writes_into_the_data_set() {
     ]));
     assert!(err.contains("--out") && err.contains("--data"), "{err}");
     assert_eq!(std::fs::read(data.join("images/a.png")).unwrap(), before);
+
+    // An earlier report is replaced only with --force, and the user's files beside it stay.
+    let report = tmp.path().join("report");
+    let boxfill = |extra: &[&str]| {
+        let mut cmd = sam_cobot(&["eval", "--data", s(&data), "--baseline", "boxfill"]);
+        cmd.args(["--out", s(&report)]).args(extra);
+        cmd
+    };
+    succeeds(&mut boxfill(&[]));
+    std::fs::write(report.join("notes.txt"), "mine").unwrap();
+    let err = fails(&mut boxfill(&[]));
+    assert!(err.contains("--force"), "{err}");
+    succeeds(&mut boxfill(&["--force"]));
+    assert!(report.join("metrics.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(report.join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]

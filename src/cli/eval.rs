@@ -8,9 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::data_args::{DataArgs, PreprocessFlags};
 use super::model_args::load_model;
-use crate::eval::report::{write_object_scores, write_reports};
+use crate::eval::report::{REPORT_FILES, write_object_scores, write_reports};
 use crate::eval::{EvalOptions, PromptKind, Scorer, evaluate};
-use crate::files::guard::FileRoles;
+use crate::files::guard::{FileRoles, claim_output_dir};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Baseline {
@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// --overlays, overlays.
     #[arg(long)]
     out: PathBuf,
+    /// Write into an --out that is not empty, replacing an earlier report (and overlays of the
+    /// same names); other files are kept.
+    #[arg(long)]
+    force: bool,
     /// How each object is prompted: its box, or one point (SAM's three masks, the one with the
     /// highest predicted IoU kept).
     #[arg(long, value_enum, default_value_t = PromptKind::Box, conflicts_with = "baseline")]
@@ -75,8 +79,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for warning in dataset.warnings() {
         eprintln!("{warning}");
     }
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
     let device = args.device.device()?;
     let sam = match &args.checkpoint {
         Some(c) => Some(load_model(
@@ -87,6 +89,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?),
         None => None,
     };
+    claim_output_dir("--out", &args.out, args.force, &REPORT_FILES)?;
     let scorer = match &sam {
         Some(sam) => Scorer::Model(sam),
         None => Scorer::BoxFill,

@@ -1,4 +1,4 @@
-//! `metrics.json` and `metrics.md`, written atomically.
+//! `metrics.json`, `metrics.md` and `objects.csv`, written atomically.
 
 use std::path::Path;
 
@@ -8,13 +8,19 @@ use super::ObjectScore;
 use super::metrics::Summary;
 use crate::files::atomic::write_atomic;
 
+const METRICS_JSON: &str = "metrics.json";
+const METRICS_MD: &str = "metrics.md";
+const OBJECTS_CSV: &str = "objects.csv";
+/// The files a report folder holds (besides overlays).
+pub const REPORT_FILES: [&str; 3] = [METRICS_JSON, METRICS_MD, OBJECTS_CSV];
+
 pub fn write_reports(dir: &Path, summary: &Summary, title: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(summary)?;
-    write_atomic(&dir.join("metrics.json"), |w| {
+    write_atomic(&dir.join(METRICS_JSON), |w| {
         Ok(w.write_all(json.as_bytes())?)
     })?;
     let md = markdown(summary, title);
-    write_atomic(&dir.join("metrics.md"), |w| Ok(w.write_all(md.as_bytes())?))
+    write_atomic(&dir.join(METRICS_MD), |w| Ok(w.write_all(md.as_bytes())?))
 }
 
 /// `objects.csv`: one row per object (image, index, class, area, box, Dice, IoU), so the
@@ -34,9 +40,7 @@ pub fn write_object_scores(dir: &Path, objects: &[ObjectScore], classes: &[Strin
             o.iou
         );
     }
-    write_atomic(&dir.join("objects.csv"), |w| {
-        Ok(w.write_all(csv.as_bytes())?)
-    })
+    write_atomic(&dir.join(OBJECTS_CSV), |w| Ok(w.write_all(csv.as_bytes())?))
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.
