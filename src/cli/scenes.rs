@@ -32,7 +32,7 @@ pub struct ScenesArgs {
     force: bool,
 }
 
-/// What `scenes` writes: the annotations, and the images under `images/`.
+/// The annotations file `scenes` writes at the top of --out (its images go under `images/`).
 const ANNOTATIONS: &str = "annotations.json";
 
 pub fn run(args: ScenesArgs) -> Result<()> {
