@@ -196,4 +196,34 @@ mod tests {
         assert!(err.to_string().contains("--force"), "{err}");
         refuse_existing("--out", &path, true).unwrap();
     }
+
+    #[test]
+    fn a_replaced_folder_may_not_hold_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = dir.path().join("run/last/model.safetensors");
+        let mut roles = FileRoles::new();
+        roles.input("--init", &start);
+        let err = roles
+            .replaced("--out", &dir.path().join("run/last"))
+            .unwrap_err();
+        assert!(err.to_string().contains("--init"), "{err}");
+        roles
+            .replaced("--out", &dir.path().join("run/best"))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_claimed_folder_keeps_the_users_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        claim_output_dir("--out", &out, false, &["report"]).unwrap();
+        std::fs::create_dir(out.join("report")).unwrap();
+        std::fs::write(out.join("report/a.json"), "{}").unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let err = claim_output_dir("--out", &out, false, &["report"]).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        claim_output_dir("--out", &out, true, &["report"]).unwrap();
+        assert!(!out.join("report").exists());
+        assert!(out.join("notes.txt").is_file());
+    }
 }
