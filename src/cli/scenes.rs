@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::data::scenes::write_coco;
-use crate::files::guard::claim_output_dir;
+use crate::files::guard::{claim_output_dir, remove_for_force};
 
 #[derive(Args, Debug)]
 pub struct ScenesArgs {
@@ -72,8 +72,7 @@ fn remove_earlier_scenes(images: &Path) -> Result<()> {
             .and_then(|rest| rest.strip_suffix(".png"))
             .is_some_and(|seed| !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()));
         if is_scene {
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("--force: cannot remove {}", entry.path().display()))?;
+            remove_for_force(&entry.path())?;
         }
     }
     Ok(())

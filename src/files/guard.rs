@@ -106,16 +106,21 @@ pub fn claim_output_dir(flag: &str, dir: &Path, force: bool, own: &[&str]) -> Re
     }
     for name in own {
         let path = dir.join(name);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else if path.exists() {
-            std::fs::remove_file(&path)
-        } else {
-            continue;
-        };
-        removed.with_context(|| format!("--force: cannot remove {}", path.display()))?;
+        if path.exists() {
+            remove_for_force(&path)?;
+        }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Removes a file or a whole folder that `--force` replaces.
+pub fn remove_for_force(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    removed.with_context(|| format!("--force: cannot remove {}", path.display()))
 }
 
 /// Refuses to replace an existing `path` unless `force`.

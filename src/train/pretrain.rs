@@ -226,10 +226,11 @@ impl Pretrainer<'_> {
             };
             (sam, RunState::default())
         };
-        let mut step_log = match &self.step_log {
-            Some(path) => Some(StepLogFile::open(path, resume.then_some(state.steps))?),
-            None => None,
-        };
+        let mut step_log = self
+            .step_log
+            .as_deref()
+            .map(|path| StepLogFile::open(path, resume.then_some(state.steps)))
+            .transpose()?;
         let val = self.validation_set()?;
         let epochs = s.steps.div_ceil(s.epoch_steps);
         for epoch in state.epochs_done..epochs {

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::files::guard::remove_for_force;
+
 /// `train`'s resolved settings, written at the top of its run folder.
 pub const EXPERIMENT_FILE: &str = "experiment.toml";
 
@@ -80,13 +82,7 @@ pub fn claim_run_dir(out: &Path, resume: bool, force: bool) -> Result<()> {
         }
     }
     for name in entries.iter().filter(|e| is_run_file(e)) {
-        let path = out.join(name);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.with_context(|| format!("--force: cannot remove {}", path.display()))?;
+        remove_for_force(&out.join(name))?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
 }

@@ -152,10 +152,11 @@ impl Trainer<'_> {
         } else {
             (self.fresh_model(&device)?, RunState::default())
         };
-        let step_log = match &self.step_log {
-            Some(path) => Some(StepLogFile::open(path, resume.then_some(state.steps))?),
-            None => None,
-        };
+        let step_log = self
+            .step_log
+            .as_deref()
+            .map(|path| StepLogFile::open(path, resume.then_some(state.steps)))
+            .transpose()?;
         let base = BaseId::of(&s.checkpoint)?;
         let cache = match &self.embedding_cache {
             None => None,
