@@ -157,6 +157,21 @@ fn a_run_can_start_from_a_checkpoints_weights() {
     );
     assert!(!deep.contains("image_encoder.blocks.6.norm1.weight"));
 
+    // A widened start trains at its new width, and resumes at it without widening again.
+    let wide = tmp.path().join("wide");
+    let widen = ["--init", start.to_str().unwrap(), "--widen-decoder", "64"];
+    ok(&pretrain(&wide, &[&widen[..], &["--steps", "2"]].concat()));
+    ok(&pretrain(&wide, &[&widen[..], &["--resume"]].concat()));
+    let wide = load_state_dict(&wide.join("last/model.safetensors")).unwrap();
+    assert_eq!(
+        wide.get("mask_decoder.iou_token.weight").unwrap().shape,
+        [1, 64]
+    );
+    assert_eq!(
+        wide.get("image_encoder.neck.0.weight").unwrap().shape[0],
+        64
+    );
+
     // At another size the checkpoints keep the start's grid; the command says how to convert.
     let third = tmp.path().join("third");
     let out = pretrain(
@@ -239,6 +254,7 @@ fn unusable_settings_are_refused_before_anything_is_written() {
         ("--degrade", "1.5", "--degrade 1.5"),
         ("--small-objects", "2", "--small-objects 2"),
         ("--deepen-encoder", "8", "--deepen-encoder: needs --init"),
+        ("--widen-decoder", "64", "--widen-decoder: needs --init"),
         ("--init", "missing.safetensors", "missing.safetensors"),
     ] {
         let out_dir = tmp.path().join(flag.trim_start_matches('-'));

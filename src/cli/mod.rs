@@ -49,7 +49,8 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train and evaluate lora+cobot end to end on generated data with a tiny SAM built in code.
+    /// Adapt the shipped base SAM to a generated sonar-like domain: zero-shot, lightweight, lora
+    /// and lora+cobot against the box-filled baseline, in one table.
     Demo(demo::DemoArgs),
     /// Segment objects in an image from box and point prompts.
     Predict(predict::PredictArgs),

@@ -15,6 +15,7 @@ pub mod predictor;
 pub mod prompt_encoder;
 pub mod random;
 pub mod transforms;
+pub mod widen;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

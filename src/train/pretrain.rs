@@ -36,7 +36,12 @@ use crate::peft::{Method, PeftConfig};
 use crate::sam::config::SamConfig;
 use crate::sam::deepen::deepen_encoder;
 use crate::sam::random::random_state_dict;
+use crate::sam::widen::widen_decoder;
 use crate::sam::{Prompts, Sam};
+
+/// The noise that parts a widened decoder's copied channels, as a fraction of each weight's
+/// standard deviation.
+const WIDEN_NOISE: f32 = 0.01;
 
 /// Box noise is capped at 20 pixels at 1024 px (SAM's rule), scaled to the input size.
 const MAX_BOX_NOISE_AT_1024: f64 = 20.0;
@@ -53,6 +58,10 @@ crate::settings! {
     /// Deepen the init checkpoint's image encoder to this many blocks before training: each
     /// block followed by copies that start as the identity (sam::deepen).
     deepen_encoder: Option<usize> => usize = None,
+    /// Widen the init checkpoint's neck, prompt encoder and mask decoder to this width (a whole
+    /// multiple of its own) before training: copies of the trained channels, parted by a little
+    /// noise (sam::widen).
+    widen_decoder: Option<usize> => usize = None,
     /// Input size S of the scenes and the model, a multiple of 16.
     image_size: usize = 256,
     /// Optimiser steps in all.
@@ -108,6 +117,9 @@ impl PretrainSettings {
         }
         if self.deepen_encoder.is_some() && self.init.is_none() {
             return Err("--deepen-encoder: needs --init (a trained checkpoint to deepen)".into());
+        }
+        if self.widen_decoder.is_some() && self.init.is_none() {
+            return Err("--widen-decoder: needs --init (a trained checkpoint to widen)".into());
         }
         if self.image_size == 0 || !self.image_size.is_multiple_of(16) {
             return Err(format!(
@@ -207,7 +219,7 @@ impl Pretrainer<'_> {
         let (mut sam, mut state) = if resume {
             let dir = previous_dir(&self.out.join("last"));
             let state = read_run_state(&dir)?;
-            let sam = self.model(&dir.join(MODEL_FILE), None, &device)?;
+            let sam = self.model(&dir.join(MODEL_FILE), false, &device)?;
             let moments = load_state_dict(&dir.join("optimizer.safetensors"))?;
             optimizer.restore(
                 moments,
@@ -217,7 +229,7 @@ impl Pretrainer<'_> {
             (sam, state)
         } else {
             let sam = match &s.init {
-                Some(path) => self.model(path, s.deepen_encoder, &device)?,
+                Some(path) => self.model(path, true, &device)?,
                 None => {
                     let cfg = SamConfig::named(&s.model).expect("validated");
                     let dict = random_state_dict(&cfg, s.seed);
@@ -328,13 +340,19 @@ impl Pretrainer<'_> {
         Ok(state)
     }
 
-    /// The checkpoint at `path` (its encoder deepened to `depth` blocks if given) as a model at
-    /// this run's input size, every tensor trainable.
-    fn model(&self, path: &Path, depth: Option<usize>, device: &Device) -> Result<Sam> {
+    /// The checkpoint at `path` as a model at this run's input size, every tensor trainable;
+    /// `reshape`: its encoder deepened and its decoder widened as the settings ask (a run's
+    /// start, not its resume).
+    fn model(&self, path: &Path, reshape: bool, device: &Device) -> Result<Sam> {
+        let s = &self.settings;
         let mut dict = load_state_dict(path)?;
-        if let Some(depth) = depth {
+        if let Some(depth) = s.deepen_encoder.filter(|_| reshape) {
             dict = deepen_encoder(&dict, depth)
                 .map_err(|e| anyhow!("--deepen-encoder {depth}: {}: {e}", path.display()))?;
+        }
+        if let Some(width) = s.widen_decoder.filter(|_| reshape) {
+            dict = widen_decoder(&dict, width, WIDEN_NOISE, s.seed)
+                .map_err(|e| anyhow!("--widen-decoder {width}: {}: {e}", path.display()))?;
         }
         let sam = Sam::from_state_dict(dict, Some(self.settings.image_size), device)
             .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
