@@ -115,11 +115,15 @@ impl PretrainSettings {
                 SamConfig::NAMES.join(", ")
             ));
         }
-        if self.deepen_encoder.is_some() && self.init.is_none() {
-            return Err("--deepen-encoder: needs --init (a trained checkpoint to deepen)".into());
-        }
-        if self.widen_decoder.is_some() && self.init.is_none() {
-            return Err("--widen-decoder: needs --init (a trained checkpoint to widen)".into());
+        for (flag, given, reshape) in [
+            ("--deepen-encoder", self.deepen_encoder.is_some(), "deepen"),
+            ("--widen-decoder", self.widen_decoder.is_some(), "widen"),
+        ] {
+            if given && self.init.is_none() {
+                return Err(format!(
+                    "{flag}: needs --init (a trained checkpoint to {reshape})"
+                ));
+            }
         }
         if self.image_size == 0 || !self.image_size.is_multiple_of(16) {
             return Err(format!(
@@ -354,7 +358,7 @@ impl Pretrainer<'_> {
             dict = widen_decoder(&dict, width, WIDEN_NOISE, s.seed)
                 .map_err(|e| anyhow!("--widen-decoder {width}: {}: {e}", path.display()))?;
         }
-        let sam = Sam::from_state_dict(dict, Some(self.settings.image_size), device)
+        let sam = Sam::from_state_dict(dict, Some(s.image_size), device)
             .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
         full(sam)
     }
