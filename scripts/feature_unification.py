@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Which crates a GPU build compiles again after the default build, and why.
+
+CI builds the tests twice: the default (CPU) build, then the `wgpu` build for the GPU-path tests
+on lavapipe. A crate both builds use is compiled once only if both ask for the same features of
+it (and of everything it depends on). The GPU stack turns on extra features of common crates
+(serde's `rc`, syn's `visit-mut`, ...), and without help every crate above them, most of the
+dependency tree, would be compiled a second time. Cargo.toml therefore asks for those features
+itself (its "feature unification" entries, what cargo-hakari's workspace-hack crates do).
+
+This script compares cargo's unit graphs of the two builds and lists the crates of the default
+build that the GPU build would compile again, with the features that differ. burn's own crates
+are expected there (their `wgpu` features are the point of the second build); anything else is
+a feature to add to Cargo.toml's list, for instance after a dependency upgrade.
+
+    python3 scripts/feature_unification.py            # the wgpu test build, as .ci/run runs it
+    python3 scripts/feature_unification.py --features vulkan
+
+Needs cargo only. `--unit-graph` is an unstable cargo flag: the script sets RUSTC_BOOTSTRAP=1
+for cargo's own use; nothing is compiled.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+GPU_TESTS = ["parity", "peft_gradients", "train_parity", "gpu_path", "precision", "cli"]
+
+
+def unit_graph(args):
+    """{unit identity: unit} of `cargo test --no-run ARGS`, the identity covering everything
+    that decides whether cargo can reuse a compiled unit (its dependencies' identities too)."""
+    env = dict(os.environ, RUSTC_BOOTSTRAP="1")
+    command = ["cargo", "test", "--locked", "--no-run", *args, "-Z", "unstable-options", "--unit-graph"]
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{run.stderr}")
+    units = json.loads(run.stdout)["units"]
+    identities = {}
+
+    def identity(i):
+        if i not in identities:
+            u, p = units[i], units[i]["profile"]
+            identities[i] = (
+                u["pkg_id"], u["target"]["name"], tuple(u["features"]), u["mode"],
+                p["opt_level"], str(p.get("debuginfo")),
+                tuple(sorted(identity(d["index"]) for d in u["dependencies"])),
+            )
+        return identities[i]
+
+    sys.setrecursionlimit(100_000)
+    return {identity(i): units[i] for i in range(len(units))}
+
+
+def crate(pkg_id):
+    return pkg_id.rsplit("#", 1)[-1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", default="wgpu", help="the GPU build's cargo feature")
+    args = parser.parse_args()
+    default = unit_graph([])
+    tests = [a for t in GPU_TESTS for a in ("--test", t)]
+    gpu = unit_graph(["--features", args.features, *tests])
+    default_features = {}
+    for key, unit in default.items():
+        default_features.setdefault(crate(key[0]), set()).add(frozenset(unit["features"]))
+    again = sorted({crate(k[0]) for k in gpu if k not in default} & set(default_features))
+    burn = [c for c in again if c.startswith(("burn", "sam-cobot"))]
+    others = [c for c in again if c not in burn]
+    print(f"the {args.features} build compiles {len([k for k in gpu if k not in default])} units the "
+          f"default build does not; of the default build's crates, it compiles again:")
+    print(f"  burn's and ours (expected): {', '.join(burn)}")
+    for name in others:
+        mine = set().union(*default_features[name])
+        sets = [frozenset(u["features"]) for k, u in gpu.items() if crate(k[0]) == name and k not in default]
+        extra = sorted(set().union(*sets) - mine)
+        if extra:
+            note = f"turns on {', '.join(extra)}: add them to Cargo.toml's list"
+        elif any(f in default_features[name] for f in sets):
+            note = "the same features over other dependencies: unify those"
+        else:
+            note = "a second, smaller copy with fewer features (cargo cannot share it)"
+        print(f"  {name}: {note}")
+    if not others:
+        print("  nothing else")
+
+
+if __name__ == "__main__":
+    main()
