@@ -28,6 +28,10 @@ import sys
 
 GPU_TESTS = ["parity", "peft_gradients", "train_parity", "gpu_path", "precision", "cli"]
 
+# Unit identities of both graphs, each a (package, number): the same unit in both gets the same
+# number, and comparing two never walks a deep tree.
+INTERNED = {}
+
 
 def unit_graph(args):
     """{unit identity: unit} of `cargo test --no-run ARGS`, the identity covering everything
@@ -43,11 +47,12 @@ def unit_graph(args):
     def identity(i):
         if i not in identities:
             u, p = units[i], units[i]["profile"]
-            identities[i] = (
+            key = (
                 u["pkg_id"], u["target"]["name"], tuple(u["features"]), u["mode"],
                 p["opt_level"], str(p.get("debuginfo")),
                 tuple(sorted(identity(d["index"]) for d in u["dependencies"])),
             )
+            identities[i] = INTERNED.setdefault(key, (u["pkg_id"], len(INTERNED)))
         return identities[i]
 
     sys.setrecursionlimit(100_000)
