@@ -9,9 +9,10 @@ dependency tree, would be compiled a second time. Cargo.toml therefore asks for 
 itself (its "feature unification" entries, what cargo-hakari's workspace-hack crates do).
 
 This script compares cargo's unit graphs of the two builds and lists the crates of the default
-build that the GPU build would compile again, with the features that differ. burn's own crates
-are expected there (their `wgpu` features are the point of the second build); anything else is
-a feature to add to Cargo.toml's list, for instance after a dependency upgrade.
+build that the GPU build would compile again, and why. burn's own crates are expected there
+(their `wgpu` features are the point of the second build); for any other crate it names the
+features to add to Cargo.toml's list (for instance after a dependency upgrade), or says that
+the copy is a second one cargo cannot share.
 
     python3 scripts/feature_unification.py            # the wgpu test build, as .ci/run runs it
     python3 scripts/feature_unification.py --features vulkan
@@ -26,6 +27,7 @@ import os
 import subprocess
 import sys
 
+# The test targets .ci/run builds with the GPU feature.
 GPU_TESTS = ["parity", "peft_gradients", "train_parity", "gpu_path", "precision", "cli"]
 
 # Unit identities of both graphs, each a (package, number): the same unit in both gets the same
@@ -73,15 +75,16 @@ def main():
     default_features = {}
     for key, unit in default.items():
         default_features.setdefault(crate(key[0]), set()).add(frozenset(unit["features"]))
-    again = sorted({crate(k[0]) for k in gpu if k not in default} & set(default_features))
+    new = [k for k in gpu if k not in default]
+    again = sorted({crate(k[0]) for k in new} & set(default_features))
     burn = [c for c in again if c.startswith(("burn", "sam-cobot"))]
     others = [c for c in again if c not in burn]
-    print(f"the {args.features} build compiles {len([k for k in gpu if k not in default])} units the "
+    print(f"the {args.features} build compiles {len(new)} units the "
           f"default build does not; of the default build's crates, it compiles again:")
     print(f"  burn's and ours (expected): {', '.join(burn)}")
     for name in others:
         mine = set().union(*default_features[name])
-        sets = [frozenset(u["features"]) for k, u in gpu.items() if crate(k[0]) == name and k not in default]
+        sets = [frozenset(gpu[k]["features"]) for k in new if crate(k[0]) == name]
         extra = sorted(set().union(*sets) - mine)
         if extra:
             note = f"turns on {', '.join(extra)}: add them to Cargo.toml's list"
