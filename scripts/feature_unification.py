@@ -72,24 +72,34 @@ def main():
     default = unit_graph([])
     tests = [a for t in GPU_TESTS for a in ("--test", t)]
     gpu = unit_graph(["--features", args.features, *tests])
-    default_features = {}
+    # crate -> {(features, opt-level)} of its units in the default build.
+    default_copies = {}
     for key, unit in default.items():
-        default_features.setdefault(crate(key[0]), set()).add(frozenset(unit["features"]))
+        copy = (frozenset(unit["features"]), unit["profile"]["opt_level"])
+        default_copies.setdefault(crate(key[0]), set()).add(copy)
     new = [k for k in gpu if k not in default]
-    again = sorted({crate(k[0]) for k in new} & set(default_features))
+    again = sorted({crate(k[0]) for k in new} & set(default_copies))
     burn = [c for c in again if c.startswith(("burn", "sam-cobot"))]
     others = [c for c in again if c not in burn]
     print(f"the {args.features} build compiles {len(new)} units the "
           f"default build does not; of the default build's crates, it compiles again:")
     print(f"  burn's and ours (expected): {', '.join(burn)}")
     for name in others:
-        mine = set().union(*default_features[name])
-        sets = [frozenset(gpu[k]["features"]) for k in new if crate(k[0]) == name]
-        extra = sorted(set().union(*sets) - mine)
+        copies = default_copies[name]
+        mine = set().union(*(f for f, _ in copies))
+        wanted = [
+            (frozenset(gpu[k]["features"]), gpu[k]["profile"]["opt_level"])
+            for k in new
+            if crate(k[0]) == name
+        ]
+        extra = sorted(set().union(*(f for f, _ in wanted)) - mine)
         if extra:
             note = f"turns on {', '.join(extra)}: add them to Cargo.toml's list"
-        elif any(f in default_features[name] for f in sets):
+        elif any(w in copies for w in wanted):
             note = "the same features over other dependencies: unify those"
+        elif any(f in {f for f, _ in copies} for f, _ in wanted):
+            note = ("the same features at another opt-level (proc macros and build scripts are "
+                    "compiled at 0, the rest at 3): a small second copy cargo cannot share")
         else:
             note = "a second, smaller copy with fewer features (cargo cannot share it)"
         print(f"  {name}: {note}")
