@@ -86,7 +86,8 @@ def main():
     print(f"  burn's and ours (expected): {', '.join(burn)}")
     for name in others:
         copies = default_copies[name]
-        mine = set().union(*(f for f, _ in copies))
+        feature_sets = {f for f, _ in copies}
+        mine = set().union(*feature_sets)
         wanted = [
             (frozenset(gpu[k]["features"]), gpu[k]["profile"]["opt_level"])
             for k in new
@@ -97,9 +98,10 @@ def main():
             note = f"turns on {', '.join(extra)}: add them to Cargo.toml's list"
         elif any(w in copies for w in wanted):
             note = "the same features over other dependencies: unify those"
-        elif any(f in {f for f, _ in copies} for f, _ in wanted):
-            note = ("the same features at another opt-level (proc macros and build scripts are "
-                    "compiled at 0, the rest at 3): a small second copy cargo cannot share")
+        elif any(f in feature_sets for f, _ in wanted):
+            levels = ", ".join(sorted({o for _, o in wanted}))
+            note = (f"the same features at opt-level {levels} (proc macros and build scripts "
+                    "keep cargo's 0): a second copy cargo cannot share")
         else:
             note = "a second, smaller copy with fewer features (cargo cannot share it)"
         print(f"  {name}: {note}")
