@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::data::preprocess::{FrameMap, ModelInput};
+use crate::nn::F32Values;
 use crate::peft::PeftConfig;
 use crate::peft::initial_state;
 use crate::sam::Sam;
@@ -102,12 +103,14 @@ pub fn run(base: crate::checkpoint::StateDict, s: &BenchSettings) -> anyhow::Res
         let started = Instant::now();
         if train {
             let loss = batch_loss(&sam, &inputs, s.image_size, DiceKind::Soft, &device);
-            let grads = loss.backward();
+            let grads = loss.clone().backward();
             let names = sam.names.clone();
             sam = optimizer.step(sam, &names, &grads, 1e-4);
+            // A GPU's failure shows on a read, not on a sync: a timing counts once its result is read.
+            loss.try_f32_values()?;
         } else {
             for logits in batch_logits(&sam, &inputs, s.image_size, &device) {
-                logits.into_data();
+                logits.try_f32_values()?;
             }
         }
         // GPU backends run asynchronously: the step is done when the device is idle.

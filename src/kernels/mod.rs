@@ -184,6 +184,22 @@ pub fn is_cpu(device: &Device) -> bool {
     )
 }
 
+/// The largest buffer `device` allocates, in bytes: on a GPU every tensor is one buffer, whose
+/// size the driver limits (lavapipe: 128 MiB). `None` where no such limit applies (the CPU).
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "cuda"))]
+pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
+    match device.clone().inner().as_dispatch() {
+        DispatchDevice::Cube(gpu) => Some(gpu.client().properties().memory.max_page_size),
+        _ => None,
+    }
+}
+
+/// The largest buffer `device` allocates: no limit in a build without a GPU backend.
+#[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
+pub fn max_buffer_bytes(_device: &Device) -> Option<u64> {
+    None
+}
+
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(true) };
 }

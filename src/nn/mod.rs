@@ -17,14 +17,27 @@ use crate::checkpoint::RawTensor;
 /// tensors back).
 pub trait F32Values {
     fn f32_values(self) -> Vec<f32>;
+
+    /// The values, or the device's failure as an error naming the device: a GPU reports work
+    /// it could not do (a buffer it could not allocate) on the read of what that work should
+    /// have written. For the reads a run depends on, such as each step's loss.
+    fn try_f32_values(self) -> anyhow::Result<Vec<f32>>;
 }
 
 impl<const D: usize> F32Values for Tensor<D> {
     fn f32_values(self) -> Vec<f32> {
-        self.into_data()
+        self.try_f32_values().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_f32_values(self) -> anyhow::Result<Vec<f32>> {
+        let device = self.device();
+        let data = self
+            .try_into_data()
+            .map_err(|e| anyhow::anyhow!("the device {device:?} failed: {e}"))?;
+        Ok(data
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .expect("values converted to f32")
+            .expect("values converted to f32"))
     }
 }
 

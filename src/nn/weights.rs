@@ -42,8 +42,26 @@ pub enum ModelLoadError {
         memory: u64,
         native: usize,
     },
+    #[error(
+        "input size {size} px: the image encoder's largest tensor for one image takes {}, more \
+         than the {} the device {device} allows in one buffer (the model's own size is {native})",
+        mib(*.largest),
+        mib(*.limit)
+    )]
+    TensorOverBufferLimit {
+        size: usize,
+        largest: u64,
+        limit: u64,
+        device: String,
+        native: usize,
+    },
     #[error("PEFT configuration: {0}")]
     BadPeft(String),
+}
+
+/// Bytes in MiB, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 /// Bytes in GiB (or TiB), for messages.

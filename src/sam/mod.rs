@@ -21,6 +21,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::StateDict;
+use crate::kernels;
 use crate::nn::init::Declared;
 use crate::nn::params::{self, Origin, ParamNames};
 pub use crate::nn::weights::ModelLoadError;
@@ -79,6 +80,16 @@ impl Sam {
                 size: image_size,
                 needs,
                 memory,
+                native: config.encoder.native_image_size(),
+            });
+        }
+        let largest = config.encoder.largest_tensor_bytes(image_size);
+        if let Some(limit) = kernels::max_buffer_bytes(device).filter(|&l| largest > l) {
+            return Err(ModelLoadError::TensorOverBufferLimit {
+                size: image_size,
+                largest,
+                limit,
+                device: format!("{device:?}"),
                 native: config.encoder.native_image_size(),
             });
         }
@@ -185,6 +196,17 @@ impl Sam {
     /// `[B, 3, S, S]` preprocessed images → `[B, E, S/16, S/16]` embeddings.
     pub fn embed_image(&self, input: Tensor<4>) -> Tensor<4> {
         self.image_encoder.forward(input)
+    }
+
+    /// How many images at input size `size` one encoder pass may take on `device`: any number
+    /// on the CPU; on a GPU, whose buffers have a size limit, as many as keep the batch's
+    /// largest tensor within one buffer (at least one: `from_state_dict` refuses a size where a
+    /// single image passes the limit).
+    pub fn images_per_encoder_pass(&self, size: usize, device: &Device) -> usize {
+        let per_image = self.config.encoder.largest_tensor_bytes(size).max(1);
+        kernels::max_buffer_bytes(device).map_or(usize::MAX, |limit| {
+            usize::try_from(limit / per_image).map_or(usize::MAX, |n| n.max(1))
+        })
     }
 
     /// Masks for `prompts` (in the S×S input frame) on one image embedding `[1, E, g, g]`.

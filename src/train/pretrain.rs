@@ -23,7 +23,9 @@ use super::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use super::run_state::{EpochLog, EpochLosses, RunState};
 use super::schedule::warmup_cosine;
 use super::step_log::StepLogFile;
-use super::trainer::{Interrupted, Progress, optimise, read_run_state, save_run_files};
+use super::trainer::{
+    Interrupted, Progress, encode_batch, optimise, read_run_state, save_run_files,
+};
 use crate::checkpoint::{load_state_dict, write_safetensors};
 use crate::data::degrade::degrade;
 use crate::data::preprocess::{ModelInput, Preprocessing, preprocess_sample};
@@ -295,7 +297,7 @@ impl Pretrainer<'_> {
                 }
                 let loss = step_loss(&sam, &inputs, s, &mut rng, &device);
                 let value;
-                (sam, value) = optimise(sam, &mut optimizer, loss, lr);
+                (sam, value) = optimise(sam, &mut optimizer, loss, lr)?;
                 if !losses.add(value) {
                     state.skipped_steps += 1;
                 }
@@ -412,13 +414,7 @@ fn step_loss(
     device: &Device,
 ) -> Tensor<1> {
     let size = s.image_size;
-    let pixels: Vec<f32> = inputs
-        .iter()
-        .flat_map(|i| i.image.iter().copied())
-        .collect();
-    let b = inputs.len();
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
-    let embeddings = sam.embed_image(images);
+    let embeddings = encode_batch(sam, inputs, size, device);
     let [_, e, g, _] = embeddings.dims();
     let mut total: Option<Tensor<1>> = None;
     for (i, input) in inputs.iter().enumerate() {
@@ -499,7 +495,7 @@ fn step_loss(
             None => loss,
         });
     }
-    total.expect("a step has at least one scene") / b as f64
+    total.expect("a step has at least one scene") / inputs.len() as f64
 }
 
 /// What one prompt group contributes.

@@ -280,7 +280,7 @@ impl Trainer<'_> {
                 }
             };
             let value;
-            (sam, value) = optimise(sam, &mut run.optimizer, loss, lr);
+            (sam, value) = optimise(sam, &mut run.optimizer, loss, lr)?;
             run.state.steps += 1;
             if !losses.add(value) {
                 run.state.skipped_steps += 1;
@@ -500,15 +500,20 @@ pub fn read_run_state(dir: &Path) -> Result<RunState> {
 }
 
 /// One optimiser step on `loss`; with its value. A non-finite loss never reaches the weights:
-/// `sam` comes back unchanged.
-pub fn optimise(sam: Sam, optimizer: &mut Optimizer, loss: Tensor<1>, lr: f64) -> (Sam, f64) {
-    let value = f64::from(loss.clone().f32_values()[0]);
+/// `sam` comes back unchanged. A device that failed to compute the loss is an error.
+pub fn optimise(
+    sam: Sam,
+    optimizer: &mut Optimizer,
+    loss: Tensor<1>,
+    lr: f64,
+) -> Result<(Sam, f64)> {
+    let value = f64::from(loss.clone().try_f32_values()?[0]);
     if !value.is_finite() {
-        return (sam, value);
+        return Ok((sam, value));
     }
     let grads = loss.backward();
     let names = sam.names.clone();
-    (optimizer.step(sam, &names, &grads, lr), value)
+    Ok((optimizer.step(sam, &names, &grads, lr), value))
 }
 
 /// Low-resolution mask logits `[N_i, 1, S/4, S/4]` of every image's boxes: the encoder runs
@@ -522,15 +527,30 @@ pub fn batch_logits(
     decode_batch(sam, encode_batch(sam, inputs, size, device), inputs)
 }
 
-/// The image embeddings `[B, E, g, g]` of a batch, in one encoder pass.
+/// The image embeddings `[B, E, g, g]` of a batch: in one encoder pass, or on a GPU in as few
+/// as keep every tensor, the batch of images included, within the device's buffer limit.
 pub fn encode_batch(sam: &Sam, inputs: &[ModelInput], size: usize, device: &Device) -> Tensor<4> {
-    let b = inputs.len();
-    let pixels: Vec<f32> = inputs
-        .iter()
-        .flat_map(|i| i.image.iter().copied())
+    let images = sam.images_per_encoder_pass(size, device);
+    encode_in_passes(sam, inputs, size, device, images)
+}
+
+/// [`encode_batch`] with at most `images` images per encoder pass.
+fn encode_in_passes(
+    sam: &Sam,
+    inputs: &[ModelInput],
+    size: usize,
+    device: &Device,
+    images: usize,
+) -> Tensor<4> {
+    let passes = inputs
+        .chunks(images)
+        .map(|part| {
+            let pixels: Vec<f32> = part.iter().flat_map(|i| i.image.iter().copied()).collect();
+            let data = TensorData::new(pixels, [part.len(), 3, size, size]);
+            sam.embed_image(Tensor::<4>::from_data(data, device))
+        })
         .collect();
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), device);
-    sam.embed_image(images)
+    Tensor::cat(passes, 0)
 }
 
 /// The logits of every image's boxes from the batch's embeddings (the decoder once per image).
@@ -624,4 +644,47 @@ pub fn check_resumable(dir: &Path) -> Result<()> {
     }
     read_safetensors_metadata(&adapter)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::scenes::scene;
+    use crate::sam::SamConfig;
+    use crate::sam::random::random_state_dict;
+
+    /// A batch split across encoder passes (as on a GPU whose buffer limit it would pass) gives
+    /// the embeddings and the gradients of one pass.
+    #[test]
+    fn encoder_passes_split_a_batch_without_changing_it() {
+        let device = Device::flex().autodiff();
+        let dict = random_state_dict(&SamConfig::named("tiny").unwrap(), 5);
+        let sam = Sam::from_state_dict(dict, Some(64), &device).unwrap();
+        assert_eq!(sam.images_per_encoder_pass(64, &device), usize::MAX);
+        let inputs: Vec<ModelInput> = (0..3)
+            .map(|seed| preprocess_sample(&scene(seed, 64, 3), &Preprocessing::Sam, 64))
+            .collect();
+        let run = |images: usize| {
+            let out = encode_in_passes(&sam, &inputs, 64, &device, images);
+            assert_eq!(out.dims()[0], 3);
+            let grads = (out.clone() * out.clone().detach().sin()).sum().backward();
+            let patch_embed = &sam.image_encoder.vit().unwrap().patch_embed.weight;
+            let grad = patch_embed.val().grad(&grads).unwrap();
+            (out.f32_values(), grad.f32_values())
+        };
+        let (whole, whole_grad) = run(3);
+        for images in [1, 2] {
+            let (split, split_grad) = run(images);
+            let pairs = whole
+                .iter()
+                .zip(&split)
+                .chain(whole_grad.iter().zip(&split_grad));
+            for (a, b) in pairs {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                    "{images}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }

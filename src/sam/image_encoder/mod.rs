@@ -53,6 +53,13 @@ impl EncoderConfig {
         }
     }
 
+    /// The bytes of the largest single tensor one image makes in the encoder at input size `s`.
+    pub fn largest_tensor_bytes(&self, s: usize) -> u64 {
+        match self {
+            Self::Vit(c) => c.largest_tensor_bytes(s),
+        }
+    }
+
     /// The ViT's configuration: the PEFT methods wrap ViT blocks.
     pub fn vit(&self) -> Option<&VitConfig> {
         match self {

@@ -43,6 +43,32 @@ impl VitConfig {
         let per_token = c + 3 * c + self.mlp_dim as u128 + c;
         u64::try_from(4 * (image + tokens * per_token)).unwrap_or(u64::MAX)
     }
+
+    /// The bytes of the largest single tensor one image makes in the encoder at input size `s`
+    /// (f32; attention's scores aside, which run in bands under a size of their own): the image,
+    /// the windowed blocks' q/k/v over the padded windows, a global block's q/k/v, or the MLP's
+    /// hidden layer. A GPU allocates each tensor as one buffer, whose size it limits.
+    pub fn largest_tensor_bytes(&self, s: usize) -> u64 {
+        let (s, c) = (s as u128, self.embed_dim as u128);
+        let grid = s / self.patch_size as u128;
+        let tokens = grid * grid;
+        let windowed_tokens = if self.window_size > 0 && self.global_attn_indexes.len() < self.depth
+        {
+            let window = self.window_size as u128;
+            grid.div_ceil(window).pow(2) * window * window
+        } else {
+            0
+        };
+        let largest = [
+            3 * s * s,
+            3 * c * windowed_tokens.max(tokens),
+            self.mlp_dim as u128 * tokens,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        u64::try_from(4 * largest).unwrap_or(u64::MAX)
+    }
 }
 
 /// The ViT's sizes from its tensors' shapes (docs/sam.md#configuration-from-tensor-shapes).
@@ -370,4 +396,19 @@ pub fn rel_pos_for(table: Tensor<2>, q: usize, k: usize) -> Tensor<3> {
         .collect();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [q * k]), &device);
     table.select(0, index).reshape([q, k, hd])
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sam::SamConfig;
+    use crate::sam::image_encoder::EncoderConfig;
+
+    /// ViT-B: at 1024 px the MLP's hidden layer (4096 tokens × 3072) is the largest tensor; at
+    /// 256 px the windowed q/k/v, over 4 windows of 14 × 14 padded from the 16 × 16 grid.
+    #[test]
+    fn largest_tensor_is_the_mlp_or_the_padded_windows() {
+        let EncoderConfig::Vit(vit_b) = SamConfig::named("vit_b").unwrap().encoder;
+        assert_eq!(vit_b.largest_tensor_bytes(1024), 4 * 4096 * 3072);
+        assert_eq!(vit_b.largest_tensor_bytes(256), 4 * 4 * 196 * 3 * 768);
+    }
 }
