@@ -194,6 +194,14 @@ pub fn max_buffer_bytes(device: &Device) -> Option<u64> {
     }
 }
 
+/// How many items of `bytes_per_item` bytes each one tensor on `device` may hold: any number
+/// where buffers have no limit, else as many as fit in one buffer (at least one).
+pub fn items_per_buffer(device: &Device, bytes_per_item: u64) -> usize {
+    max_buffer_bytes(device).map_or(usize::MAX, |limit| {
+        usize::try_from(limit / bytes_per_item.max(1)).map_or(usize::MAX, |n| n.max(1))
+    })
+}
+
 /// The largest buffer `device` allocates: no limit in a build without a GPU backend.
 #[cfg(not(any(feature = "wgpu", feature = "vulkan", feature = "cuda")))]
 pub fn max_buffer_bytes(_device: &Device) -> Option<u64> {
