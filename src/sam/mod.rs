@@ -259,18 +259,16 @@ impl Sam {
         if n <= prompts {
             return decode(sparse, dense);
         }
-        let per_prompt_dense = dense.dims()[0] == n;
-        let (masks, iou): (Vec<_>, Vec<_>) = (0..n)
-            .step_by(prompts)
-            .map(|start| {
-                let count = prompts.min(n - start);
-                let dense = if per_prompt_dense {
-                    dense.clone().narrow(0, start, count)
-                } else {
-                    dense.clone()
-                };
-                decode(sparse.clone().narrow(0, start, count), dense)
-            })
+        let sparse = sparse.split(prompts, 0);
+        let dense = if dense.dims()[0] == n {
+            dense.split(prompts, 0)
+        } else {
+            vec![dense; sparse.len()]
+        };
+        let (masks, iou): (Vec<_>, Vec<_>) = sparse
+            .into_iter()
+            .zip(dense)
+            .map(|(sparse, dense)| decode(sparse, dense))
             .unzip();
         (Tensor::cat(masks, 0), Tensor::cat(iou, 0))
     }

@@ -542,15 +542,16 @@ fn encode_in_passes(
     device: &Device,
     images: usize,
 ) -> Tensor<4> {
-    let passes = inputs
-        .chunks(images)
-        .map(|part| {
-            let pixels: Vec<f32> = part.iter().flat_map(|i| i.image.iter().copied()).collect();
-            let data = TensorData::new(pixels, [part.len(), 3, size, size]);
-            sam.embed_image(Tensor::<4>::from_data(data, device))
-        })
-        .collect();
-    Tensor::cat(passes, 0)
+    let encode = |part: &[ModelInput]| {
+        let pixels: Vec<f32> = part.iter().flat_map(|i| i.image.iter().copied()).collect();
+        let data = TensorData::new(pixels, [part.len(), 3, size, size]);
+        sam.embed_image(Tensor::<4>::from_data(data, device))
+    };
+    // One pass (always on the CPU) needs no concatenation, which would copy the embeddings.
+    if inputs.len() <= images {
+        return encode(inputs);
+    }
+    Tensor::cat(inputs.chunks(images).map(encode).collect(), 0)
 }
 
 /// The logits of every image's boxes from the batch's embeddings (the decoder once per image).
