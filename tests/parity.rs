@@ -101,7 +101,7 @@ fn check_case_at(dir: &Path, checkpoint: &Path, tol: f32) {
                 max_abs_diff(dense, &reference, &format!("{name}.dense")),
             );
         }
-        let out = predictor.predict(&embedded, &prompts, false);
+        let out = predictor.predict(&embedded, &prompts, false).unwrap();
         let key = format!("{name}.low_res_logits");
         check(
             key.clone(),
@@ -116,7 +116,7 @@ fn check_case_at(dir: &Path, checkpoint: &Path, tol: f32) {
             max_abs_diff_slices(&masks, expected),
         );
         if reference.contains(&format!("{name}.multi_iou")) {
-            let out = predictor.predict(&embedded, &prompts, true);
+            let out = predictor.predict(&embedded, &prompts, true).unwrap();
             let key = format!("{name}.multi_low_res_logits");
             check(
                 key.clone(),

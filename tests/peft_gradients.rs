@@ -99,7 +99,7 @@ fn check_case(case: &str, fused: bool) {
         return;
     }
     let grads = loss.backward();
-    let ours = gradients(&sam, &sam.names, &grads);
+    let ours = gradients(&sam, &sam.names, &grads).expect("gradients read back");
     let expected = with_prefix(&reference, "grad.");
     let mut worst = (0.0, String::new());
     // Softmax ignores a key bias: those gradients are zero up to float noise on both sides.

@@ -109,7 +109,10 @@ fn sam_in_half_precision_stays_near_the_reference() {
             let (embedding, logits) = with_precision(precision, || {
                 let predictor = Predictor::new(&sam);
                 let embedded = predictor.set_image(&image);
-                let logits = predictor.predict(&embedded, &prompts, false).low_res_logits;
+                let logits = predictor
+                    .predict(&embedded, &prompts, false)
+                    .unwrap()
+                    .low_res_logits;
                 (embedded.embedding, logits)
             });
             let embedding =
@@ -166,7 +169,7 @@ fn the_base_models_masks_agree_in_half_precision() {
         with_precision(p, || {
             let predictor = Predictor::new(&sam);
             let embedded = predictor.set_image(&scene.image);
-            predictor.predict(&embedded, &prompts, false).masks
+            predictor.predict(&embedded, &prompts, false).unwrap().masks
         })
     };
     let reference = masks(Precision::F32);

@@ -143,6 +143,23 @@ fn a_run_can_start_from_a_checkpoints_weights() {
     );
     assert_ne!(before, after, "the steps from --init changed nothing");
 
+    // --method lightweight trains the mask decoder alone: every other tensor keeps its bytes.
+    let decoder = tmp.path().join("decoder");
+    ok(&pretrain(
+        &decoder,
+        &["--init", start.to_str().unwrap(), "--method", "lightweight"],
+    ));
+    let decoder = load_state_dict(&decoder.join("last/model.safetensors")).unwrap();
+    let changed: Vec<&str> = before
+        .keys()
+        .filter(|k| before.get(k) != decoder.get(k))
+        .collect();
+    assert!(!changed.is_empty(), "the decoder did not train");
+    assert!(
+        changed.iter().all(|k| k.starts_with("mask_decoder.")),
+        "{changed:?}"
+    );
+
     // A deepened start trains its copies too (they begin with zero output projections).
     let deep = tmp.path().join("deep");
     ok(&pretrain(
@@ -250,6 +267,7 @@ fn unusable_settings_are_refused_before_anything_is_written() {
         ("--lr", "nan", "--lr NaN"),
         ("--image-size", "100", "--image-size 100"),
         ("--model", "vit_q", "--model vit_q"),
+        ("--method", "lora", "--method lora"),
         ("--loss-downscale", "3", "--loss-downscale 3"),
         ("--degrade", "1.5", "--degrade 1.5"),
         ("--small-objects", "2", "--small-objects 2"),

@@ -50,7 +50,7 @@ fn matches_meta(run: &str) {
     let sam = base();
     let generator = MaskGenerator::new(&sam, settings).unwrap();
     let image = sam_cobot::data::open_image(&image()).unwrap().to_rgb8();
-    let (masks, timing) = generator.generate(&image, &mut || {});
+    let (masks, timing) = generator.generate(&image, &mut || {}).unwrap();
     let want = reference["masks"].as_array().unwrap();
     assert_eq!(masks.len(), want.len(), "{run}: number of masks");
     assert_eq!(timing.batches, generator.batches(200, 300));

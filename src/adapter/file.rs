@@ -90,6 +90,9 @@ pub enum AdapterError {
     Io { path: PathBuf, source: io::Error },
     #[error("cannot save an adapter: the model has no PEFT configuration attached")]
     NoPeft,
+    /// The device failed to give back a tensor of the adapter.
+    #[error(transparent)]
+    Device(anyhow::Error),
     #[error("{path}: not a sam-cobot adapter: {reason}", path = .path.display())]
     NotAnAdapter { path: PathBuf, reason: String },
     #[error(
@@ -157,9 +160,10 @@ pub enum AdapterError {
 /// under the attached configuration.
 pub fn adapter_state(sam: &Sam) -> Result<StateDict, AdapterError> {
     let cfg = sam.peft.as_ref().ok_or(AdapterError::NoPeft)?;
-    Ok(params::export(sam, &sam.names, |key, origin| {
+    params::export(sam, &sam.names, |key, origin| {
         origin == Origin::Peft || cfg.is_trainable(key, false)
-    }))
+    })
+    .map_err(AdapterError::Device)
 }
 
 /// The metadata `save_adapter` writes for `sam` trained on `base`.

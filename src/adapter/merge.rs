@@ -34,6 +34,9 @@ pub enum MergeError {
          method's merge does not know it)"
     )]
     NotFolded(String),
+    /// The device failed to give back a tensor of the model.
+    #[error(transparent)]
+    Device(#[from] anyhow::Error),
 }
 
 /// `(ΔW_q, ΔW_v)` of a LoRA wrapper, each `[C, C]` in PyTorch's `[out, in]` layout, computed by
@@ -59,7 +62,7 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
         return Err(MergeError::NotFoldable(cfg.method));
     }
     let encoder = sam.image_encoder.vit().ok_or(MergeError::NoPeft)?;
-    let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base);
+    let mut dict = params::export(sam, &sam.names, |_, origin| origin == Origin::Base)?;
     // Every PEFT tensor must be accounted for by a fold below: a module this function does not
     // know can never be dropped silently.
     let folded = |key: &str| {
@@ -77,7 +80,7 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
         let shared = key.ends_with(".FacT_c") || key.ends_with(".FacT_p");
         (0..blocks.len()).any(lora_block) || (shared && (0..blocks.len()).any(has_lora))
     };
-    let peft = params::export(sam, &sam.names, |_, origin| origin == Origin::Peft);
+    let peft = params::export(sam, &sam.names, |_, origin| origin == Origin::Peft)?;
     if let Some(key) = peft.keys().find(|k| !folded(k)) {
         return Err(MergeError::NotFolded(key.to_string()));
     }
@@ -94,8 +97,8 @@ pub fn merge(sam: &Sam) -> Result<StateDict, MergeError> {
             .ok_or_else(|| MergeError::MissingKey(key.clone()))?;
         let c = dq.dims()[0];
         let mut data = qkv.data.clone();
-        let dq: Vec<f32> = dq.f32_values();
-        let dv: Vec<f32> = dv.f32_values();
+        let dq: Vec<f32> = dq.try_f32_values()?;
+        let dv: Vec<f32> = dv.try_f32_values()?;
         // Rows 0..C are q, C..2C k, 2C..3C v; row-major [3C, C].
         for (w, d) in data[..c * c].iter_mut().zip(&dq) {
             *w += d;

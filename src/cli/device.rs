@@ -114,13 +114,24 @@ fn auto() -> Device {
         return Device::flex();
     }
     for &(name, make) in candidates {
-        if let Ok(device) = make().and_then(|d| start(name, d)) {
+        if let Ok(device) = make().and_then(|d| start_quietly(name, d)) {
             eprintln!("device: {name} (--device auto)");
             return device;
         }
     }
     eprintln!("device: cpu (--device auto: no GPU answered)");
     Device::flex()
+}
+
+/// [`start`] without the panic messages of a device that does not answer: `auto` tries devices
+/// that may well be absent, and says in one line which it took. The hook is process-wide, and
+/// the backend's own threads panic too, so it is silenced for the probe and put back after.
+fn start_quietly(name: &str, device: Device) -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = start(name, device);
+    std::panic::set_hook(hook);
+    started
 }
 
 /// Runs one tiny op on `device`. GPU backends panic when no driver or card answers; that panic

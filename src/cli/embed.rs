@@ -65,7 +65,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         embeddings.insert(
             name.clone(),
             SavedEmbedding {
-                embedding: to_raw(embedded.embedding),
+                embedding: to_raw(embedded.embedding)?,
                 original_size: embedded.original_size,
             },
         );

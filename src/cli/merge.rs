@@ -58,7 +58,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     if let Some(size) = args.image_size {
         let sam = Sam::from_state_dict(dict, Some(size), &device)
             .with_context(|| format!("--image-size {size}"))?;
-        dict = sam.state_dict_at_input_size();
+        dict = sam.state_dict_at_input_size()?;
     }
     format.write(&args.out, &dict)?;
     println!(

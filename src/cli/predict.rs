@@ -174,7 +174,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         &prompts,
         mask_input,
         args.multimask || args.best,
-    );
+    )?;
     let prediction = if args.best {
         prediction.keep_best()
     } else {
@@ -211,7 +211,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     if let Some(path) = &args.logits_out {
         let dims = prediction.low_res_logits.dims();
-        let data: Vec<f32> = prediction.low_res_logits.f32_values();
+        let data: Vec<f32> = prediction.low_res_logits.try_f32_values()?;
         write_npy_f32(path, &dims, &data)?;
         println!("low-res logits {dims:?} -> {}", path.display());
     }

@@ -151,7 +151,9 @@ pub fn run(args: SegmentEverythingArgs) -> Result<()> {
             .expect("valid template"),
         );
         let started = Instant::now();
-        let (masks, timing) = generator.generate(&image, &mut || bar.inc(1));
+        let (masks, timing) = generator
+            .generate(&image, &mut || bar.inc(1))
+            .with_context(|| format!("segmenting {}", out.image.display()))?;
         bar.finish_and_clear();
         match mode {
             OutputMode::BinaryMask => write_mask_folder(&out.masks, &masks)?,

@@ -7,6 +7,7 @@ pub mod report;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::data::preprocess::{Preprocessing, preprocess_sample};
@@ -113,7 +114,8 @@ pub fn evaluate(
             }
             Err(e) => return Err(e.into()),
         };
-        let masks = predict_masks(&sample, scorer, opts);
+        let masks = predict_masks(&sample, scorer, opts)
+            .with_context(|| format!("scoring {}", sample.name))?;
         for (index, (object, mask)) in sample.objects.iter().zip(&masks).enumerate() {
             let (dice, iou) = dice_iou(
                 mask.iter().map(|&v| v > 0.0),
@@ -145,11 +147,16 @@ pub fn evaluate(
     })
 }
 
-/// Logit-like planes at the original resolution (> 0 is the mask), one per object.
-fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Vec<f32>> {
+/// Logit-like planes at the original resolution (> 0 is the mask), one per object, or the
+/// device's failure to compute them.
+fn predict_masks(
+    sample: &Sample,
+    scorer: &Scorer,
+    opts: &EvalOptions,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let (w, h) = sample.image.dimensions();
     let (w, h) = (w as usize, h as usize);
-    match scorer {
+    Ok(match scorer {
         Scorer::BoxFill => sample
             .objects
             .iter()
@@ -164,7 +171,7 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
             .collect(),
         Scorer::Model(sam) => {
             if sample.objects.is_empty() {
-                return Vec::new();
+                return Ok(Vec::new());
             }
             let s = opts.image_size;
             let input = preprocess_sample(sample, &opts.preprocessing, s);
@@ -195,8 +202,8 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
             };
             let out = sam.predict_masks(sam.embed_image(image), &prompts, multimask);
             let [_, k, side, _] = out.low_res_logits.dims();
-            let planes: Vec<f32> = out.low_res_logits.f32_values();
-            let iou: Vec<f32> = out.iou.f32_values();
+            let planes: Vec<f32> = out.low_res_logits.try_f32_values()?;
+            let iou: Vec<f32> = out.iou.try_f32_values()?;
             planes
                 .chunks(k * side * side)
                 .zip(iou.chunks(k))
@@ -208,7 +215,7 @@ fn predict_masks(sample: &Sample, scorer: &Scorer, opts: &EvalOptions) -> Vec<Ve
                 })
                 .collect()
         }
-    }
+    })
 }
 
 /// The mask pixel `(x, y)` farthest (in city-block distance) from every pixel outside the mask

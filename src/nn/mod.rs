@@ -16,11 +16,13 @@ use crate::checkpoint::RawTensor;
 /// A tensor's values on the host as f32, whatever its element type (the one way the code reads
 /// tensors back).
 pub trait F32Values {
+    /// [`F32Values::try_f32_values`] that panics on the device's failure: for tests, where
+    /// that failure is the test's. The library and the commands read with `try_f32_values`.
     fn f32_values(self) -> Vec<f32>;
 
     /// The values, or the device's failure as an error naming the device: a GPU reports work
     /// it could not do (a buffer it could not allocate) on the read of what that work should
-    /// have written. For the reads a run depends on, such as each step's loss.
+    /// have written.
     fn try_f32_values(self) -> anyhow::Result<Vec<f32>>;
 }
 
@@ -41,10 +43,10 @@ impl<const D: usize> F32Values for Tensor<D> {
     }
 }
 
-/// A tensor as a checkpoint tensor: its shape and f32 values.
-pub fn to_raw<const D: usize>(tensor: Tensor<D>) -> RawTensor {
+/// A tensor as a checkpoint tensor: its shape and f32 values, or the device's failure.
+pub fn to_raw<const D: usize>(tensor: Tensor<D>) -> anyhow::Result<RawTensor> {
     let shape = tensor.dims().to_vec();
-    RawTensor::new(shape, tensor.f32_values())
+    Ok(RawTensor::new(shape, tensor.try_f32_values()?))
 }
 
 /// A checkpoint tensor on `device`, or `None` when its rank is not `D`.

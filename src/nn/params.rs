@@ -45,10 +45,15 @@ struct Exporter<'a, F> {
     select: F,
     grads: Option<&'a Gradients>,
     out: StateDict,
+    /// The first read the device failed; the visit skips every tensor after it.
+    failure: Option<anyhow::Error>,
 }
 
 impl<F: FnMut(&str, Origin) -> bool> ModuleVisitor for Exporter<'_, F> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.failure.is_some() {
+            return;
+        }
         let Some((key, origin)) = self.names.get(&param.id) else {
             return;
         };
@@ -60,7 +65,21 @@ impl<F: FnMut(&str, Origin) -> bool> ModuleVisitor for Exporter<'_, F> {
             Some(grads) => param.val().grad(grads),
         };
         if let Some(tensor) = tensor {
-            self.out.insert(key.to_string(), to_raw(tensor));
+            match to_raw(tensor) {
+                Ok(raw) => {
+                    self.out.insert(key.to_string(), raw);
+                }
+                Err(e) => self.failure = Some(e.context(format!("reading {key}"))),
+            }
+        }
+    }
+}
+
+impl<F> Exporter<'_, F> {
+    fn finish(self) -> anyhow::Result<StateDict> {
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(self.out),
         }
     }
 }
@@ -70,27 +89,33 @@ pub fn export<M: Module>(
     module: &M,
     names: &ParamNames,
     select: impl FnMut(&str, Origin) -> bool,
-) -> StateDict {
+) -> anyhow::Result<StateDict> {
     let mut exporter = Exporter {
         names,
         select,
         grads: None,
         out: StateDict::new(),
+        failure: None,
     };
     module.visit(&mut exporter);
-    exporter.out
+    exporter.finish()
 }
 
 /// The gradients in `grads` of the named parameters of `module` that have one.
-pub fn gradients<M: Module>(module: &M, names: &ParamNames, grads: &Gradients) -> StateDict {
+pub fn gradients<M: Module>(
+    module: &M,
+    names: &ParamNames,
+    grads: &Gradients,
+) -> anyhow::Result<StateDict> {
     let mut exporter = Exporter {
         names,
         select: |_: &str, _: Origin| true,
         grads: Some(grads),
         out: StateDict::new(),
+        failure: None,
     };
     module.visit(&mut exporter);
-    exporter.out
+    exporter.finish()
 }
 
 struct Trainable<'a, F> {

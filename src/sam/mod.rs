@@ -171,22 +171,23 @@ impl Sam {
         })
     }
 
-    /// Every tensor under its official key (SAM's and the PEFT modules').
-    pub fn state_dict(&self) -> StateDict {
+    /// Every tensor under its official key (SAM's and the PEFT modules'), or the device's
+    /// failure to read one.
+    pub fn state_dict(&self) -> anyhow::Result<StateDict> {
         params::export(self, &self.names, |_, _| true)
     }
 
     /// [`Sam::state_dict`] as a checkpoint native at this model's input size holds it (the
     /// position embedding and global relative-position tables resized as the forward pass
     /// resizes them): the same outputs at that size, which its shapes then name as native.
-    pub fn state_dict_at_input_size(&self) -> StateDict {
-        let mut dict = self.state_dict();
+    pub fn state_dict_at_input_size(&self) -> anyhow::Result<StateDict> {
+        let mut dict = self.state_dict()?;
         let grid = self.image_size / self.config.encoder.patch_size();
-        for (id, tensor) in self.image_encoder.tensors_for_grid(grid) {
+        for (id, tensor) in self.image_encoder.tensors_for_grid(grid)? {
             let (key, _) = self.names.get(&id).expect("every parameter has its key");
             dict.insert(key, tensor);
         }
-        dict
+        Ok(dict)
     }
 
     pub fn device(&self) -> Device {

@@ -164,34 +164,35 @@ impl<'a> Predictor<'a> {
         image: &ImageEmbedding,
         prompts: &UserPrompts,
         multimask: bool,
-    ) -> Prediction {
+    ) -> anyhow::Result<Prediction> {
         self.predict_with_mask(image, prompts, None, multimask)
     }
 
     /// [`Predictor::predict`] with a mask prompt: `[N or 1, 1, S/4, S/4]` low-resolution logits
-    /// of an earlier prediction, as `SamPredictor.predict(mask_input=...)` takes them.
+    /// of an earlier prediction, as `SamPredictor.predict(mask_input=...)` takes them. An error
+    /// is the device's failure to compute or give back the masks.
     pub fn predict_with_mask(
         &self,
         image: &ImageEmbedding,
         prompts: &UserPrompts,
         mask_input: Option<Tensor<4>>,
         multimask: bool,
-    ) -> Prediction {
+    ) -> anyhow::Result<Prediction> {
         let prompts = self.model_prompts(prompts, image.original_size);
         let out =
             self.sam
                 .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
-        let low_res: Vec<f32> = out.low_res_logits.clone().f32_values();
+        let low_res: Vec<f32> = out.low_res_logits.clone().try_f32_values()?;
         let [_, _, g4, _] = out.low_res_logits.dims();
         let masks = low_res
             .chunks(g4 * g4)
             .map(|plane| self.upscale(plane, image.original_size))
             .collect();
-        Prediction {
+        Ok(Prediction {
             low_res_logits: out.low_res_logits,
-            iou: out.iou.f32_values(),
+            iou: out.iou.try_f32_values()?,
             masks,
-        }
+        })
     }
 
     /// Masks for single positive points (original pixels), each point its own prompt: the

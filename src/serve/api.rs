@@ -48,6 +48,11 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
+
+    /// The model's device failed to compute or give back a result.
+    fn device(e: anyhow::Error) -> Self {
+        Self::internal(format!("{e:#}"))
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -309,7 +314,7 @@ async fn embedding_of(
             let sam = &state.model(&model_id)?.sam;
             let embedded = Predictor::new(sam).set_image(&image);
             let saved = SavedEmbedding {
-                embedding: to_raw(embedded.embedding),
+                embedding: to_raw(embedded.embedding).map_err(ApiError::device)?,
                 original_size: embedded.original_size,
             };
             state.embeddings.store(&source, &id, &saved);
@@ -410,10 +415,15 @@ async fn predict(
                 }
             };
             let image = image_embedding(&saved, &device)?;
-            let out =
-                Predictor::new(sam).predict_with_mask(&image, &prompts, mask_input, multimask);
+            let out = Predictor::new(sam)
+                .predict_with_mask(&image, &prompts, mask_input, multimask)
+                .map_err(ApiError::device)?;
             let k = out.per_prompt();
-            let low_res: Vec<f32> = out.low_res_logits.clone().f32_values();
+            let low_res: Vec<f32> = out
+                .low_res_logits
+                .clone()
+                .try_f32_values()
+                .map_err(ApiError::device)?;
             Ok(out
                 .masks
                 .iter()
@@ -484,7 +494,9 @@ async fn everything(
             let generator = MaskGenerator::new(sam, request.settings)
                 .map_err(|e| ApiError::bad(e.to_string()))?;
             let full = image_embedding(&saved, &sam.device())?;
-            let (masks, _) = generator.generate_with(&image, Some(&full), &mut || {});
+            let (masks, _) = generator
+                .generate_with(&image, Some(&full), &mut || {})
+                .map_err(ApiError::device)?;
             Ok(masks.iter().map(MaskRecord::new).collect())
         })
         .await?;

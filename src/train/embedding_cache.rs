@@ -87,7 +87,7 @@ impl EmbeddingCache {
                     );
                     let embedding = sam.embed_image(image).detach();
                     let mut dict = StateDict::new();
-                    dict.insert(TENSOR, to_raw(embedding.clone()));
+                    dict.insert(TENSOR, to_raw(embedding.clone())?);
                     write_safetensors(&path, &dict, &Default::default())?;
                     embedding
                 }

@@ -84,19 +84,20 @@ impl Optimizer {
         module.map(&mut update)
     }
 
-    /// Moments as a state dict (`m.<key>`, `v.<key>`), for checkpoints.
-    pub fn state(&self) -> StateDict {
+    /// Moments as a state dict (`m.<key>`, `v.<key>`), for checkpoints, or the device's
+    /// failure to read one.
+    pub fn state(&self) -> anyhow::Result<StateDict> {
         let mut dict = StateDict::new();
         for (key, moments) in &self.moments {
             for (prefix, t) in [("m", &moments.m), ("v", &moments.v)] {
-                let data = t.clone().f32_values();
+                let data = t.clone().try_f32_values()?;
                 dict.insert(
                     format!("{prefix}.{key}"),
                     RawTensor::new(vec![data.len()], data),
                 );
             }
         }
-        dict
+        Ok(dict)
     }
 
     /// Restores the moments saved by [`Optimizer::state`] after `steps` steps.

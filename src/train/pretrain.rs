@@ -64,6 +64,10 @@ crate::settings! {
     /// multiple of its own) before training: copies of the trained channels, parted by a little
     /// noise (sam::widen).
     widen_decoder: Option<usize> => usize = None,
+    /// What trains: `full` (every tensor of SAM) or `lightweight` (the mask decoder alone, the
+    /// encoders as they are: a decoder-first stage, or more decoder steps on a trained
+    /// encoder, which cost no encoder backward pass).
+    method: String = "full".into(),
     /// Input size S of the scenes and the model, a multiple of 16.
     image_size: usize = 256,
     /// Optimiser steps in all.
@@ -115,6 +119,13 @@ impl PretrainSettings {
                 "--model {}: unknown (expected one of {})",
                 self.model,
                 SamConfig::NAMES.join(", ")
+            ));
+        }
+        if !PRETRAIN_METHODS.contains(&self.method.as_str()) {
+            return Err(format!(
+                "--method {}: pretrain trains SAM's own tensors: {}",
+                self.method,
+                PRETRAIN_METHODS.join(" or ")
             ));
         }
         for (flag, given, reshape) in [
@@ -180,6 +191,9 @@ impl PretrainSettings {
     }
 }
 
+/// The methods `pretrain` accepts: those that train SAM's own tensors and add no module.
+const PRETRAIN_METHODS: [&str; 2] = ["full", "lightweight"];
+
 /// Training scenes have seeds with this bit set; every other seed (validation, `sam-cobot
 /// scenes`) is never trained on.
 const TRAIN_SEED_BIT: u64 = 1 << 63;
@@ -239,7 +253,10 @@ impl Pretrainer<'_> {
                 None => {
                     let cfg = SamConfig::named(&s.model).expect("validated");
                     let dict = random_state_dict(&cfg, s.seed);
-                    full(Sam::from_state_dict(dict, Some(s.image_size), &device)?)?
+                    trainable(
+                        Sam::from_state_dict(dict, Some(s.image_size), &device)?,
+                        &s.method,
+                    )?
                 }
             };
             (sam, RunState::default())
@@ -295,7 +312,7 @@ impl Pretrainer<'_> {
                     state.skipped_steps += 1;
                     continue;
                 }
-                let loss = step_loss(&sam, &inputs, s, &mut rng, &device);
+                let loss = step_loss(&sam, &inputs, s, &mut rng, &device)?;
                 let value;
                 (sam, value) = optimise(sam, &mut optimizer, loss, lr)?;
                 if !losses.add(value) {
@@ -346,7 +363,8 @@ impl Pretrainer<'_> {
         Ok(state)
     }
 
-    /// The checkpoint at `path` as a model at this run's input size, every tensor trainable;
+    /// The checkpoint at `path` as a model at this run's input size, its tensors trainable as
+    /// the method says;
     /// `reshape`: its encoder deepened and its decoder widened as the settings ask (a run's
     /// start, not its resume).
     fn model(&self, path: &Path, reshape: bool, device: &Device) -> Result<Sam> {
@@ -362,7 +380,7 @@ impl Pretrainer<'_> {
         }
         let sam = Sam::from_state_dict(dict, Some(s.image_size), device)
             .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
-        full(sam)
+        trainable(sam, &s.method)
     }
 
     /// The validation scenes, written once as a COCO data set under `out/val`.
@@ -390,29 +408,31 @@ impl Pretrainer<'_> {
                 ("steps".to_string(), state.steps.to_string()),
             ]
             .into();
-            write_safetensors(&tmp.join(MODEL_FILE), &sam.state_dict(), &metadata)?;
+            write_safetensors(&tmp.join(MODEL_FILE), &sam.state_dict()?, &metadata)?;
             save_run_files(tmp, optimizer, state, &self.settings)
         })
     }
 }
 
-/// `sam` with every tensor trainable (SAM's `full` fine-tuning).
-fn full(sam: Sam) -> Result<Sam> {
-    let cfg = PeftConfig::new(Method::FULL);
+/// `sam` with the tensors of `method` (one of [`PRETRAIN_METHODS`]) trainable.
+fn trainable(sam: Sam, method: &str) -> Result<Sam> {
+    let method: Method = method.parse().map_err(anyhow::Error::msg)?;
+    let cfg = PeftConfig::new(method);
     Ok(sam
         .attach_peft(cfg, Default::default())?
         .with_trainable_set())
 }
 
 /// The mean loss of a step over its scenes: for each scene, the box, point and corrective-point
-/// prompt groups, each the mean of its masks' losses plus its IoU head's MSE.
+/// prompt groups, each the mean of its masks' losses plus its IoU head's MSE. An error is the
+/// device's failure to give back what the corrective points are drawn from.
 fn step_loss(
     sam: &Sam,
     inputs: &[ModelInput],
     s: &PretrainSettings,
     rng: &mut StdRng,
     device: &Device,
-) -> Tensor<1> {
+) -> Result<Tensor<1>> {
     let size = s.image_size;
     let embeddings = encode_batch(sam, inputs, size, device);
     let [_, e, g, _] = embeddings.dims();
@@ -452,7 +472,7 @@ fn step_loss(
                 boxes,
             },
             false,
-        )
+        )?
         .loss;
         if s.point_prompts {
             let first: Vec<(f32, f32, i32)> = chosen
@@ -470,7 +490,7 @@ fn step_loss(
                     boxes: Vec::new(),
                 },
                 true,
-            );
+            )?;
             loss = loss + single.loss;
             if s.corrective_points {
                 let points = first
@@ -486,7 +506,7 @@ fn step_loss(
                             boxes: Vec::new(),
                         },
                         false,
-                    )
+                    )?
                     .loss;
             }
         }
@@ -495,7 +515,7 @@ fn step_loss(
             None => loss,
         });
     }
-    total.expect("a step has at least one scene") / inputs.len() as f64
+    Ok(total.expect("a step has at least one scene") / inputs.len() as f64)
 }
 
 /// What one prompt group contributes.
@@ -514,10 +534,10 @@ impl Group {
         targets: Tensor<4>,
         target_planes: &[Vec<f32>],
         device: &Device,
-    ) -> Self {
+    ) -> Result<Self> {
         let [n, k, h, w] = logits.dims();
         let losses = sam_mask_loss(logits.clone(), targets);
-        let values = losses.clone().f32_values();
+        let values = losses.clone().try_f32_values()?;
         let best: Vec<usize> = values
             .chunks(k)
             .map(|row| (0..k).fold(0, |b, j| if row[j] < row[b] { j } else { b }))
@@ -528,7 +548,7 @@ impl Group {
             .collect();
         let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [n, k]), device);
         let mask_loss = (losses * one_hot).sum() / n as f64;
-        let planes = logits.f32_values();
+        let planes = logits.try_f32_values()?;
         let masks: Vec<Vec<bool>> = planes
             .chunks(h * w)
             .map(|p| p.iter().map(|&v| v > 0.0).collect())
@@ -546,10 +566,10 @@ impl Group {
             .enumerate()
             .map(|(p, &j)| masks[p * k + j].clone())
             .collect();
-        Self {
+        Ok(Self {
             loss: mask_loss + iou_loss,
             chosen,
-        }
+        })
     }
 }
 

@@ -479,7 +479,7 @@ pub fn save_run_files(
 ) -> Result<()> {
     write_safetensors(
         &dir.join("optimizer.safetensors"),
-        &optimizer.state(),
+        &optimizer.state()?,
         &Default::default(),
     )?;
     for (file, json) in [

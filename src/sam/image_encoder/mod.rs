@@ -89,7 +89,7 @@ impl ImageEncoder {
 
     /// The parameters whose shape follows the input size, with their values as a checkpoint
     /// native at a `g × g` token grid holds them.
-    pub fn tensors_for_grid(&self, g: usize) -> Vec<(ParamId, RawTensor)> {
+    pub fn tensors_for_grid(&self, g: usize) -> anyhow::Result<Vec<(ParamId, RawTensor)>> {
         match self {
             Self::Vit(e) => e.tensors_for_grid(g),
         }

@@ -217,14 +217,14 @@ impl VitEncoder {
     /// relative-position tables, each resized exactly as the forward pass resizes it at that
     /// grid. A checkpoint written with them computes the same there and is read back as native
     /// there, so Meta's `Sam` built at that size loads it (docs/sam.md#other-input-sizes).
-    pub fn tensors_for_grid(&self, g: usize) -> Vec<(ParamId, RawTensor)> {
-        let mut tensors = vec![(self.pos_embed.id, to_raw(self.pos_embed_for_grid(g)))];
+    pub fn tensors_for_grid(&self, g: usize) -> anyhow::Result<Vec<(ParamId, RawTensor)>> {
+        let mut tensors = vec![(self.pos_embed.id, to_raw(self.pos_embed_for_grid(g))?)];
         for block in self.blocks.iter().filter(|b| b.window_size == 0) {
             for table in [&block.attn.rel_pos_h, &block.attn.rel_pos_w] {
-                tensors.push((table.id, to_raw(rel_pos_rows(table.val(), 2 * g - 1))));
+                tensors.push((table.id, to_raw(rel_pos_rows(table.val(), 2 * g - 1))?));
             }
         }
-        tensors
+        Ok(tensors)
     }
 }
 

@@ -230,11 +230,12 @@ impl<'a> MaskGenerator<'a> {
     }
 
     /// Every mask found in `image`, in Meta's order; `on_batch` is called after each point batch.
+    /// An error is the device's failure to compute or give back a batch's masks.
     pub fn generate(
         &self,
         image: &RgbImage,
         on_batch: &mut dyn FnMut(),
-    ) -> (Vec<GeneratedMask>, Timing) {
+    ) -> anyhow::Result<(Vec<GeneratedMask>, Timing)> {
         self.generate_with(image, None, on_batch)
     }
 
@@ -245,14 +246,14 @@ impl<'a> MaskGenerator<'a> {
         image: &RgbImage,
         whole_image: Option<&ImageEmbedding>,
         on_batch: &mut dyn FnMut(),
-    ) -> (Vec<GeneratedMask>, Timing) {
+    ) -> anyhow::Result<(Vec<GeneratedMask>, Timing)> {
         let (h, w) = (image.height() as usize, image.width() as usize);
         let crops = self.crops(h, w);
         let mut timing = Timing::default();
         let mut masks = Vec::new();
         for &(crop, layer) in &crops {
             let known = whole_image.filter(|_| crop == [0, 0, w, h]);
-            masks.extend(self.process_crop(image, crop, layer, known, &mut timing, on_batch));
+            masks.extend(self.process_crop(image, crop, layer, known, &mut timing, on_batch)?);
         }
         let started = Instant::now();
         if crops.len() > 1 {
@@ -265,7 +266,7 @@ impl<'a> MaskGenerator<'a> {
             masks = self.remove_small_regions(masks);
         }
         timing.postprocess += started.elapsed();
-        (masks, timing)
+        Ok((masks, timing))
     }
 
     fn process_crop(
@@ -276,7 +277,7 @@ impl<'a> MaskGenerator<'a> {
         known: Option<&ImageEmbedding>,
         timing: &mut Timing,
         on_batch: &mut dyn FnMut(),
-    ) -> Vec<GeneratedMask> {
+    ) -> anyhow::Result<Vec<GeneratedMask>> {
         let [x0, y0, x1, y1] = crop;
         let (cw, ch) = (x1 - x0, y1 - y0);
         let computed;
@@ -297,7 +298,7 @@ impl<'a> MaskGenerator<'a> {
             .collect();
         let mut found = Vec::new();
         for batch in points.chunks(self.settings.points_per_batch) {
-            found.extend(self.process_batch(embedded, batch, crop, image, timing));
+            found.extend(self.process_batch(embedded, batch, crop, image, timing)?);
             on_batch();
         }
         let started = Instant::now();
@@ -315,7 +316,7 @@ impl<'a> MaskGenerator<'a> {
             })
             .collect();
         timing.postprocess += started.elapsed();
-        masks
+        Ok(masks)
     }
 
     /// The masks of one batch of grid points (crop pixels) that pass the filters, with boxes
@@ -327,13 +328,13 @@ impl<'a> MaskGenerator<'a> {
         crop: CropBox,
         image: &RgbImage,
         timing: &mut Timing,
-    ) -> Vec<GeneratedMask> {
+    ) -> anyhow::Result<Vec<GeneratedMask>> {
         let s = &self.settings;
         let started = Instant::now();
         let out = self.predictor.predict_points(embedded, points, true);
         let [_, k, g4, _] = out.low_res_logits.dims();
-        let iou: Vec<f32> = out.iou.f32_values();
-        let low_res: Vec<f32> = out.low_res_logits.f32_values();
+        let iou: Vec<f32> = out.iou.try_f32_values()?;
+        let low_res: Vec<f32> = out.low_res_logits.try_f32_values()?;
         timing.decoder += started.elapsed();
         timing.batches += 1;
 
@@ -375,7 +376,7 @@ impl<'a> MaskGenerator<'a> {
             });
         }
         timing.postprocess += started.elapsed();
-        found
+        Ok(found)
     }
 
     /// Meta's `postprocess_small_regions`: holes and islands below the minimum area removed from
