@@ -166,3 +166,64 @@ fn training_steps_on_the_device_equal_the_cpus() {
         assert!(rel <= 1e-4, "{key}: relative L2 {rel:.1e} after 3 steps");
     }
 }
+
+/// A GPU limits each buffer (lavapipe: 128 MiB), and what cannot fit is refused before any work
+/// with the size that can: an input size at which one image's encoder tensors pass it, more
+/// prompts in one call than their masks' tensor holds, a segment-everything batch of as many.
+#[test]
+fn what_passes_the_devices_buffer_limit_is_refused_before_any_work() {
+    use burn::tensor::Tensor;
+    use sam_cobot::sam::config::SamConfig;
+    use sam_cobot::sam::mask_generator::{MaskGenerator, MaskGeneratorSettings};
+    use sam_cobot::sam::predictor::{ImageEmbedding, Predictor, UserPrompts};
+    use sam_cobot::sam::{Sam, random::random_state_dict};
+
+    let device = sam_cobot::cli::device::parse(&device()).unwrap();
+    let limit = sam_cobot::kernels::max_buffer_bytes(&device).expect("a GPU limits its buffers");
+    let cfg = SamConfig::named("tiny").unwrap();
+    let dict = random_state_dict(&cfg, 1);
+
+    // The pixels of one 8192 px image alone take 768 MiB.
+    let err = Sam::from_state_dict(dict.clone(), Some(8192), &device)
+        .expect_err("an 8192 px input is refused")
+        .to_string();
+    assert!(err.contains("input size 8192 px"), "{err}");
+
+    let sam = Sam::from_state_dict(dict, Some(1024), &device).unwrap();
+    // [N, M, 256, 256] f32 masks at 1024 px: M · 256 KiB a prompt.
+    let per_prompt = 4 * cfg.decoder.num_mask_tokens as u64 * 256 * 256;
+    let most = sam.prompts_per_call();
+    assert_eq!(most as u64, limit / per_prompt);
+
+    let (e, g) = (cfg.prompt.embed_dim, 64);
+    let image = ImageEmbedding {
+        embedding: Tensor::<4>::zeros([1, e, g, g], &device),
+        original_size: (1024, 1024),
+    };
+    let prompts = UserPrompts {
+        boxes: vec![[10.0, 10.0, 200.0, 200.0]; most + 1],
+        points: Vec::new(),
+    };
+    let err = Predictor::new(&sam)
+        .predict(&image, &prompts, false)
+        .err()
+        .expect("one prompt too many is refused")
+        .to_string();
+    assert!(
+        err.contains(&format!("give at most {most} prompts per call")),
+        "{err}"
+    );
+
+    let settings = MaskGeneratorSettings {
+        points_per_batch: most + 1,
+        ..Default::default()
+    };
+    let err = MaskGenerator::new(&sam, settings)
+        .err()
+        .expect("a batch of too many points is refused")
+        .to_string();
+    assert!(
+        err.starts_with(&format!("points_per_batch {}", most + 1)),
+        "{err}"
+    );
+}

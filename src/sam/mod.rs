@@ -207,6 +207,16 @@ impl Sam {
         kernels::items_per_buffer(device, self.config.encoder.largest_tensor_bytes(size))
     }
 
+    /// The most prompts one call of [`Sam::predict_masks_with`] takes on this model's device:
+    /// the masks of a call are one tensor, `[N, M, S/4, S/4]` f32 with all M of the decoder's
+    /// outputs, and a GPU limits each buffer (any number on the CPU). 128 at 1024 px where a
+    /// buffer holds 128 MiB.
+    pub fn prompts_per_call(&self) -> usize {
+        let g4 = self.image_size / 4;
+        let per_prompt = 4 * self.config.decoder.num_mask_tokens * g4 * g4;
+        kernels::items_per_buffer(&self.device(), per_prompt as u64)
+    }
+
     /// Masks for `prompts` (in the S×S input frame) on one image embedding `[1, E, g, g]`.
     ///
     /// `multimask`: the K = M−1 ambiguity outputs instead of the single first mask.

@@ -179,6 +179,7 @@ impl<'a> Predictor<'a> {
         multimask: bool,
     ) -> anyhow::Result<Prediction> {
         let prompts = self.model_prompts(prompts, image.original_size);
+        self.check_prompts_per_call(prompts.batch())?;
         let out =
             self.sam
                 .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
@@ -195,8 +196,24 @@ impl<'a> Predictor<'a> {
         })
     }
 
+    /// Refuses more prompts than one call can take on the model's device
+    /// ([`Sam::prompts_per_call`]) before any work is done, with the number it can take.
+    fn check_prompts_per_call(&self, prompts: usize) -> anyhow::Result<()> {
+        let most = self.sam.prompts_per_call();
+        if prompts > most {
+            anyhow::bail!(
+                "{prompts} prompts: their masks at {} px are one tensor, larger than the device \
+                 {:?} allows in one buffer; give at most {most} prompts per call",
+                self.sam.image_size,
+                self.sam.device()
+            );
+        }
+        Ok(())
+    }
+
     /// Masks for single positive points (original pixels), each point its own prompt: the
-    /// automatic mask generator's query.
+    /// automatic mask generator's query ([`MaskGenerator`](super::mask_generator::MaskGenerator)
+    /// keeps its batches within [`Sam::prompts_per_call`]).
     pub fn predict_points(
         &self,
         image: &ImageEmbedding,

@@ -195,6 +195,19 @@ pub struct MaskGenerator<'a> {
 impl<'a> MaskGenerator<'a> {
     pub fn new(sam: &'a Sam, settings: MaskGeneratorSettings) -> Result<Self, InvalidSetting> {
         settings.validate()?;
+        let most = sam.prompts_per_call();
+        if settings.points_per_batch > most {
+            return Err(InvalidSetting {
+                name: "points_per_batch",
+                value: settings.points_per_batch.to_string(),
+                why: format!(
+                    "a batch's masks at {} px are one tensor, and the device {:?} holds those \
+                     of at most {most} points in one buffer",
+                    sam.image_size,
+                    sam.device()
+                ),
+            });
+        }
         let grids = layer_grids(
             settings.points_per_side,
             settings.crop_n_layers,
