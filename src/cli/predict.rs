@@ -148,6 +148,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         None => None,
     };
     let predictor = Predictor::new(&sam);
+    predictor.check_prompts_per_call(&prompts)?;
     let embedding = match &args.embeddings {
         Some(path) => {
             let started = Instant::now();

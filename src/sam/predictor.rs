@@ -178,8 +178,8 @@ impl<'a> Predictor<'a> {
         mask_input: Option<Tensor<4>>,
         multimask: bool,
     ) -> anyhow::Result<Prediction> {
+        self.check_prompts_per_call(prompts)?;
         let prompts = self.model_prompts(prompts, image.original_size);
-        self.check_prompts_per_call(prompts.batch())?;
         let out =
             self.sam
                 .predict_masks_with(image.embedding.clone(), &prompts, mask_input, multimask);
@@ -197,8 +197,10 @@ impl<'a> Predictor<'a> {
     }
 
     /// Refuses more prompts than one call can take on the model's device
-    /// ([`Sam::prompts_per_call`]) before any work is done, with the number it can take.
-    fn check_prompts_per_call(&self, prompts: usize) -> anyhow::Result<()> {
+    /// ([`Sam::prompts_per_call`]), with the number it can take: each box is a prompt (the
+    /// points go with every box), or the points are one. Callers check before they encode.
+    pub fn check_prompts_per_call(&self, prompts: &UserPrompts) -> anyhow::Result<()> {
+        let prompts = prompts.boxes.len().max(1);
         let most = self.sam.prompts_per_call();
         if prompts > most {
             anyhow::bail!(
