@@ -67,7 +67,7 @@ crate::settings! {
     /// What trains: `full` (every tensor of SAM) or `lightweight` (the mask decoder alone, the
     /// encoders as they are: a decoder-first stage, or more decoder steps on a trained
     /// encoder, which cost no encoder backward pass).
-    method: String = "full".into(),
+    method: Method = Method::FULL,
     /// Input size S of the scenes and the model, a multiple of 16.
     image_size: usize = 256,
     /// Optimiser steps in all.
@@ -121,11 +121,10 @@ impl PretrainSettings {
                 SamConfig::NAMES.join(", ")
             ));
         }
-        if !PRETRAIN_METHODS.contains(&self.method.as_str()) {
+        if !PRETRAIN_METHODS.contains(&self.method) {
             return Err(format!(
-                "--method {}: pretrain trains SAM's own tensors: {}",
-                self.method,
-                PRETRAIN_METHODS.join(" or ")
+                "--method {}: pretrain trains SAM's own tensors: {} or {}",
+                self.method, PRETRAIN_METHODS[0], PRETRAIN_METHODS[1]
             ));
         }
         for (flag, given, reshape) in [
@@ -192,7 +191,7 @@ impl PretrainSettings {
 }
 
 /// The methods `pretrain` accepts: those that train SAM's own tensors and add no module.
-const PRETRAIN_METHODS: [&str; 2] = ["full", "lightweight"];
+const PRETRAIN_METHODS: [Method; 2] = [Method::FULL, Method::LIGHTWEIGHT];
 
 /// Training scenes have seeds with this bit set; every other seed (validation, `sam-cobot
 /// scenes`) is never trained on.
@@ -255,7 +254,7 @@ impl Pretrainer<'_> {
                     let dict = random_state_dict(&cfg, s.seed);
                     trainable(
                         Sam::from_state_dict(dict, Some(s.image_size), &device)?,
-                        &s.method,
+                        s.method,
                     )?
                 }
             };
@@ -380,7 +379,7 @@ impl Pretrainer<'_> {
         }
         let sam = Sam::from_state_dict(dict, Some(s.image_size), device)
             .with_context(|| format!("{} is not a usable SAM checkpoint", path.display()))?;
-        trainable(sam, &s.method)
+        trainable(sam, s.method)
     }
 
     /// The validation scenes, written once as a COCO data set under `out/val`.
@@ -415,8 +414,7 @@ impl Pretrainer<'_> {
 }
 
 /// `sam` with the tensors of `method` (one of [`PRETRAIN_METHODS`]) trainable.
-fn trainable(sam: Sam, method: &str) -> Result<Sam> {
-    let method: Method = method.parse().map_err(anyhow::Error::msg)?;
+fn trainable(sam: Sam, method: Method) -> Result<Sam> {
     let cfg = PeftConfig::new(method);
     Ok(sam
         .attach_peft(cfg, Default::default())?
